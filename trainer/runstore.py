@@ -1,0 +1,441 @@
+"""The run store: one SQLite file (WAL) where the trainer and the control server meet.
+
+The trainer's rank 0 writes runs, metrics, events and command outcomes; `trainer serve`
+reads them and inserts operator commands. All SQL of the project lives in this module
+(DESIGN.md, "Run store"). It must never import torch: the server imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+# Metric names the trainer writes and the server and /metrics read.
+LOSS = "train_loss"
+LR = "lr"
+VAL_TOP1 = "val_top1_error"
+VAL_TOP5 = "val_top5_error"
+VAL10_TOP1 = "val_tencrop_top1_error"
+VAL10_TOP5 = "val_tencrop_top5_error"
+IMAGES_PER_SEC = "images_per_sec"
+DATA_WAIT = "data_wait_frac"
+EPOCH = "epoch"
+IMAGES_SEEN = "images_seen"
+
+RUN_STATUSES = ("running", "finished", "stopped", "failed")
+COMMAND_STATES = ("pending", "applied", "rejected")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    epoch REAL NOT NULL DEFAULT 0,
+    step INTEGER NOT NULL DEFAULT 0,
+    lr REAL,
+    progress TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    epoch REAL NOT NULL,
+    wall REAL NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, name, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL,
+    step INTEGER,
+    wall REAL NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_run ON events (run_id, id);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    factor REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    who TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT,
+    requested_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    applied_step INTEGER,
+    applied_at REAL,
+    detail TEXT NOT NULL DEFAULT '',
+    UNIQUE (run_id, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS commands_run_state ON commands (run_id, state, id);
+"""
+
+
+class RunStoreError(RuntimeError):
+    pass
+
+
+@dataclass
+class Command:
+    id: int
+    run_id: int
+    kind: str
+    factor: float
+    reason: str
+    who: str
+    idempotency_key: str | None
+    requested_at: float
+    state: str
+    applied_step: int | None
+    applied_at: float | None
+    detail: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _command(row: sqlite3.Row | None) -> Command | None:
+    return None if row is None else Command(**{k: row[k] for k in row.keys()})
+
+
+def _run(row: sqlite3.Row | None) -> dict | None:
+    if row is None:
+        return None
+    run = {k: row[k] for k in row.keys()}
+    run["config"] = json.loads(run["config"])
+    run["progress"] = json.loads(run["progress"])
+    return run
+
+
+class RunStore:
+    """Thread-safe handle: one SQLite connection per thread, WAL, a busy timeout.
+
+    Metric and event writes are buffered and committed together at most once per
+    `flush_interval` seconds (or when `flush()` is called), so a reader polling hard
+    beside the trainer costs it one short transaction a second, not one per step.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, flush_interval: float = 1.0):
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self.flush_interval = flush_interval
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._metric_buf: list[tuple] = []
+        self._event_buf: list[tuple] = []
+        self._last_flush = time.monotonic()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._init_schema()
+        except (OSError, sqlite3.Error) as e:
+            raise RunStoreError(f"cannot open run store {self.path}: {e}") from e
+
+    # -- connection and schema -------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def _init_schema(self) -> None:
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode = WAL")
+        with _transaction(conn):
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(stmt)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row["value"]) != SCHEMA_VERSION:
+                raise RunStoreError(
+                    f"{self.path} has schema version {row['value']}, this code uses {SCHEMA_VERSION}"
+                )
+
+    def close(self) -> None:
+        self.flush()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- runs --------------------------------------------------------------------------
+    def start_run(self, name: str, config: dict, *, lr: float | None = None) -> tuple[int, bool]:
+        """Create the run, or mark an existing one of that name running again (a restart).
+
+        Returns (run_id, resumed)."""
+        now = time.time()
+        conn = self._conn()
+        with _transaction(conn):
+            row = conn.execute("SELECT id FROM runs WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO runs (name, config, status, created_at, updated_at, lr)"
+                    " VALUES (?, ?, 'running', ?, ?, ?)",
+                    (name, json.dumps(config, sort_keys=True), now, now, lr),
+                )
+                return int(cur.lastrowid), False
+            conn.execute(
+                "UPDATE runs SET status = 'running', config = ?, updated_at = ?, finished_at = NULL"
+                " WHERE id = ?",
+                (json.dumps(config, sort_keys=True), now, row["id"]),
+            )
+            return int(row["id"]), True
+
+    def set_status(self, run_id: int, status: str) -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        self.flush()
+        now = time.time()
+        finished = now if status != "running" else None
+        self._conn().execute(
+            "UPDATE runs SET status = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+            (status, now, finished, run_id),
+        )
+
+    def update_progress(self, run_id: int, *, epoch: float, step: int, lr: float, **progress) -> None:
+        """The run's current position; `progress` holds the rest (epochs, ETA, images/s...)."""
+        self._conn().execute(
+            "UPDATE runs SET epoch = ?, step = ?, lr = ?, progress = ?, updated_at = ? WHERE id = ?",
+            (epoch, step, lr, json.dumps(progress, sort_keys=True), time.time(), run_id),
+        )
+
+    def get_run(self, run_id: int) -> dict | None:
+        return _run(self._conn().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
+
+    def get_run_by_name(self, name: str) -> dict | None:
+        return _run(self._conn().execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone())
+
+    def list_runs(self) -> list[dict]:
+        rows = self._conn().execute("SELECT * FROM runs ORDER BY id DESC").fetchall()
+        return [_run(r) for r in rows]
+
+    def current_run(self) -> dict | None:
+        """The most recently updated running run, else the most recent run."""
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT * FROM runs WHERE status = 'running' ORDER BY updated_at DESC, id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            row = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        return _run(row)
+
+    # -- metrics and events (buffered) ------------------------------------------------
+    def log_metrics(self, run_id: int, step: int, epoch: float, values: dict[str, float]) -> None:
+        wall = time.time()
+        with self._lock:
+            for name, value in values.items():
+                v = float(value)
+                self._metric_buf.append((run_id, name, int(step), float(epoch), wall, v if math.isfinite(v) else None))
+        self.maybe_flush()
+
+    def log_event(self, run_id: int, step: int | None, kind: str, payload: dict | None = None, *, flush: bool = False) -> None:
+        with self._lock:
+            self._event_buf.append((run_id, step, time.time(), kind, json.dumps(payload or {}, sort_keys=True)))
+        if flush:
+            self.flush()
+        else:
+            self.maybe_flush()
+
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            metrics, events = self._metric_buf, self._event_buf
+            self._metric_buf, self._event_buf = [], []
+            self._last_flush = time.monotonic()
+        if not metrics and not events:
+            return
+        conn = self._conn()
+        with _transaction(conn):
+            # A step re-done after a resume replaces the earlier attempt's value.
+            conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)", metrics)
+            conn.executemany("INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)", events)
+
+    def latest_metrics(self, run_id: int) -> dict[str, dict]:
+        """{name: {step, epoch, value}} of each metric's last row."""
+        conn = self._conn()
+        names = [r["name"] for r in conn.execute(
+            "SELECT DISTINCT name FROM metrics WHERE run_id = ?", (run_id,))]
+        out = {}
+        for name in names:
+            row = conn.execute(
+                "SELECT step, epoch, value FROM metrics WHERE run_id = ? AND name = ?"
+                " ORDER BY step DESC LIMIT 1", (run_id, name)).fetchone()
+            out[name] = {"step": row["step"], "epoch": row["epoch"], "value": row["value"]}
+        return out
+
+    def best_metric(self, run_id: int, name: str) -> float | None:
+        row = self._conn().execute(
+            "SELECT MIN(value) AS v FROM metrics WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()
+        return None if row is None else row["v"]
+
+    def metric_series(self, run_id: int, name: str, *, since_step: int = 0, max_points: int = 1000) -> list[dict]:
+        """Rows of one metric from `since_step` on, at most `max_points` of them.
+
+        Long series are downsampled by index seeks at evenly spaced steps, so the cost
+        grows with max_points, not with the number of stored rows."""
+        conn = self._conn()
+        max_points = max(1, int(max_points))
+        rows = conn.execute(
+            "SELECT step, epoch, wall, value FROM metrics WHERE run_id = ? AND name = ? AND step >= ?"
+            " ORDER BY step LIMIT ?", (run_id, name, since_step, max_points + 1)).fetchall()
+        if len(rows) <= max_points:
+            return [dict(r) for r in rows]
+        last = conn.execute(
+            "SELECT step, epoch, wall, value FROM metrics WHERE run_id = ? AND name = ?"
+            " ORDER BY step DESC LIMIT 1", (run_id, name)).fetchone()
+        first_step, last_step = rows[0]["step"], last["step"]
+        stride = (last_step - first_step) / (max_points - 1) if max_points > 1 else 1
+        seek = ("SELECT step, epoch, wall, value FROM metrics WHERE run_id = ? AND name = ? AND step >= ?"
+                " ORDER BY step LIMIT 1")
+        out, seen = [], set()
+        for i in range(max_points - 1):
+            row = conn.execute(seek, (run_id, name, int(math.ceil(first_step + i * stride)))).fetchone()
+            if row is not None and row["step"] not in seen:
+                seen.add(row["step"])
+                out.append(dict(row))
+        if last["step"] not in seen:
+            out.append(dict(last))
+        return out
+
+    def metric_names(self, run_id: int) -> list[str]:
+        return [r["name"] for r in self._conn().execute(
+            "SELECT DISTINCT name FROM metrics WHERE run_id = ? ORDER BY name", (run_id,))]
+
+    def events(self, run_id: int, *, since_id: int = 0, kinds: list[str] | None = None, limit: int = 1000) -> list[dict]:
+        sql = "SELECT * FROM events WHERE run_id = ? AND id > ?"
+        args: list = [run_id, since_id]
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += list(kinds)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        out = []
+        for r in self._conn().execute(sql, args):
+            d = dict(r)
+            d["payload"] = json.loads(d["payload"])
+            out.append(d)
+        return out
+
+    # -- operator commands -----------------------------------------------------------
+    def submit_lr_divide(
+        self, run_id: int, factor: float, *, reason: str = "", who: str = "",
+        idempotency_key: str | None = None, min_lr: float = 1e-7,
+    ) -> tuple[Command, bool]:
+        """Record an operator's request to divide the LR, atomically with its checks.
+
+        Returns (command, created); created is False when the idempotency key was seen
+        before (the earlier command is returned). A request that would take the LR
+        (after every pending division) under `min_lr`, or that targets a run that is not
+        running, is recorded as `rejected` with the reason. Raises KeyError for an
+        unknown run."""
+        now = time.time()
+        conn = self._conn()
+        with _transaction(conn):
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT * FROM commands WHERE run_id = ? AND idempotency_key = ?",
+                    (run_id, idempotency_key)).fetchone()
+                if row is not None:
+                    return _command(row), False
+            run = conn.execute("SELECT status, lr, step FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if run is None:
+                raise KeyError(run_id)
+            state, detail = "pending", ""
+            if run["status"] != "running":
+                state, detail = "rejected", f"run is {run['status']}, not running"
+            elif run["lr"] is not None:
+                pending = conn.execute(
+                    "SELECT factor FROM commands WHERE run_id = ? AND state = 'pending'", (run_id,)).fetchall()
+                projected = run["lr"] / math.prod(r["factor"] for r in pending) / factor
+                if projected < min_lr:
+                    state = "rejected"
+                    detail = f"new learning rate {projected:.3g} would fall under the minimum {min_lr:.3g}"
+            cur = conn.execute(
+                "INSERT INTO commands (run_id, kind, factor, reason, who, idempotency_key, requested_at, state, detail)"
+                " VALUES (?, 'lr_divide', ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, factor, reason, who, idempotency_key, now, state, detail))
+            payload = {"command_id": cur.lastrowid, "factor": factor, "reason": reason, "who": who, "state": state}
+            if detail:
+                payload["detail"] = detail
+            conn.execute(
+                "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)",
+                (run_id, run["step"], now, "command_" + ("requested" if state == "pending" else "rejected"),
+                 json.dumps(payload, sort_keys=True)))
+            row = conn.execute("SELECT * FROM commands WHERE id = ?", (cur.lastrowid,)).fetchone()
+            return _command(row), True
+
+    def record_refused_request(self, run_id: int, reason: str, payload: dict | None = None) -> None:
+        """An operator call refused before it became a command (bad token, bad factor...)."""
+        self._conn().execute(
+            "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, NULL, ?, 'request_refused', ?)",
+            (run_id, time.time(), json.dumps({"reason": reason, **(payload or {})}, sort_keys=True)))
+
+    def get_command(self, command_id: int) -> Command | None:
+        return _command(self._conn().execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone())
+
+    def commands(self, run_id: int, state: str | None = None) -> list[Command]:
+        sql, args = "SELECT * FROM commands WHERE run_id = ?", [run_id]
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(state)
+        return [_command(r) for r in self._conn().execute(sql + " ORDER BY id", args)]
+
+    def pending_commands(self, run_id: int) -> list[Command]:
+        return self.commands(run_id, "pending")
+
+    def mark_command(self, command_id: int, state: str, *, step: int | None = None, detail: str = "",
+                     event_payload: dict | None = None) -> None:
+        """The trainer's verdict on a command, with its event, in one transaction."""
+        if state not in ("applied", "rejected"):
+            raise ValueError(f"a command ends applied or rejected, not {state!r}")
+        self.flush()
+        now = time.time()
+        conn = self._conn()
+        with _transaction(conn):
+            row = conn.execute("SELECT run_id FROM commands WHERE id = ?", (command_id,)).fetchone()
+            if row is None:
+                raise KeyError(command_id)
+            conn.execute(
+                "UPDATE commands SET state = ?, applied_step = ?, applied_at = ?, detail = ? WHERE id = ?",
+                (state, step, now, detail, command_id))
+            payload = {"command_id": command_id, **(event_payload or {})}
+            if detail:
+                payload["detail"] = detail
+            conn.execute(
+                "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)",
+                (row["run_id"], step, now, "command_" + state, json.dumps(payload, sort_keys=True)))
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT: writers queue on the busy timeout instead of failing."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
