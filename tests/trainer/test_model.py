@@ -1,0 +1,79 @@
+"""The network of section 3 as DESIGN.md fixes it, and its switches."""
+
+import pytest
+import torch
+
+from trainer.model import AlexNet, build_model
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_default_alexnet_has_the_papers_parameter_count_and_layer_sizes():
+    model = AlexNet()
+    assert n_params(model) == 60_965_224
+    with torch.no_grad():
+        sizes = model.eval().layer_outputs(torch.zeros(1, 3, 224, 224))
+    assert sizes == [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
+
+
+def test_paper_initialisation():
+    torch.manual_seed(0)
+    model = AlexNet()
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3"):
+        layer = getattr(model, name)
+        assert abs(layer.weight.std().item() - 0.01) < 0.001, name
+        assert abs(layer.weight.mean().item()) < 0.001, name
+        expected = 1.0 if name in ("conv2", "conv4", "conv5", "fc1", "fc2") else 0.0
+        assert torch.all(layer.bias == expected), name
+    assert torch.all(AlexNet(bias_const=0.1).fc1.bias == 0.1)
+
+
+def test_grouped_convolutions_and_lrn_constants():
+    model = AlexNet()
+    assert [getattr(model, f"conv{i}").groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
+    assert model.conv1.padding == (2, 2) and model.conv1.stride == (4, 4)
+    lrn = model.norm1
+    # torch divides alpha by n: the paper's alpha = 1e-4 is 5e-4 here.
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 5e-4, 0.75, 2.0)
+    assert AlexNet(groups=1).conv2.groups == 1
+
+
+def test_lrn_matches_the_papers_formula():
+    a = torch.rand(1, 12, 3, 3) * 10
+    out = AlexNet().norm1(a)
+    i, n, k, alpha, beta = 6, 5, 2.0, 1e-4, 0.75
+    lo, hi = max(0, i - n // 2), min(11, i + n // 2)
+    expected = a[0, i] / (k + alpha * (a[0, lo:hi + 1] ** 2).sum(0)) ** beta
+    assert torch.allclose(out[0, i], expected, rtol=1e-5)
+
+
+def test_dropout_acts_on_hidden_outputs_and_hidden_is_the_last_hidden_layer():
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=10, width=0.25).eval()
+    x = torch.randn(2, 3, 224, 224)
+    h = model.hidden(x)
+    assert h.shape == (2, 1024) and torch.all(h >= 0)
+    assert torch.allclose(model(x), model.fc3(h))
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, model(x))
+
+
+@pytest.mark.parametrize("kw", [dict(lrn=False), dict(overlap_pool=False), dict(activation="tanh"),
+                                dict(groups=1), dict(dropout=0.0)])
+def test_switches_build_and_run(kw):
+    model = build_model(dict(num_classes=7, width=0.125, **kw))
+    assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 7)
+
+
+def test_switches_change_the_network():
+    assert isinstance(AlexNet(lrn=False).norm1, torch.nn.Identity)
+    assert AlexNet(overlap_pool=False).pool.kernel_size == 2
+    assert isinstance(AlexNet(activation="tanh").act, torch.nn.Tanh)
+    assert n_params(AlexNet(groups=1)) > n_params(AlexNet())
+    with pytest.raises(ValueError):
+        AlexNet(groups=3)
