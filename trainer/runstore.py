@@ -288,6 +288,18 @@ class RunStore:
             "SELECT MIN(value) AS v FROM metrics WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()
         return None if row is None else row["v"]
 
+    def last_metric(self, run_id: int, name: str) -> dict | None:
+        """{step, epoch, wall, value} of one metric's last row: one index seek (the server
+        asks for a few names per request; latest_metrics scans every name)."""
+        row = self._conn().execute(
+            "SELECT step, epoch, wall, value FROM metrics WHERE run_id = ? AND name = ?"
+            " ORDER BY step DESC LIMIT 1", (run_id, name)).fetchone()
+        return None if row is None else dict(row)
+
+    def count_commands(self, run_id: int, state: str) -> int:
+        return self._conn().execute(
+            "SELECT COUNT(*) FROM commands WHERE run_id = ? AND state = ?", (run_id, state)).fetchone()[0]
+
     def metric_series(self, run_id: int, name: str, *, since_step: int = 0, max_points: int = 1000) -> list[dict]:
         """Rows of one metric from `since_step` on, at most `max_points` of them.
 

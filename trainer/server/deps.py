@@ -1,0 +1,65 @@
+"""Dependencies of the routes: the run store, the run named in the path, the operator."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from trainer.runstore import RunStore
+
+from .auth import bearer_matches
+
+# Largest id SQLite stores in an INTEGER; longer digit strings are names, not ids.
+_MAX_ID_DIGITS = 18
+
+
+def get_store(request: Request) -> RunStore:
+    return request.app.state.store
+
+
+StoreDep = Annotated[RunStore, Depends(get_store)]
+
+
+def find_run(store: RunStore, run_id: str) -> dict | None:
+    """`current`, a numeric id, or a run name; None when there is no such run."""
+    if run_id == "current":
+        return store.current_run()
+    if run_id.isascii() and run_id.isdigit() and len(run_id) <= _MAX_ID_DIGITS:
+        run = store.get_run(int(run_id))
+        if run is not None:
+            return run
+    return store.get_run_by_name(run_id)
+
+
+def get_run(store: StoreDep, run_id: str) -> dict:
+    run = find_run(store, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id!r}")
+    return run
+
+
+RunDep = Annotated[dict, Depends(get_run)]
+
+
+def client_name(request: Request) -> str:
+    host = request.client.host if request.client else "unknown"
+    return f"operator@{host}"
+
+
+def require_operator(request: Request, store: StoreDep, run_id: str) -> str:
+    """The caller's name if it sent the operator token; else 401, and the refusal goes
+    into the run's events (when the run exists) so that the attempt leaves a trace."""
+    who = client_name(request)
+    if not bearer_matches(request.headers.get("authorization"), request.app.state.token):
+        reason = "missing bearer token" if "authorization" not in request.headers else "invalid bearer token"
+        run = find_run(store, run_id)
+        if run is not None:
+            store.record_refused_request(run["id"], reason, {"who": who, "path": request.url.path, "status": 401})
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, reason, headers={"WWW-Authenticate": "Bearer"})
+    # Lets the validation-error handler record a refused body (e.g. factor out of range).
+    request.state.operator_run = run_id
+    return who
+
+
+OperatorDep = Annotated[str, Depends(require_operator)]

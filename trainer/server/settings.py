@@ -1,0 +1,31 @@
+"""Settings of `trainer serve`: flags override the environment (ALEXNET_*), which overrides defaults.
+
+Built by the CLI (or a test) and handed to `create_app(settings)`; nothing reads them at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALEXNET_", extra="forbid")
+
+    runs_db: Path = Field(Path("runs/runs.db"), description="the run store (SQLite) to read and write")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # ALEXNET_TOKEN; else ALEXNET_TOKEN_FILE (mode 0600); else the file beside the run store.
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    min_lr: float = Field(1e-7, gt=0, description="a division that would take the LR below this is refused")
+    max_body_bytes: int = Field(16 * 1024, ge=256, description="larger request bodies are answered 413")
+    # Empty: no CORS headers at all, so a page on another origin cannot call the API.
+    cors_origins: list[str] = []
+    refresh_s: float = Field(3.0, gt=0, description="how often the page polls for new data")
+
+    def default_token_file(self) -> Path:
+        """Where `trainer serve` keeps the token it generated: beside the run store."""
+        return self.runs_db.parent / (self.runs_db.name + ".token")
