@@ -136,3 +136,61 @@ def load_stats(data_dir: str | Path) -> DatasetStats:
             eigvecs=np.asarray(z["eigvecs"], np.float64),
             mean_image=np.asarray(z["mean_image"], np.float32),
         )
+
+
+# --- Manifest fields (added with `preprocess shard`) -------------------------------------
+# dataset.json = {
+#   "format_version": 1,
+#   "params": {"image_size", "jpeg_quality", "jpeg_subsampling", "resize_filter", "seed",
+#              "shard_max_count", "shard_max_bytes", "max_pixels", "dct_margin"},
+#   "classes": [{"index", "wnid", "name"}],
+#   "splits": {"train": {"count", "bytes", "shards": [{"name", "count", "bytes", "sha256"}]},
+#              "val": {...}},
+#   "totals": {"count", "bytes"},
+#   "rejected": int,
+# }
+WORK_DIR = ".preprocess"  # inside the output folder: per-shard statistics and bookkeeping
+
+
+def split_count(manifest: dict, split: str) -> int:
+    """Number of samples of a split in a manifest (0 when the split is absent)."""
+    return int(manifest.get("splits", {}).get(split, {}).get("count", 0))
+
+
+def num_classes(manifest: dict) -> int:
+    return len(manifest["classes"])
+
+
+# --- DALI index files ---------------------------------------------------------------------
+# The format `wds2idx` writes and `fn.readers.webdataset(index_paths=...)` reads (v1.2):
+# a first line "v1.2 N", then one line per sample: "EXT OFFSET SIZE NAME" per member, where
+# OFFSET is where the member's data starts (after its 512-byte tar header).
+INDEX_VERSION = "v1.2"
+
+
+def format_index(samples: list[list[tuple[str, int, int, str]]]) -> str:
+    lines = [f"{INDEX_VERSION} {len(samples)}"]
+    for members in samples:
+        lines.append(" ".join(f"{ext} {offset} {size} {name}" for ext, offset, size, name in members))
+    return "\n".join(lines) + "\n"
+
+
+def parse_index(text: str) -> list[list[tuple[str, int, int, str]]]:
+    """Inverse of `format_index`; raises ValueError on a malformed file."""
+    lines = text.splitlines()
+    if not lines:
+        raise ValueError("empty index file")
+    head = lines[0].split()
+    if len(head) != 2 or head[0] != INDEX_VERSION:
+        raise ValueError(f"index header {lines[0]!r} is not '{INDEX_VERSION} N'")
+    samples = []
+    for line in lines[1:]:
+        parts = line.split()
+        if not parts or len(parts) % 4:
+            raise ValueError(f"malformed index line {line!r}")
+        samples.append(
+            [(parts[i], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts), 4)]
+        )
+    if len(samples) != int(head[1]):
+        raise ValueError(f"index says {head[1]} samples but lists {len(samples)}")
+    return samples

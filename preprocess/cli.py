@@ -1,0 +1,140 @@
+"""The `preprocess` console script: `shard`, `verify`, `stats --merge`, `demo-corpus`.
+
+    preprocess shard --src IMAGENET_DIR --out SHARDS_DIR [--workers N] [--part i --parts n]
+    preprocess verify SHARDS_DIR
+    preprocess stats --merge PART_DIR... [--out SHARDS_DIR]
+    preprocess demo-corpus --out DIR [--classes 10]
+
+Errors the user can fix (missing source, unwritable output, ...) end the program with one
+line on stderr and exit status 2; too many rejected inputs exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from preprocess import democorpus, image
+from preprocess.contract import DataError
+from preprocess.output import OutputError
+from preprocess.sources import SourceError
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_shard(sub) -> None:
+    from preprocess.run import default_workers
+
+    p = sub.add_parser("shard", help="ImageNet folders -> WebDataset shards, index files, manifest, statistics")
+    p.add_argument("--src", type=Path, required=True, help="folder with train/<wnid>/* and val/")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
+    p.add_argument("--val-labels", type=Path, help="labels of a flat val/: LOC_val_solution.csv or 'filename wnid' lines")
+    p.add_argument("--synsets", type=Path, help="class names, LOC_synset_mapping.txt form")
+    p.add_argument("--workers", type=_positive, default=default_workers(), help="processes (default: all cores)")
+    p.add_argument("--quality", type=int, default=image.DEFAULT_QUALITY, help="JPEG quality (default 95)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train shuffle")
+    p.add_argument("--shard-max-count", type=_positive, default=1000)
+    p.add_argument("--shard-max-bytes", type=_positive, default=None)
+    p.add_argument("--max-pixels", type=_positive, default=image.DEFAULT_MAX_PIXELS,
+                   help="reject larger images (decompression-bomb guard)")
+    p.add_argument("--max-reject-fraction", type=float, default=0.001)
+    p.add_argument("--part", type=int, default=0, help="this job's part, 0 <= i < --parts")
+    p.add_argument("--parts", type=_positive, default=1)
+    p.add_argument("--overwrite", action="store_true", help="replace output made with other options")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="preprocess", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_shard(sub)
+    v = sub.add_parser("verify", help="check shards against the manifest, decode every image")
+    v.add_argument("data_dir", type=Path)
+    s = sub.add_parser("stats", help="combine the parts of a split job into one dataset")
+    s.add_argument("--merge", type=Path, nargs="+", required=True, metavar="PART_DIR")
+    s.add_argument("--out", type=Path, help="where the merged dataset goes (default: the first PART_DIR)")
+    d = sub.add_parser("demo-corpus", help="a small ImageNet-layout corpus from photos that packages ship")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--classes", type=int, default=10)
+    d.add_argument("--train-per-class", type=int, default=30)
+    d.add_argument("--val-per-class", type=int, default=10)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--min-side", type=int, default=300)
+    d.add_argument("--max-side", type=int, default=500)
+    d.add_argument("--flat-val", action="store_true", help="flat val/ plus LOC_val_solution.csv")
+    return parser
+
+
+def cmd_shard(args) -> int:
+    from preprocess import run, shards
+
+    if not 0 <= args.part < args.parts:
+        raise SourceError(f"--part {args.part} is not in 0..{args.parts - 1}")
+    if not 1 <= args.quality <= 100:
+        raise SourceError("--quality must be between 1 and 100")
+    options = shards.Options(args.seed, args.quality, args.shard_max_count, args.shard_max_bytes, args.max_pixels)
+    cfg = run.ShardConfig(args.src, args.out, options, args.workers, args.part, args.parts,
+                          args.val_labels, args.synsets, args.overwrite, args.max_reject_fraction, args.progress)
+    summary = run.shard(cfg)
+    from preprocess.report import print_summary, reject_check
+
+    print_summary(summary, cfg)
+    return reject_check(summary, cfg)
+
+
+def cmd_verify(args) -> int:
+    from preprocess.verify import verify
+
+    problems = verify(args.data_dir)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        print(f"verify: {len(problems)} problem(s) in {args.data_dir}", file=sys.stderr)
+        return 1
+    print(f"verify: {args.data_dir} is whole")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from preprocess.merge import merge
+
+    manifest = merge(args.merge, args.out or args.merge[0])
+    splits = ", ".join(f"{k}: {v['count']} images in {len(v['shards'])} shards" for k, v in manifest["splits"].items())
+    print(f"merged {len(args.merge)} part folder(s) into {args.out or args.merge[0]} ({splits})")
+    return 0
+
+
+def cmd_demo_corpus(args) -> int:
+    spec = democorpus.CorpusSpec(args.classes, args.train_per_class, args.val_per_class, args.seed,
+                                 args.min_side, args.max_side, args.flat_val)
+    try:
+        out = democorpus.build(args.out, spec)
+    except ValueError as err:
+        raise SourceError(str(err)) from None
+    print(f"demo corpus: {spec.classes} classes, {spec.train_per_class} train + {spec.val_per_class} val each, in {out}")
+    return 0
+
+
+COMMANDS = {"shard": cmd_shard, "verify": cmd_verify, "stats": cmd_stats, "demo-corpus": cmd_demo_corpus}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (SourceError, OutputError, DataError) as err:
+        print(f"preprocess {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"preprocess {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""One input file to one 256x256 RGB image: robust decode, fast downscale, center crop.
+
+Used by `preprocess shard` (through `preprocess.shards`). The fast path decodes JPEGs with
+libjpeg-turbo's DCT-domain scaling (simplejpeg) to about `DCT_MARGIN` times the target,
+then lets OpenCV's area filter (a proper antialiasing box filter) do the rest; everything
+else (CMYK/YCCK JPEGs, PNG, GIF, TIFF, 16-bit, palette, alpha) goes through Pillow. Going
+straight to the target size in the DCT domain loses fidelity (~30 dB PSNR on some photos);
+stopping at twice the target keeps it above 38 dB against the full-decode reference.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+import simplejpeg
+from PIL import Image, UnidentifiedImageError
+
+from preprocess.contract import IMAGE_SIZE
+
+DCT_MARGIN = 2  # decode JPEGs to at least this multiple of the target before resizing
+DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard: larger images are rejected
+DEFAULT_QUALITY = 95
+SUBSAMPLING = "420"
+RESIZE_FILTER = "area (cv2.INTER_AREA) when shrinking, bicubic (cv2.INTER_CUBIC) when enlarging"
+_FAST_COLORSPACES = ("YCbCr", "Gray", "RGB")  # what libjpeg-turbo converts to RGB itself
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+# Pillow's own bomb check would raise before ours can give a reason; ours is explicit.
+Image.MAX_IMAGE_PIXELS = None
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+class Rejected(Exception):
+    """An input that cannot be used; `reason` is a short code for rejects.jsonl and the summary."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def target_shape(height: int, width: int, size: int = IMAGE_SIZE) -> tuple[int, int]:
+    """(h, w) after scaling the shorter side of an image of the given size to `size`."""
+    short = min(height, width)
+    if height <= width:
+        return size, max(size, round(width * size / short))
+    return max(size, round(height * size / short)), size
+
+
+def resize_crop(pixels: np.ndarray, original_hw: tuple[int, int], size: int = IMAGE_SIZE) -> np.ndarray:
+    """Scale to the geometry of the *original* image's short side = size, then center-crop.
+
+    `pixels` may be the original or a DCT-downscaled decode of it; the output geometry only
+    depends on `original_hw`. Works for uint8 and float64 (the fidelity reference).
+    """
+    th, tw = target_shape(*original_hw, size)
+    h, w = pixels.shape[:2]
+    if (h, w) != (th, tw):
+        interp = cv2.INTER_AREA if th <= h and tw <= w else cv2.INTER_CUBIC
+        pixels = cv2.resize(pixels, (tw, th), interpolation=interp)
+        if pixels.dtype == np.uint8:
+            pass  # OpenCV saturates uint8 itself
+        elif interp == cv2.INTER_CUBIC:
+            pixels = np.clip(pixels, 0, 255)
+    top, left = (th - size) // 2, (tw - size) // 2
+    return np.ascontiguousarray(pixels[top : top + size, left : left + size])
+
+
+def _check_size(height: int, width: int, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise Rejected("corrupt", f"image size {width}x{height}")
+    if height * width > max_pixels:
+        raise Rejected("too_large", f"{width}x{height} exceeds --max-pixels {max_pixels}")
+
+
+def _decode_jpeg_fast(data: bytes, size: int, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """libjpeg-turbo scaled decode, or None when Pillow must handle the file."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in _FAST_COLORSPACES:
+        return None  # CMYK / YCCK: libjpeg-turbo cannot convert them to RGB
+    _check_size(height, width, max_pixels)
+    want = DCT_MARGIN * size
+    min_h, min_w = (want, 0) if height <= width else (0, want)
+    try:
+        pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=min_h, min_width=min_w, strict=True)
+    except ValueError:
+        return None  # truncated or with recoverable errors: let Pillow judge it
+    return pixels, (height, width)
+
+
+def _pillow_to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode to an RGB uint8 array (alpha flattened onto white, 16-bit scaled)."""
+    mode = im.mode
+    if mode == "P" and "transparency" in im.info:
+        im, mode = im.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        if mode == "F" and values.max(initial=0) <= 1.0:
+            top = 1.0
+        gray = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
+def _decode_pillow(data: bytes, size: int, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise Rejected("not_an_image", "no image format recognises the content") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise Rejected("corrupt", str(err)) from None
+    with im:
+        width, height = im.size
+        _check_size(height, width, max_pixels)
+        if im.format == "JPEG":
+            # Pillow's DCT scaling; it only ever returns a size >= the requested one.
+            scale = DCT_MARGIN * size / min(width, height)
+            if scale < 1:
+                im.draft(im.mode if im.mode != "YCbCr" else "RGB", (round(width * scale), round(height * scale)))
+        try:
+            im.load()
+            pixels = _pillow_to_rgb(im)
+        except OSError as err:
+            reason = "truncated" if "truncated" in str(err) else "corrupt"
+            raise Rejected(reason, str(err)) from None
+        except (ValueError, SyntaxError, MemoryError) as err:
+            raise Rejected("corrupt", str(err)) from None
+    return pixels, (height, width)
+
+
+def decode(data: bytes, size: int = IMAGE_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """(RGB uint8 pixels, possibly DCT-downscaled; (height, width) of the original)."""
+    if not data:
+        raise Rejected("empty", "zero-byte file")
+    if data[:3] == b"\xff\xd8\xff":
+        fast = _decode_jpeg_fast(data, size, max_pixels)
+        if fast is not None:
+            return fast
+    return _decode_pillow(data, size, max_pixels)
+
+
+def prepare(data: bytes, size: int = IMAGE_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The (size, size, 3) uint8 image that is stored, before JPEG encoding."""
+    pixels, original_hw = decode(data, size, max_pixels)
+    return resize_crop(pixels, original_hw, size)
+
+
+def encode(pixels: np.ndarray, quality: int = DEFAULT_QUALITY) -> bytes:
+    """Baseline JPEG (libjpeg-turbo; deterministic for the same library build)."""
+    return simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling=SUBSAMPLING)
+
+
+def reference(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Float64 reference: the same filter applied to the full-resolution decode (tests only)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        full = _pillow_to_rgb(im).astype(np.float64)
+    return resize_crop(full, full.shape[:2], size)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)

@@ -1,0 +1,175 @@
+"""The output folder of `preprocess shard` / `preprocess stats --merge`: bookkeeping, resume, manifest.
+
+Layout under OUT: the shards, their `.idx` files, `dataset.json`, `stats.npz`,
+`rejects.jsonl` (the contract), and `.preprocess/` with what makes reruns and merges
+exact: `options.json` (what the bytes depend on), `source.json` (classes, unit names,
+rejects found before decoding), and per unit `UNIT.json` (its pieces' sizes and hashes,
+its rejects), `UNIT.moments.npz` (train) and, until placed, its pieces `UNIT-pN.tar/.idx`.
+Placing renames pieces to their final shard names in plan order (index first, then tar,
+so a `.tar` with a final name is always whole and has its index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from preprocess.contract import (
+    FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, SPLITS, STATS_NAME, WORK_DIR, index_name, shard_name,
+)
+from preprocess.stats import Moments, merge_all
+
+OPTIONS_FILE = "options.json"
+SOURCE_FILE = "source.json"
+
+
+class OutputError(RuntimeError):
+    """The output folder cannot be used as asked; the message is one line for the user."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Output:
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.work = self.out / WORK_DIR
+
+    # --- starting a run -------------------------------------------------------------
+    def open(self, settings: dict, source_info: dict, overwrite: bool) -> None:
+        """Create or reuse OUT for a run with `settings` ({"params", "source_digest"})."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise OutputError(f"cannot write to --out {self.out}: {err.strerror or err}") from None
+        previous = _read_json(self.work / OPTIONS_FILE)
+        has_output = (self.out / MANIFEST_NAME).exists() or any(self.out.glob("*-*.tar"))
+        if not overwrite and previous is not None and previous != settings:
+            differ = sorted(k for k in previous.get("params", {}) if previous["params"].get(k) != settings["params"].get(k))
+            what = f"options differ: {', '.join(differ)}" if differ else "the source changed"
+            raise OutputError(f"{self.out} holds output made with other options ({what}); pass --overwrite to replace it")
+        if not overwrite and previous is None and has_output:
+            raise OutputError(f"{self.out} holds shards this tool did not record; pass --overwrite to replace them")
+        if overwrite:
+            self.clear()
+        self.work.mkdir(parents=True, exist_ok=True)
+        _write_json(self.work / OPTIONS_FILE, settings)
+        _write_json(self.work / SOURCE_FILE, source_info)
+
+    def clear(self) -> None:
+        for split in SPLITS:
+            for p in list(self.out.glob(f"{split}-*.tar")) + list(self.out.glob(f"{split}-*.idx")):
+                p.unlink()
+        for name in (MANIFEST_NAME, STATS_NAME, REJECTS_NAME):
+            (self.out / name).unlink(missing_ok=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # --- units -----------------------------------------------------------------------
+    def settings(self) -> dict | None:
+        return _read_json(self.work / OPTIONS_FILE)
+
+    def source_info(self) -> dict | None:
+        return _read_json(self.work / SOURCE_FILE)
+
+    def record(self, unit: str) -> dict | None:
+        return _read_json(self.work / f"{unit}.json")
+
+    def piece(self, unit: str, j: int) -> Path:
+        return self.work / f"{unit}-p{j}.tar"
+
+    def moments_path(self, unit: str) -> Path:
+        return self.work / f"{unit}.moments.npz"
+
+    def final(self, split: str, index: int) -> Path:
+        return self.out / shard_name(split, index)
+
+    def _pair_ok(self, tar: Path, piece: dict) -> bool:
+        idx = tar.with_name(index_name(tar))
+        return (tar.is_file() and idx.is_file() and tar.stat().st_size == piece["bytes"]
+                and sha256_file(idx) == piece["idx_sha256"] and sha256_file(tar) == piece["sha256"])
+
+    def verify_unit(self, record: dict, first_index: int | None) -> bool:
+        """Whether a unit's pieces are whole, either still in the work folder or placed.
+
+        Placed pieces can only be found when their shard number is known (`first_index`).
+        """
+        if record["split"] == "train" and record["pieces"] and not self.moments_path(record["unit"]).is_file():
+            return False
+        for j, piece in enumerate(record["pieces"]):
+            work = self.piece(record["unit"], j)
+            if work.exists():
+                ok = self._pair_ok(work, piece)
+            else:
+                ok = first_index is not None and self._pair_ok(self.final(record["split"], first_index + j), piece)
+            if not ok:
+                return False
+        return True
+
+    def place_unit(self, record: dict, first_index: int) -> None:
+        for j in range(len(record["pieces"])):
+            work = self.piece(record["unit"], j)
+            if work.exists():
+                final = self.final(record["split"], first_index + j)
+                work.with_suffix(".idx").replace(final.with_name(index_name(final)))
+                work.replace(final)
+
+    # --- finishing -------------------------------------------------------------------
+    def write_dataset(self, params: dict, info: dict, records: list[dict]) -> dict:
+        """Manifest, statistics and rejects from the records of every unit, in plan order."""
+        splits, rejects = {}, list(info["rejects"])
+        train_moments = []
+        for split in SPLITS:
+            shards, n = [], 0
+            for rec in (r for r in records if r["split"] == split):
+                rejects.extend(rec["rejects"])
+                if split == "train" and rec["pieces"]:
+                    train_moments.append(Moments.load(self.moments_path(rec["unit"])))
+                for piece in rec["pieces"]:
+                    shards.append({"name": shard_name(split, n), "count": piece["count"],
+                                   "bytes": piece["bytes"], "sha256": piece["sha256"]})
+                    n += 1
+            if shards or info["inputs"].get(split):
+                splits[split] = {"count": sum(s["count"] for s in shards),
+                                 "bytes": sum(s["bytes"] for s in shards), "shards": shards}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "params": params,
+            "classes": info["classes"],
+            "splits": splits,
+            "totals": {"count": sum(s["count"] for s in splits.values()),
+                       "bytes": sum(s["bytes"] for s in splits.values())},
+            "inputs": info["inputs"],
+            "rejected": len(rejects),
+        }
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
+        tmp = self.out / f"{REJECTS_NAME}.tmp{os.getpid()}"
+        tmp.write_text(lines)
+        tmp.replace(self.out / REJECTS_NAME)
+        if train_moments:
+            merge_all(train_moments, params["image_size"]).finish().save(self.out / STATS_NAME)
+        _write_json(self.out / MANIFEST_NAME, manifest)
+        return manifest

@@ -1,0 +1,186 @@
+"""Shard planning and writing for `preprocess shard`: a unit of work is one planned shard.
+
+The plan is fixed before any image is read: train samples shuffled with the seed, val in
+path order, each split cut into units of `--shard-max-count` samples. A worker turns one
+unit into whole tar files ("pieces": one, or more when `--shard-max-bytes` splits it),
+their DALI index files and, for train, the unit's moments; the main process later gives
+the pieces their final shard numbers in plan order (`preprocess.output`). Tar headers are
+fixed (mtime 0, uid 0, mode 0444), so the same unit always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from preprocess import image
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, format_index
+from preprocess.sources import Sample, Source
+from preprocess.stats import Moments
+
+_BLOCK = 512
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that changes the bytes of the output."""
+
+    seed: int = 0
+    quality: int = image.DEFAULT_QUALITY
+    shard_max_count: int = 1000
+    shard_max_bytes: int | None = None
+    max_pixels: int = image.DEFAULT_MAX_PIXELS
+    size: int = IMAGE_SIZE
+
+    def params(self) -> dict:
+        return {
+            "image_size": self.size,
+            "jpeg_quality": self.quality,
+            "jpeg_subsampling": image.SUBSAMPLING,
+            "resize_filter": image.RESIZE_FILTER,
+            "dct_margin": image.DCT_MARGIN,
+            "seed": self.seed,
+            "shard_max_count": self.shard_max_count,
+            "shard_max_bytes": self.shard_max_bytes,
+            "max_pixels": self.max_pixels,
+        }
+
+
+@dataclass(frozen=True)
+class Unit:
+    split: str
+    index: int  # position among the split's units
+    samples: tuple[Sample, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-u{self.index:06d}"
+
+
+def plan(source: Source, options: Options) -> list[Unit]:
+    """All units, train first; the same source and options always give the same plan."""
+    units = []
+    for split, samples in source.samples.items():
+        ordered = list(samples)
+        if split == "train":
+            random.Random(options.seed).shuffle(ordered)
+        step = options.shard_max_count
+        for i in range(0, len(ordered), step):
+            units.append(Unit(split, i // step, tuple(ordered[i : i + step])))
+    return units
+
+
+def _member(name: str, data: bytes) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o444, 0, 0
+    info.uname = info.gname = ""
+    pad = -len(data) % _BLOCK
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict") + data + b"\0" * pad
+
+
+class PieceWriter:
+    """Writes a unit's samples into tar pieces with their index, under `workdir`."""
+
+    def __init__(self, workdir: Path, unit_name: str, max_bytes: int | None):
+        self.workdir, self.unit_name, self.max_bytes = workdir, unit_name, max_bytes
+        self.pieces: list[dict] = []
+        self._file = None
+
+    def _open(self) -> None:
+        self._tar_path = self.workdir / f"{self.unit_name}-p{len(self.pieces)}.tar"
+        self._tmp = self._tar_path.with_name(f"{self._tar_path.name}.tmp{os.getpid()}")
+        self._file = open(self._tmp, "wb")
+        self._hash, self._offset, self._index = hashlib.sha256(), 0, []
+
+    def add(self, key: str, fields: list[tuple[str, bytes]]) -> None:
+        parts, members, rel = [], [], 0  # member offsets relative to the sample's start
+        for ext, data in fields:
+            name = f"{key}.{ext}"
+            members.append((ext, rel + _BLOCK, len(data), name))
+            parts.append(_member(name, data))
+            rel += len(parts[-1])
+        sample = b"".join(parts)
+        # A sample never straddles pieces; a piece holds at least one sample.
+        if self._file and self.max_bytes and self._offset + len(sample) + 2 * _BLOCK > self.max_bytes:
+            self._close_piece()
+        if self._file is None:
+            self._open()
+        self._index.append([(e, self._offset + o, n_bytes, n) for e, o, n_bytes, n in members])
+        self._file.write(sample)
+        self._hash.update(sample)
+        self._offset += len(sample)
+
+    def _close_piece(self) -> None:
+        end = b"\0" * (2 * _BLOCK)
+        self._file.write(end)
+        self._hash.update(end)
+        self._file.close()
+        self._file = None
+        idx_text = format_index(self._index).encode()
+        idx_path = self._tar_path.with_suffix(".idx")
+        idx_tmp = idx_path.with_name(f"{idx_path.name}.tmp{os.getpid()}")
+        idx_tmp.write_bytes(idx_text)
+        idx_tmp.replace(idx_path)
+        self._tmp.replace(self._tar_path)
+        self.pieces.append({
+            "count": len(self._index),
+            "bytes": self._offset + 2 * _BLOCK,
+            "sha256": self._hash.hexdigest(),
+            "idx_sha256": hashlib.sha256(idx_text).hexdigest(),
+        })
+
+    def close(self) -> list[dict]:
+        if self._file is not None:
+            self._close_piece()
+        return self.pieces
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise image.Rejected("unreadable", err.strerror or str(err)) from None
+
+
+def process_unit(unit: Unit, src: Path, workdir: Path, options: Options, progress=None) -> dict:
+    """Write one unit's pieces, moments and record into `workdir`; return the record.
+
+    The record (`UNIT.json`) is written last: its presence means the rest is whole.
+    `progress`, if given, is called with the number of inputs done since the last call.
+    """
+    writer = PieceWriter(workdir, unit.name, options.shard_max_bytes)
+    moments = Moments(options.size) if unit.split == "train" else None
+    rejects = []
+    for sample in unit.samples:
+        try:
+            pixels = image.prepare(_read(src / sample.rel), options.size, options.max_pixels)
+        except image.Rejected as r:
+            rejects.append({"path": sample.rel, "split": unit.split, "reason": r.reason, "detail": r.detail})
+        else:
+            meta = json.dumps({"src": sample.rel, "wnid": sample.wnid}, sort_keys=True).encode()
+            jpeg = image.encode(pixels, options.quality)
+            writer.add(sample.key, [(EXT_IMAGE, jpeg), (EXT_LABEL, str(sample.label).encode()), (EXT_META, meta)])
+            if moments is not None:
+                moments.add(pixels)
+        if progress is not None:
+            progress(1)
+    record = {"unit": unit.name, "split": unit.split, "inputs": len(unit.samples),
+              "pieces": writer.close(), "rejects": rejects}
+    if moments is not None:
+        moments.save(workdir / f"{unit.name}.moments.npz")
+    tmp = workdir / f"{unit.name}.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(workdir / f"{unit.name}.json")
+    return record
+
+
+def read_tar_bytes(data: bytes) -> list[tarfile.TarInfo]:
+    """Members of an in-memory tar (tests and verify)."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        return tf.getmembers()

@@ -1,0 +1,187 @@
+"""Find the inputs of `preprocess shard --src DIR`: classes, train and val samples.
+
+Layouts: `train/<wnid>/*` and `val/<wnid>/*` (class folders), or a flat `val/*` with
+`--val-labels FILE` (ImageNet's `LOC_val_solution.csv`, or lines `filename wnid`).
+Classes are the sorted wnids of train; `--synsets FILE` (`LOC_synset_mapping.txt` form:
+`wnid name, other name`) gives their names. Every regular, non-hidden file is an input,
+whatever its extension (upper or lower case, or none): the decoder judges the content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from preprocess.contract import SPLITS
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+_KEY_MAX = 80  # tar's ustar name field holds 100 bytes, with room for ".json" and a suffix
+
+
+class SourceError(RuntimeError):
+    """The source folder cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    index: int
+    wnid: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    split: str
+    rel: str  # path relative to --src, with forward slashes
+    label: int
+    wnid: str
+    key: str  # unique in the dataset, no dots
+
+
+@dataclass
+class Source:
+    root: Path
+    classes: list[ClassInfo]
+    samples: dict[str, list[Sample]] = field(default_factory=dict)  # split -> sorted by rel
+    rejects: list[dict] = field(default_factory=list)  # inputs refused before decoding
+
+    def digest(self) -> str:
+        """Fingerprint of what would be processed, to recognise a resumable output."""
+        h = hashlib.sha256()
+        for c in self.classes:
+            h.update(f"c {c.wnid}\n".encode())
+        for split in SPLITS:
+            for s in self.samples.get(split, []):
+                h.update(f"{split} {s.rel} {s.label} {s.key}\n".encode())
+        return h.hexdigest()
+
+
+def _entries(folder: Path) -> tuple[list[str], list[str]]:
+    """Sorted (sub-folder names, file names) of a folder, hidden entries skipped."""
+    dirs, files = [], []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                dirs.append(entry.name)
+            elif entry.is_file():
+                files.append(entry.name)
+    return sorted(dirs), sorted(files)
+
+
+def _stem(filename: str) -> str:
+    return filename.split(".", 1)[0] if not filename.startswith(".") else filename
+
+
+def read_synsets(path: str | Path) -> dict[str, str]:
+    names = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if parts:
+            names[parts[0]] = parts[1] if len(parts) > 1 else parts[0]
+    return names
+
+
+def read_val_labels(path: str | Path) -> dict[str, str]:
+    """Map file stem (name without extension) -> wnid, from either accepted form."""
+    labels = {}
+    lines = Path(path).read_text().splitlines()
+    csv_form = bool(lines) and lines[0].replace(" ", "").lower().startswith("imageid,")
+    for number, line in enumerate(lines[1:] if csv_form else lines, start=2 if csv_form else 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if csv_form:
+            name, _, prediction = line.partition(",")
+            wnid = prediction.split()[0] if prediction.split() else ""
+        else:
+            parts = line.split()
+            name, wnid = parts[0], parts[1] if len(parts) > 1 else ""
+        if not wnid:
+            raise SourceError(f"{path}:{number}: no wnid in {line!r}")
+        labels[_stem(os.path.basename(name))] = wnid
+    return labels
+
+
+def _safe_key(stem: str) -> str:
+    return _KEY_UNSAFE.sub("_", stem)[:_KEY_MAX] or "x"
+
+
+def _class_folder_samples(root: Path, split: str, by_wnid: dict[str, ClassInfo], rejects: list) -> list:
+    found = []
+    dirs, files = _entries(root / split)
+    for name in files:
+        rejects.append({"path": f"{split}/{name}", "split": split, "reason": "no_label", "detail": "not in a class folder"})
+    for wnid in dirs:
+        if wnid not in by_wnid:
+            raise SourceError(f"{root / split / wnid} is not a class of train/ (classes are train's folders)")
+        for name in _entries(root / split / wnid)[1]:
+            found.append((f"{split}/{wnid}/{name}", by_wnid[wnid]))
+    return found
+
+
+def _flat_val_samples(root: Path, labels: dict[str, str], by_wnid: dict[str, ClassInfo], rejects: list) -> list:
+    found = []
+    for name in _entries(root / "val")[1]:
+        wnid = labels.get(_stem(name))
+        rel = f"val/{name}"
+        if wnid is None:
+            rejects.append({"path": rel, "split": "val", "reason": "no_label", "detail": "not in --val-labels"})
+        elif wnid not in by_wnid:
+            rejects.append({"path": rel, "split": "val", "reason": "unknown_class", "detail": wnid})
+        else:
+            found.append((rel, by_wnid[wnid]))
+    return found
+
+
+def _assign_keys(found: dict[str, list]) -> dict[str, list[Sample]]:
+    """Keys from file stems; a clash (same stem twice) gets a numbered suffix, in path order."""
+    used: set[str] = set()
+    samples: dict[str, list[Sample]] = {}
+    for split in SPLITS:
+        out = []
+        for rel, cls in sorted(found.get(split, []), key=lambda item: item[0]):
+            base = key = _safe_key(_stem(rel.rsplit("/", 1)[-1]))
+            n = 1
+            while key in used:
+                n += 1
+                key = f"{base}_{n}"
+            used.add(key)
+            out.append(Sample(split, rel, cls.index, cls.wnid, key))
+        samples[split] = out
+    return samples
+
+
+def discover(src: str | Path, val_labels: str | Path | None = None, synsets: str | Path | None = None) -> Source:
+    root = Path(src)
+    if not root.is_dir():
+        raise SourceError(f"--src {src} does not exist or is not a folder")
+    if not any(True for _ in root.iterdir()):
+        raise SourceError(f"--src {src} is empty")
+    if not (root / "train").is_dir():
+        raise SourceError(f"--src {src} has no train/ folder (expected train/<wnid>/* and val/<wnid>/*)")
+    wnids = _entries(root / "train")[0]
+    if not wnids:
+        raise SourceError(f"{root / 'train'} has no class folders (expected train/<wnid>/*)")
+    names = read_synsets(synsets) if synsets else {}
+    classes = [ClassInfo(i, w, names.get(w, w)) for i, w in enumerate(wnids)]
+    by_wnid = {c.wnid: c for c in classes}
+    rejects: list[dict] = []
+    found = {"train": _class_folder_samples(root, "train", by_wnid, rejects)}
+    if (root / "val").is_dir():
+        if val_labels:
+            found["val"] = _flat_val_samples(root, read_val_labels(val_labels), by_wnid, rejects)
+        else:
+            dirs, files = _entries(root / "val")
+            if files and not dirs:
+                raise SourceError(f"{root / 'val'} is flat: give its labels with --val-labels FILE")
+            found["val"] = _class_folder_samples(root, "val", by_wnid, rejects)
+    elif val_labels:
+        raise SourceError(f"--val-labels given but {root / 'val'} does not exist")
+    if not found["train"]:
+        raise SourceError(f"{root / 'train'} has class folders but no files in them")
+    return Source(root, classes, _assign_keys(found), rejects)

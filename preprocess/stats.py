@@ -1,0 +1,97 @@
+"""Training-set statistics (`stats.npz`) from moments that merge exactly.
+
+Used by `preprocess shard` (one `Moments` per train shard, accumulated in the same pass
+that writes it) and `preprocess stats --merge`. Pixels are uint8, so the first and second
+moments are kept as exact integers: a per-image sum of products is at most
+65,536 * 255^2 < 2^53, so a float64 matrix product computes it exactly, and the int64 running
+sums never round. Merging in any order or grouping therefore gives the same bits, which is
+what makes stats.npz independent of the number of workers and parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from preprocess.contract import IMAGE_SIZE, DatasetStats
+
+
+@dataclass
+class Moments:
+    size: int = IMAGE_SIZE
+    n_images: int = 0
+    sum_rgb: np.ndarray = field(default=None)  # (3,) int64: sum of pixel values
+    sum_outer: np.ndarray = field(default=None)  # (3, 3) int64: sum of x x^T over pixels
+    sum_image: np.ndarray = field(default=None)  # (size, size, 3) int64: per-pixel sum
+
+    def __post_init__(self):
+        if self.sum_rgb is None:
+            self.sum_rgb = np.zeros(3, np.int64)
+            self.sum_outer = np.zeros((3, 3), np.int64)
+            self.sum_image = np.zeros((self.size, self.size, 3), np.int64)
+
+    def add(self, pixels: np.ndarray) -> None:
+        """Accumulate one (size, size, 3) uint8 image."""
+        if pixels.dtype != np.uint8 or pixels.shape != self.sum_image.shape:
+            raise ValueError(f"expected uint8 {self.sum_image.shape}, got {pixels.dtype} {pixels.shape}")
+        flat = pixels.reshape(-1, 3).astype(np.float64)
+        self.sum_outer += (flat.T @ flat).astype(np.int64)  # exact, see the module docstring
+        self.sum_rgb += flat.sum(axis=0).astype(np.int64)
+        self.sum_image += pixels
+        self.n_images += 1
+
+    def merge(self, other: Moments) -> Moments:
+        if other.size != self.size:
+            raise ValueError("cannot merge moments of different image sizes")
+        self.n_images += other.n_images
+        self.sum_rgb += other.sum_rgb
+        self.sum_outer += other.sum_outer
+        self.sum_image += other.sum_image
+        return self
+
+    @property
+    def n_pixels(self) -> int:
+        return self.n_images * self.size * self.size
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(f"{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, n_images=np.int64(self.n_images), sum_rgb=self.sum_rgb,
+                     sum_outer=self.sum_outer, sum_image=self.sum_image)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Moments:
+        with np.load(path) as z:
+            image = np.asarray(z["sum_image"], np.int64)
+            return cls(image.shape[0], int(z["n_images"]), np.asarray(z["sum_rgb"], np.int64),
+                       np.asarray(z["sum_outer"], np.int64), image)
+
+    def finish(self) -> DatasetStats:
+        """Mean, covariance (population: divided by the pixel count) and its eigenpairs."""
+        n = self.n_pixels
+        if n == 0:
+            raise ValueError("no training pixels: every train image was rejected")
+        s1 = [int(v) for v in self.sum_rgb]
+        s2 = [[int(v) for v in row] for row in self.sum_outer]
+        # n^2 cov = n S2 - S1 S1^T, computed in Python integers, then one rounding.
+        cov = np.array([[(n * s2[i][j] - s1[i] * s1[j]) / (n * n) for j in range(3)] for i in range(3)])
+        mean = np.array([v / n for v in s1])
+        eigvals, eigvecs = np.linalg.eigh(cov)
+        order = np.argsort(eigvals)[::-1]
+        eigvals, eigvecs = eigvals[order], eigvecs[:, order]
+        # Fix each eigenvector's sign (largest component positive) so reruns agree.
+        signs = np.sign(eigvecs[np.argmax(np.abs(eigvecs), axis=0), range(3)])
+        eigvecs = eigvecs * np.where(signs == 0, 1.0, signs)
+        mean_image = (self.sum_image / self.n_images).astype(np.float32)
+        return DatasetStats(n, mean, cov, eigvals, eigvecs, mean_image)
+
+
+def merge_all(moments: list[Moments], size: int = IMAGE_SIZE) -> Moments:
+    total = Moments(size)
+    for m in moments:
+        total.merge(m)
+    return total
