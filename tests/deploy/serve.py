@@ -31,7 +31,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None
 
 
 @contextlib.contextmanager
-def serving(runs_db: Path, token: str = "test-token"):
+def serving(runs_db: Path, token: str = "deploy-check-token-0123456789"):
     """Yield the base URL of `trainer serve --runs-db RUNS_DB`; stop it afterwards."""
     port = free_port()
     proc = subprocess.Popen(
