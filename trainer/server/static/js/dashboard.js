@@ -1,0 +1,219 @@
+// The progress page: stat panels, time-series panels, events and the conv1 kernels,
+// refreshed every few seconds without reloading (only new rows are fetched).
+import {TimeChart} from "./charts.js";
+import {initDivide} from "./divide.js";
+import * as fmt from "./format.js";
+
+const MAX_POINTS = 1000;
+const METRICS = ["train_loss", "val_top1_error", "val_top5_error", "lr", "images_per_sec", "data_wait_frac"];
+const MARKER_KINDS = new Set(["lr_change", "restart", "checkpoint"]);
+const $ = id => document.getElementById(id);
+
+let refreshMs = 3000;
+let state = freshState(null);
+let charts = {};
+
+function freshState(runId) {
+  return {runId, run: null, series: {}, events: [], markers: [], lastEventId: 0, filtersUrl: null};
+}
+
+async function getJSON(url) {
+  const r = await fetch(url, {cache: "no-store"});
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.json();
+}
+
+function makeCharts() {
+  const green = "#73bf69", blue = "#5794f2", yellow = "#fade2a", orange = "#ff9830";
+  charts = {
+    loss: new TimeChart($("chart-loss"), [{label: "train loss", color: green, fmt: v => v.toFixed(3)}],
+                        {yFmt: v => v.toFixed(2)}),
+    val: new TimeChart($("chart-val"), [
+      {label: "top-1 error", color: orange, fmt: fmt.pct, points: true},
+      {label: "top-5 error", color: yellow, fmt: fmt.pct, points: true}], {yFmt: v => fmt.pct(v, 0)}),
+    lr: new TimeChart($("chart-lr"), [{label: "learning rate", color: blue, fmt: fmt.lr}],
+                      {log: true, yFmt: fmt.lr}),
+    ips: new TimeChart($("chart-ips"), [
+      {label: "images/s", color: green, fmt: v => fmt.num(v, 0)},
+      {label: "data wait", color: "#b877d9", fmt: fmt.pct, scale: "y2"}], {yFmt: v => fmt.num(v), y2Fmt: v => fmt.pct(v, 0)}),
+  };
+}
+
+// -- runs --------------------------------------------------------------------------------
+async function loadRuns() {
+  const runs = await getJSON("/api/runs");
+  const select = $("run-select"), chosen = state.runId;
+  select.replaceChildren(...runs.map(r => new Option(`${r.name} (#${r.id}, ${r.status})`, r.id)));
+  if (chosen != null) select.value = String(chosen);
+  return runs;
+}
+
+function runFromHash() {
+  const m = /run=(\d+)/.exec(location.hash);
+  return m ? Number(m[1]) : null;
+}
+
+async function pickRun() {
+  const runs = await loadRuns();
+  let id = runFromHash();
+  if (id == null || !runs.some(r => r.id === id)) {
+    const current = await getJSON("/api/runs/current").catch(() => null);
+    id = current ? current.id : null;
+  }
+  selectRun(id);
+}
+
+function selectRun(id) {
+  state = freshState(id);
+  if (id != null) {
+    $("run-select").value = String(id);
+    history.replaceState(null, "", `#run=${id}`);
+  }
+  Object.values(charts).forEach(c => { c.setMarkers([]); c.setData(c.series.map(() => ({steps: [], values: []}))); });
+  $("events").tBodies[0].replaceChildren();
+}
+
+// -- data --------------------------------------------------------------------------------
+async function refreshSeries(st) {
+  await Promise.all(METRICS.map(async name => {
+    let s = st.series[name];
+    if (!s || s.steps.length > 2 * MAX_POINTS) s = st.series[name] = {steps: [], values: []};
+    const since = s.steps.length ? s.steps[s.steps.length - 1] + 1 : 0;
+    const d = await getJSON(`/api/runs/${st.runId}/metrics/${name}?since_step=${since}&max_points=${MAX_POINTS}`);
+    s.steps.push(...d.steps);
+    s.values.push(...d.values);
+  }));
+}
+
+async function refreshEvents(st) {
+  for (let i = 0; i < 20; i++) {
+    const batch = await getJSON(`/api/runs/${st.runId}/events?since_id=${st.lastEventId}&limit=1000`);
+    if (!batch.length) break;
+    st.lastEventId = batch[batch.length - 1].id;
+    st.events = st.events.concat(batch).slice(-200);
+    for (const e of batch) {
+      if (!MARKER_KINDS.has(e.kind) || e.step == null) continue;
+      st.markers.push({step: e.step, kind: e.kind, text: markerText(e)});
+      // A resumed run re-does steps: fetch the series again from the start.
+      if (e.kind === "restart") st.series = {};
+    }
+    if (batch.length < 1000) break;
+  }
+}
+
+function markerText(e) {
+  const p = e.payload || {};
+  if (e.kind === "lr_change") {
+    const from = p.old_lr ?? p.old, to = p.new_lr ?? p.new ?? p.lr;
+    return from != null && to != null ? `${fmt.lr(from)} → ${fmt.lr(to)}` : "";
+  }
+  if (e.kind === "checkpoint") return p.epoch != null ? `epoch ${p.epoch}` : "";
+  return "";
+}
+
+// -- rendering ---------------------------------------------------------------------------
+function stat(id, value, sub = "", tone = "") {
+  const el = $(id);
+  el.querySelector(".value").textContent = value;
+  el.querySelector(".sub").textContent = sub;
+  el.dataset.tone = tone;
+}
+
+function renderStats(run) {
+  const tones = {running: "", finished: "info", stopped: "warn", failed: "bad"};
+  stat("stat-status", run.status, `updated ${fmt.ago(run.updated_at)}`, tones[run.status] ?? "warn");
+  const epochs = run.epochs != null ? ` / ${run.epochs}` : "";
+  stat("stat-epoch", `${Math.floor(run.epoch)}${epochs}`, `${run.epoch.toFixed(2)} epochs done`);
+  stat("stat-step", fmt.int(run.step), run.steps_per_epoch ? `${fmt.int(run.steps_per_epoch)} per epoch` : "");
+  stat("stat-lr", fmt.lr(run.lr), run.pending_commands ? `${run.pending_commands} division pending` : "");
+  stat("stat-top1", fmt.pct(run.best_val_top1_error), `last ${fmt.pct(run.last_val_top1_error)}`);
+  stat("stat-top5", fmt.pct(run.best_val_top5_error), `last ${fmt.pct(run.last_val_top5_error)}`);
+  stat("stat-ips", fmt.num(run.images_per_sec), `data wait ${fmt.pct(run.data_wait_frac)}`,
+       run.data_wait_frac > 0.2 ? "warn" : "");
+  stat("stat-eta", run.status === "running" ? fmt.duration(run.eta_s) : fmt.dash,
+       `${fmt.num(run.images_seen)} images seen`);
+  $("demo-badge").hidden = !run.demo;
+  $("divide-button").disabled = run.status !== "running";
+  document.title = `${run.name} · ${run.status} · AlexNet training`;
+}
+
+function renderCharts(run) {
+  const col = name => state.series[name] || {steps: [], values: []};
+  charts.loss.setData([col("train_loss")]);
+  charts.val.setData([col("val_top1_error"), col("val_top5_error")]);
+  charts.lr.setData([col("lr")]);
+  charts.ips.setData([col("images_per_sec"), col("data_wait_frac")]);
+  for (const c of Object.values(charts)) {
+    c.stepsPerEpoch = run.steps_per_epoch;
+    c.setMarkers(state.markers);
+  }
+}
+
+function renderEvents() {
+  const rows = state.events.slice(-50).reverse().map(e => {
+    const tr = document.createElement("tr");
+    const detail = Object.entries(e.payload || {}).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+    for (const [text, cls] of [[e.step ?? fmt.dash, ""], [fmt.clock(e.wall), ""], [e.kind, ""], [detail, "detail"]]) {
+      const td = document.createElement("td");
+      td.textContent = text;  // textContent: payloads hold operators' free text
+      if (cls) td.className = cls;
+      tr.appendChild(td);
+    }
+    tr.dataset.kind = e.kind;
+    return tr;
+  });
+  $("events").tBodies[0].replaceChildren(...rows);
+}
+
+function renderFilters(run) {
+  if (run.filters_url === state.filtersUrl) return;
+  state.filtersUrl = run.filters_url;
+  $("filters-img").hidden = !run.filters_url;
+  $("filters-none").hidden = Boolean(run.filters_url);
+  if (run.filters_url) $("filters-img").src = run.filters_url;
+}
+
+// -- loop --------------------------------------------------------------------------------
+let ticks = 0, timer = null;
+function schedule(ms) {
+  clearTimeout(timer);
+  timer = setTimeout(refresh, ms);
+}
+
+async function refresh() {
+  const st = state;
+  try {
+    if (ticks++ % 10 === 0) await loadRuns();
+    if (st.runId == null) { await pickRun(); return; }
+    const run = await getJSON(`/api/runs/${st.runId}`);
+    await refreshEvents(st);
+    await refreshSeries(st);
+    if (st !== state) return;  // the operator switched runs meanwhile
+    st.run = run;
+    renderStats(run);
+    renderCharts(run);
+    renderEvents();
+    renderFilters(run);
+    $("banner").hidden = true;
+    $("refresh-info").textContent = `refreshed ${fmt.clock(Date.now() / 1000)}`;
+    document.body.dataset.loaded = "true";
+  } catch (e) {
+    $("banner").hidden = false;
+    $("banner").textContent = `Cannot reach the server (${e.message}); retrying every ${refreshMs / 1000} s.`;
+  } finally {
+    schedule(refreshMs);
+  }
+}
+
+async function main() {
+  makeCharts();
+  initDivide(() => state.run);
+  $("run-select").addEventListener("change", ev => { selectRun(Number(ev.target.value)); schedule(0); });
+  try {
+    refreshMs = 1000 * (await getJSON("/api/server")).refresh_s;
+    await pickRun();
+  } catch (e) { /* refresh() shows the banner and retries */ }
+  schedule(0);
+}
+
+main();

@@ -1,0 +1,46 @@
+// Number formats shared by the stat panels, the tooltips and the dialog.
+export const dash = "–";
+
+export function lr(v) {
+  return v == null ? dash : Number(v).toExponential(2).replace("e-", "e−");
+}
+
+export function pct(v, digits = 1) {
+  return v == null ? dash : (100 * v).toFixed(digits) + "%";
+}
+
+export function num(v, digits = 0) {
+  if (v == null) return dash;
+  const a = Math.abs(v);
+  if (a >= 1e9) return (v / 1e9).toFixed(2) + "G";
+  if (a >= 1e6) return (v / 1e6).toFixed(2) + "M";
+  if (a >= 1e4) return (v / 1e3).toFixed(1) + "k";
+  return Number(v).toFixed(digits);
+}
+
+export function int(v) {
+  return v == null ? dash : Math.round(v).toLocaleString("en-US");
+}
+
+export function duration(s) {
+  if (s == null || !isFinite(s)) return dash;
+  s = Math.max(0, Math.round(s));
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m ${s % 60}s`;
+  return `${s}s`;
+}
+
+export function clock(wall) {
+  return wall == null ? dash : new Date(wall * 1000).toLocaleTimeString([], {hour12: false});
+}
+
+export function ago(wall) {
+  return wall == null ? dash : duration(Date.now() / 1000 - wall) + " ago";
+}
+
+// Text from the run store (an operator's reason, a run name) is never trusted as HTML.
+export function esc(s) {
+  return String(s).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
+}
