@@ -1,0 +1,143 @@
+"""The DALI backend: webdataset shards -> decoded, augmented batches on the training device.
+
+`trainer train` / `trainer evaluate` get it from `pipeline.make_loader(backend="dali")`.
+One graph serves CPU (`device_id=None`, CPU decode) and GPU (`mixed` decode, GPU
+arithmetic): only the placement differs. A pipeline is built per epoch, its reader and
+random-op seeds derived from (seed, epoch, rank), so epoch e is reproducible without
+running epochs 0..e-1; mid-epoch resume restores DALI's own checkpoint
+(`enable_checkpointing=True`). The random crop offsets, flips and lighting alphas are
+pipeline outputs too, which is what lets the tests check them against the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from nvidia.dali import fn, types
+from nvidia.dali.pipeline import Pipeline
+from nvidia.dali.plugin.pytorch import feed_ndarray
+
+from pipeline.augment import CROP_POSITIONS, MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
+from pipeline.badinput import DaliRecovery
+from pipeline.loader import BaseLoader, parse_label
+from preprocess.contract import CROP_SIZE, EXT_IMAGE, EXT_LABEL
+
+READER = "Reader"  # the reader's name, for checkpoints and error reports
+SHUFFLE_BUFFER = 4096  # samples; DALI's buffer shuffle mixes about this far in a rank's range
+TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
+
+
+def reader_args(loader: BaseLoader, plan, index_paths: list[str]) -> dict:
+    train = loader.cfg.mode == "train"
+    order = plan.shard_order
+    return dict(
+        paths=[str(loader.shards[s].tar) for s in order],
+        index_paths=[index_paths[s] for s in order],
+        ext=[EXT_IMAGE, EXT_LABEL],
+        missing_component_behavior="error",
+        shard_id=loader.cfg.rank,
+        num_shards=loader.cfg.world_size,
+        stick_to_shard=True,
+        random_shuffle=train,
+        initial_fill=SHUFFLE_BUFFER if train else 1,
+        # Eval repeats the last sample to fill the last batch; those rows are masked invalid.
+        pad_last_batch=not train,
+        seed=loader.epoch_seed(plan_salt=1),
+        name=READER,
+    )
+
+
+def _crop(centered, x, y, flip, layout: str, dtype):
+    # x / 32 is exact in binary, so DALI's anchor crop_pos * (256 - 224) is exactly x.
+    return fn.crop_mirror_normalize(
+        centered,
+        crop=(CROP_SIZE, CROP_SIZE),
+        crop_pos_x=x * (1.0 / MAX_OFFSET),
+        crop_pos_y=y * (1.0 / MAX_OFFSET),
+        mirror=flip,
+        output_layout=layout,
+        dtype=dtype,
+    )
+
+
+def define_graph(loader: BaseLoader, reader: dict):
+    """The DALI graph for the loader's mode; returns the output DataNodes."""
+    cfg = loader.cfg
+    gpu = cfg.device != "cpu"
+    jpg, cls = fn.readers.webdataset(**reader)
+    image = fn.decoders.image(jpg, device="mixed" if gpu else "cpu", output_type=types.RGB)
+    mean = types.Constant(mean_array(loader.stats, cfg.mean), device="gpu" if gpu else "cpu")
+    layout = "HWC" if cfg.channels_last else "CHW"
+    dtype = types.FLOAT16 if cfg.dtype == torch.float16 else types.FLOAT
+    if cfg.mode == "train":
+        x = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
+        y = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
+        flip = fn.random.coin_flip(probability=0.5, dtype=types.INT32)
+        alpha = fn.random.normal(shape=[3], stddev=cfg.lighting_std)
+        matrix = lighting_matrix(loader.stats).astype(np.float32).ravel().tolist()
+        offset = fn.reshape(fn.coord_transform(fn.reshape(alpha, shape=[1, 3]), M=matrix), shape=[3])
+        centered = image - mean + (offset.gpu() if gpu else offset)
+        return _crop(centered, x, y, flip, layout, dtype), cls, x, y, flip, alpha, offset
+    centered = image - mean
+    if cfg.mode == "center":
+        c = MAX_OFFSET // 2
+        return _crop(centered, c, c, 0, layout, dtype), cls
+    crops = [_crop(centered, x, y, int(f), layout, dtype) for x, y, f in TEN_CROPS]
+    return fn.stack(*crops, axis=0), cls
+
+
+def to_torch(tensor_list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Copy a dense DALI batch into a new torch tensor on `device` (DALI reuses its buffers)."""
+    dense = tensor_list.as_tensor()
+    out = torch.empty(dense.shape(), dtype=dtype, device=device)
+    stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+    feed_ndarray(dense, out, cuda_stream=stream)
+    return out
+
+
+class DaliLoader(BaseLoader):
+    """DALI-backed loader; see `pipeline.make_loader` for the interface."""
+
+    backend = "dali"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._pipe: Pipeline | None = None
+        self.recovery = DaliRecovery(self)
+
+    def build(self, plan, checkpoint: str | None = None) -> Pipeline:
+        cfg = self.cfg
+        pipe = Pipeline(
+            batch_size=cfg.batch_size,
+            num_threads=cfg.num_workers,
+            device_id=None if cfg.device == "cpu" else torch.device(cfg.device).index or 0,
+            seed=self.epoch_seed(plan_salt=2),
+            prefetch_queue_depth=2,
+            enable_checkpointing=True,
+            checkpoint=checkpoint,
+        )
+        with pipe:
+            pipe.set_outputs(*define_graph(self, reader_args(self, plan, self.recovery.index_paths)))
+        pipe.build()
+        return pipe
+
+    def _iterate(self, start: int):
+        plan = self.plan()
+        self._pipe = self.recovery.start(plan, start, self._take_resume_checkpoint(start))
+        for b in range(start, plan.num_batches):
+            outs = self.recovery.run(plan, b)
+            yield b, self._batch(outs, plan, b)
+
+    def _extra_state(self) -> dict:
+        pipe = self.recovery.pipe
+        return {"dali": pipe.checkpoint() if pipe is not None else None}
+
+    def _batch(self, outs, plan, b: int):
+        images = to_torch(outs[0], self._transfer_dtype, self.device)
+        labels = torch.tensor([parse_label(np.array(t)) for t in outs[1]], dtype=torch.int64)
+        self.last_params = None
+        if self.cfg.mode == "train":
+            self.last_params = {
+                name: np.array(o.as_tensor()) for name, o in zip(TRAIN_OUTPUTS[2:], outs[2:])
+            }
+        return self.finish(images, labels, plan, b)

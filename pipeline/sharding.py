@@ -1,0 +1,115 @@
+"""Which samples each rank sees in an epoch, in which order of shards; shared by both backends.
+
+Used by `trainer train` / `trainer evaluate` through `pipeline.make_loader`. The split is
+DALI's own: the shard files, in an epoch's order, form one sample sequence; rank r of w
+reads the contiguous range [N*r//w, N*(r+1)//w). The reference loader reads the same
+ranges, so both backends give each rank the same samples per epoch. In train mode the
+file order is a permutation drawn from (seed, epoch), the same on every rank, so a rank
+sees a different part of the data every epoch and every sample goes to exactly one rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from preprocess.contract import DataError, index_name, require_shards
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """One shard: its tar path, its DALI index path and the per-sample index lines."""
+
+    tar: Path
+    idx: Path
+    lines: tuple[str, ...]  # "jpg OFF SIZE KEY.jpg cls OFF SIZE KEY.cls", one per sample
+
+    @property
+    def size(self) -> int:
+        return len(self.lines)
+
+    def component(self, i: int, ext: str) -> tuple[int, int, str]:
+        """(offset, size, member name) of sample i's component `ext`."""
+        f = self.lines[i].split()
+        for j in range(0, len(f), 4):
+            if f[j] == ext:
+                return int(f[j + 1]), int(f[j + 2]), f[j + 3]
+        raise DataError(f"{self.idx}: sample {i} has no .{ext} component")
+
+
+def read_split(data_dir: str | Path, split: str) -> list[ShardIndex]:
+    """The split's shards with their indexes; a missing index is a DataError naming the fix."""
+    shards = []
+    for tar in require_shards(data_dir, split):
+        idx = tar.with_name(index_name(tar))
+        if not idx.is_file():
+            raise DataError(
+                f"{tar} has no DALI index {idx.name}: re-run `preprocess shard --src IMAGENET_DIR "
+                f"--out {data_dir}` (it writes both), or `wds2idx {tar} {idx}`"
+            )
+        head, *lines = idx.read_text().splitlines()
+        version, count = head.split()
+        if version != "v1.2" or int(count) != len(lines):
+            raise DataError(f"{idx}: expected `v1.2 {len(lines)}`, found `{head}`; regenerate it")
+        shards.append(ShardIndex(tar, idx, tuple(lines)))
+    return shards
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed from (seed, epoch, rank, ...); DALI takes non-negative int32 seeds."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def epoch_shard_order(n_shards: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
+    """The order in which the shard files form the epoch's sample sequence (same on all ranks)."""
+    if not shuffle:
+        return list(range(n_shards))
+    return [int(i) for i in np.random.default_rng(derive_seed(seed, epoch, 0x5A4D)).permutation(n_shards)]
+
+
+def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """DALI's split of `total` samples over `world_size` readers (start inclusive, end exclusive)."""
+    return total * rank // world_size, total * (rank + 1) // world_size
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """A rank's share of one epoch: which global sample positions, and how many batches."""
+
+    shard_order: list[int]
+    start: int  # first position of this rank in the epoch's sample sequence
+    size: int  # samples this rank reads
+    num_batches: int  # batches this rank yields (equal on all ranks)
+    num_samples: int  # train: num_batches * batch_size; eval: real samples of this rank
+
+    def locate(self, shards: list[ShardIndex], position: int) -> tuple[int, int]:
+        """(shard number, sample number in that shard) of a position in the epoch sequence."""
+        for s in self.shard_order:
+            if position < shards[s].size:
+                return s, position
+            position -= shards[s].size
+        raise IndexError("position past the end of the split")
+
+
+def plan_epoch(
+    sizes: list[int], *, train: bool, batch_size: int, rank: int, world_size: int, seed: int, epoch: int
+) -> EpochPlan:
+    """Train: drop_last on the smallest rank, so all ranks take the same number of batches.
+    Eval: enough batches for the largest rank; positions past a rank's end are padding."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    total = sum(sizes)
+    if total < world_size:
+        raise DataError(f"{total} samples cannot be split over {world_size} ranks")
+    order = epoch_shard_order(len(sizes), seed, epoch, shuffle=train)
+    start, end = rank_range(total, rank, world_size)
+    smallest, largest = total // world_size, -(-total // world_size)
+    if train:
+        num_batches = smallest // batch_size
+        num_samples = num_batches * batch_size
+    else:
+        num_batches = -(-largest // batch_size)
+        num_samples = end - start
+    return EpochPlan(order, start, end - start, num_batches, num_samples)
