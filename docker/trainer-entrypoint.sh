@@ -19,6 +19,6 @@ echo "trainer-entrypoint: no ImageNet shards at $imagenet_shards;" \
 # trainer.demo owns the demo configuration; --prepare builds what is missing and prints
 # the flags on stdout (paths without spaces, so word splitting is safe here).
 demo_flags="$(python -m trainer.demo --prepare --workdir "${DEMO_ROOT:-/data/shards/demo}" \
-  --runs-dir "${RUNS_ROOT:-/data/runs}" --device "${DEMO_DEVICE:-cuda}")"
+  --runs-dir "${RUNS_ROOT:-/data/runs}" --device "${DEMO_DEVICE:-cuda}" ${DEMO_PREPARE_ARGS:-})"
 # shellcheck disable=SC2086
 exec "$@" $demo_flags
