@@ -1,0 +1,31 @@
+"""Helpers shared by the evaluation tests: configs and checkpoints of tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 3, 4, 3
+WIDTH = 0.125
+
+
+def train_config(data: Path, run_dir: Path, **model) -> dict:
+    from trainer.config import TrainConfig
+
+    return TrainConfig(data=str(data), run_dir=str(run_dir), num_classes=CLASSES, width=WIDTH, **model).to_dict()
+
+
+def write_checkpoint(path: Path, model: torch.nn.Module, config: dict, step: int = 0) -> Path:
+    from trainer.checkpoint import save_checkpoint
+
+    state = {"model": model.state_dict(), "optimizer": {}, "lr": 0.01, "lr_history": [], "epoch": 1,
+             "step": step, "rng": {}, "data_state": {}, "config": config, "applied_commands": []}
+    return save_checkpoint(path, state)
+
+
+def train_inputs(data: Path, config: dict) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    from trainer.neighbors import ShardImages
+
+    rows = list(ShardImages(data, "train", config))
+    return torch.stack([r[0] for r in rows]), torch.tensor([r[5] for r in rows]), [r[1] for r in rows]

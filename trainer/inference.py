@@ -1,0 +1,205 @@
+"""Trained models for the commands that use them: `trainer evaluate`, `filters`, `predict`,
+`neighbors`.
+
+    trainer predict --checkpoint runs/NAME/checkpoints/last.pt photo.jpg
+
+Loading a checkpoint here checks it against what it will be used with and turns every
+mismatch (not a checkpoint, weights that do not fit the architecture its config names, a
+class count other than the data's) into a `CheckpointError` whose message is the one line
+the command prints. Single images are prepared as the shards and the evaluation pipeline
+prepare them: shorter side 256, center 256x256, center 224x224 patch, mean subtracted.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from preprocess.contract import DataError, load_manifest
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used as asked; the message says why in one line."""
+
+
+def _state_dict(path: Path, ckpt) -> dict:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint written by `trainer train` (no model and config)")
+    # DDP ("module.") and torch.compile ("_orig_mod.") wrap names; the weights are the same.
+    out = {}
+    for name, value in ckpt["model"].items():
+        for prefix in ("module.", "_orig_mod."):
+            name = name[len(prefix):] if name.startswith(prefix) else name
+        out[name] = value
+    return out
+
+
+def _describe_mismatch(model: torch.nn.Module, state: dict) -> str:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} tensor(s) of another shape, e.g. {k} {tuple(state[k].shape)} "
+                     f"where the model has {tuple(own[k].shape)}")
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unknown, e.g. {unexpected[0]}")
+    return "; ".join(parts)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The AlexNet a checkpoint holds, in eval mode on `device`, and the checkpoint's config."""
+    from trainer.checkpoint import load_checkpoint
+    from trainer.model import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = load_checkpoint(path, map_location="cpu")
+    except ValueError as exc:  # readable, but not ours (load_checkpoint says what is missing)
+        raise CheckpointError(str(exc).splitlines()[0]) from None
+    except Exception as exc:  # a torn or foreign file: say which, not how unpickling failed
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    state = _state_dict(path, ckpt)
+    config = ckpt["config"]
+    config = config if isinstance(config, dict) else vars(config)
+    try:
+        model = build_model(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its config does not describe an AlexNet ({exc})") from None
+    mismatch = _describe_mismatch(model, state)
+    if mismatch:
+        raise CheckpointError(f"{path} holds weights of another architecture than its config names: {mismatch}")
+    model.load_state_dict(state)
+    return model.to(device).eval(), config
+
+
+def num_classes(model: torch.nn.Module) -> int:
+    return int(getattr(model, "module", model).fc3.out_features)
+
+
+def resolve_data_dir(data: str | None, config: dict, checkpoint: str | Path) -> Path:
+    """`--data` if given, else the shard folder the checkpoint was trained on."""
+    data = data or config.get("data") or config.get("data_dir")
+    if not data:
+        raise DataError(f"{checkpoint} does not name its shard folder: pass --data")
+    return Path(data)
+
+
+def load_models(paths: list[str], data: str | None, device) -> tuple[list, list[dict], Path, dict]:
+    """Checkpoints for one data set: each must classify exactly the data's classes."""
+    models, configs = [], []
+    for p in paths:
+        model, config = load_model(p, device)
+        models.append(model)
+        configs.append(config)
+    data_dir = resolve_data_dir(data, configs[0], paths[0])
+    manifest = load_manifest(data_dir)
+    classes = len(manifest["classes"])
+    for p, model in zip(paths, models):
+        if num_classes(model) != classes:
+            raise CheckpointError(f"{p} classifies {num_classes(model)} classes but "
+                                  f"{data_dir / 'dataset.json'} lists {classes}")
+    return models, configs, data_dir, manifest
+
+
+def class_names(manifest: dict) -> list[str]:
+    classes = sorted(manifest["classes"], key=lambda c: c["index"])
+    return [c.get("name") or c["wnid"] for c in classes]
+
+
+def distributed_setup(device: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and device != "cpu"
+        if use_cuda:
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return 0, 1, torch.device(chosen)
+
+
+@functools.lru_cache(maxsize=4)
+def _mean(data_dir: str, mean: str) -> np.ndarray:
+    from pipeline.augment import mean_array
+    from preprocess.contract import load_stats
+
+    return mean_array(load_stats(data_dir), mean)
+
+
+def center_input(image: np.ndarray, data_dir: Path, config: dict) -> torch.Tensor:
+    """(256, 256, 3) uint8 image -> (3, 224, 224) float32 center patch, mean subtracted as the
+    evaluation pipeline does it (`pipeline.augment`: the run's mean image or channel mean)."""
+    from pipeline.augment import CENTER_OFFSET, augment_image
+
+    mean = _mean(str(data_dir), config.get("mean") or "image")
+    patch = augment_image(image, mean, CENTER_OFFSET, CENTER_OFFSET, False)
+    return torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))
+
+
+def prepare_image(path: str | Path) -> np.ndarray:
+    """Any JPEG/PNG file -> the (256, 256, 3) uint8 image the shards would store for it."""
+    from preprocess.image import Rejected, encode, prepare
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no image at {path}")
+    try:
+        pixels = prepare(path.read_bytes())
+    except Rejected as exc:
+        raise DataError(f"{path} cannot be used as an image ({exc})") from None
+    # The shards hold JPEGs: pass the image through the same codec so it sees what training saw.
+    return decode_stored(encode(pixels))
+
+
+def image_input(path: str | Path, data_dir: Path, config: dict) -> tuple[torch.Tensor, np.ndarray]:
+    """(3, 224, 224) network input of an image file (center patch), and its 256 image."""
+    image = prepare_image(path)
+    return center_input(image, data_dir, config), image
+
+
+def decode_stored(data: bytes) -> np.ndarray:
+    """A shard's stored JPEG -> (256, 256, 3) uint8 RGB."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def make_eval_loader(data_dir: Path, split: str, batch_size: int, backend: str | None, device: torch.device,
+                     rank: int, world: int, workers: int, config: dict):
+    """Ten-crop batches of a split for this rank, and the position of the center patch in them.
+
+    The loader splits the split over ranks and pads the last batches; `valid` marks the
+    padding, so every image is counted once over all ranks.
+    """
+    import pipeline
+    from pipeline.augment import CENTER_OFFSET, TEN_CROPS
+
+    from preprocess.contract import require_shards
+
+    require_shards(data_dir, split)  # a data dir without the split: the contract's one line
+    backend = backend or ("dali" if device.type == "cuda" else "reference")
+    loader = pipeline.make_loader(
+        data_dir, split, mode="tencrop", batch_size=batch_size, backend=backend, device=device,
+        rank=rank, world_size=world, seed=0, num_workers=workers, dtype=torch.float32,
+        channels_last=False, lighting_std=0.0, mean=config.get("mean") or "image",
+    )
+    return loader, TEN_CROPS.index((CENTER_OFFSET, CENTER_OFFSET, False))
