@@ -1,0 +1,129 @@
+"""Operator commands and the other per-step decisions every rank must take together.
+
+At each step boundary `Control.exchange` returns one `Decision` for all ranks: a new LR
+(operator `lr_divide` commands, read by rank 0 from the run store at most once a second,
+so the store costs the loop one short read a second), a stop request (SIGTERM/SIGINT on
+any rank), and whether a timed checkpoint is due. Rank 0 alone reads the store and the
+clock; one all-reduce of three numbers on the CPU group carries its decision to the
+others, so the new LR takes effect at the same step everywhere.
+
+Replay rule (never lost, never applied twice, across kill -9):
+  * a command is marked `applied` at step S (the first step that uses the new LR) only
+    after the LR is set; every checkpoint lists the ids of the commands it includes;
+  * on resume from a checkpoint, each command that the store says was applied at step S
+    but the checkpoint does not list is applied again when the resumed run reaches step S
+    (at once if S is already behind it). It keeps its row; only an `lr_change` event with
+    `replayed: true` is written. The resumed run thus follows the same LR schedule as an
+    uninterrupted one;
+  * a command still `pending` (read but not marked before the crash, or new) is applied
+    at the next poll as usual.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from trainer.distributed import World, all_reduce_sum
+
+
+@dataclass
+class Decision:
+    new_lr: float | None = None
+    stop: bool = False
+    checkpoint: bool = False
+    commands: list[dict] = field(default_factory=list)  # rank 0: what produced new_lr
+
+
+class Control:
+    def __init__(self, world: World, store=None, run_id: int | None = None, *, checkpoint_seconds: float,
+                 replays: list[dict] | None = None, poll_seconds: float = 1.0):
+        self.world, self.store, self.run_id = world, store, run_id
+        self.checkpoint_seconds = checkpoint_seconds
+        self.poll_seconds = poll_seconds
+        self.replays = sorted(replays or [], key=lambda c: (c["step"], c["id"]))
+        self.queue: list[dict] = []
+        self.seen: set[int] = {c["id"] for c in self.replays}
+        self.stop_reason: str | None = None
+        self._last_poll = -math.inf
+        self._last_checkpoint = time.monotonic()
+
+    # -- signals -----------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self.stop_reason = signal.Signals(signum).name
+            # A second signal falls through to the default action: the operator insists.
+            signal.signal(signum, signal.SIG_DFL)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def checkpoint_written(self) -> None:
+        self._last_checkpoint = time.monotonic()
+
+    # -- rank 0: the store -------------------------------------------------------------
+    def _poll(self) -> None:
+        now = time.monotonic()
+        if self.store is None or now - self._last_poll < self.poll_seconds:
+            return
+        self._last_poll = now
+        for cmd in self.store.pending_commands(self.run_id):
+            if cmd.id in self.seen:
+                continue
+            self.seen.add(cmd.id)
+            if cmd.kind != "lr_divide" or not (math.isfinite(cmd.factor) and cmd.factor > 0):
+                self.store.mark_command(cmd.id, "rejected", detail=f"cannot apply {cmd.kind} by {cmd.factor}")
+                continue
+            self.queue.append({"id": cmd.id, "factor": cmd.factor, "reason": cmd.reason, "who": cmd.who,
+                               "replayed": False})
+
+    def _due(self, step: int) -> list[dict]:
+        due = [c for c in self.replays if c["step"] <= step]
+        self.replays = [c for c in self.replays if c["step"] > step]
+        due = [{**c, "replayed": True} for c in due] + self.queue
+        self.queue = []
+        return due
+
+    def exchange(self, step: int, lr: float) -> Decision:
+        msg = torch.zeros(3, dtype=torch.float64)  # new lr (0: none), stop votes, checkpoint
+        decision = Decision()
+        if self.world.is_main:
+            self._poll()
+            decision.commands = self._due(step)
+            new_lr = lr
+            for cmd in decision.commands:
+                new_lr /= cmd["factor"]
+            msg[0] = new_lr if decision.commands else 0.0
+            due = time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+            msg[2] = float(due)
+        msg[1] = float(self.stop_reason is not None)
+        all_reduce_sum(self.world, msg)
+        decision.new_lr = float(msg[0]) if msg[0] > 0 else None
+        decision.stop = bool(msg[1] > 0)
+        decision.checkpoint = bool(msg[2] > 0)
+        return decision
+
+    def record(self, decision: Decision, step: int, old_lr: float) -> list[dict]:
+        """Rank 0, after the LR is set: mark the commands and write the events. Returns
+        the entries for the checkpoint's `applied_commands`."""
+        entries, lr = [], old_lr
+        for cmd in decision.commands:
+            new = lr / cmd["factor"]
+            payload = {"old_lr": lr, "new_lr": new, "factor": cmd["factor"], "reason": cmd.get("reason", ""),
+                       "command_id": cmd["id"], "replayed": cmd["replayed"]}
+            if self.store is not None:
+                if not cmd["replayed"]:
+                    self.store.mark_command(cmd["id"], "applied", step=step, event_payload=payload)
+                self.store.log_event(self.run_id, step, "lr_change", payload, flush=True)
+            entries.append({"id": cmd["id"], "step": step, "factor": cmd["factor"]})
+            lr = new
+        return entries
+
+
+def replays_on_resume(store, run_id: int, known_ids: set[int]) -> list[dict]:
+    """Commands the store has applied that the checkpoint does not include (see above)."""
+    return [{"id": c.id, "step": int(c.applied_step or 0), "factor": c.factor, "reason": c.reason}
+            for c in store.commands(run_id, "applied") if c.id not in known_ids]

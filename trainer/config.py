@@ -1,0 +1,137 @@
+"""`trainer train`'s one typed config: CLI flags -> TrainConfig -> factories with plain arguments.
+
+The resolved config (absolute `run_dir` and every switch) is stored in the run store and in
+every checkpoint. Unknown keys are errors, so a stale checkpoint or a typo fails loudly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.model import MODEL_FIELDS
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    run_dir: str
+    runs_db: str = ""  # default: runs.db beside the run dir
+    name: str = ""  # default: the run dir's name
+    # Section 5: batch 128, eps 0.01, momentum 0.9, weight decay 5e-4, ~90 epochs.
+    epochs: int = 90
+    batch_size: int = 128  # the SGD batch, summed over all ranks
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizer: str = "paper"  # paper | torch
+    max_steps: int = 0  # stop after this many steps (0: run all epochs)
+    # Model (section 3) and its switches.
+    num_classes: int = 0  # 0: from the manifest
+    width: float = 1.0
+    groups: int = 2
+    lrn: bool = True
+    overlap_pool: bool = True
+    dropout: float = 0.5
+    activation: str = "relu"
+    bias_const: float = 1.0
+    # LR policy: manual (the operator divides it, as the authors did), plateau, step.
+    lr_policy: str = "manual"
+    patience: int = 3
+    max_drops: int = 3
+    step_epochs: int = 30
+    lr_factor: float = 10.0
+    # Data.
+    backend: str = "auto"  # dali | reference | auto (dali on GPU, reference on CPU)
+    num_workers: int = 4
+    lighting_std: float = 0.1
+    mean: str = "image"  # image | channel
+    seed: int = 0
+    # Device.
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on GPU) | bf16 | off
+    channels_last: str = "auto"
+    compile: bool = False
+    # Evaluation, checkpoints, logging.
+    val_every: int = 1
+    tencrop: bool = True
+    resume: str = "auto"  # auto | never | PATH
+    checkpoint_minutes: float = 30.0  # 0: at every step (tests)
+    keep_checkpoints: int = 3
+    log_every: int = 20
+    demo: bool = False
+    trace: str = field(default="", metadata={"help": argparse.SUPPRESS})
+
+    def model_config(self) -> dict:
+        return {k: getattr(self, k) for k in MODEL_FIELDS}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def resolved(self) -> "TrainConfig":
+        run_dir = Path(self.run_dir).expanduser().resolve()
+        runs_db = Path(self.runs_db).expanduser().resolve() if self.runs_db else run_dir.parent / "runs.db"
+        return dataclasses.replace(self, run_dir=str(run_dir), runs_db=str(runs_db),
+                                   data=str(Path(self.data).expanduser().resolve()),
+                                   name=self.name or run_dir.name)
+
+
+HELP = {
+    "data": "shard directory (train-*.tar, val-*.tar, dataset.json, stats.npz)",
+    "run_dir": "where checkpoints and filters.png go; its name names the run",
+    "runs_db": "run store (default: runs.db beside the run dir)",
+    "batch_size": "SGD batch over all ranks (the paper's 128)",
+    "max_steps": "stop after this many optimizer steps (0: all epochs)",
+    "num_classes": "classes (0: from dataset.json; must agree with it)",
+    "width": "multiplier on every layer's width (small runs)",
+    "groups": "2: the paper's two-column connectivity; 1: the one-column net",
+    "lr_policy": "manual: only operator commands divide the LR; plateau: divide by --lr-factor when "
+                 "validation top-1 has not improved for --patience epochs (at most --max-drops times); "
+                 "step: every --step-epochs epochs",
+    "resume": "auto: continue from run_dir/checkpoints/last.pt if present; never: refuse a run dir "
+              "with checkpoints; or a checkpoint path",
+    "checkpoint_minutes": "also checkpoint every this many minutes (0: every step)",
+    "keep_checkpoints": "epoch checkpoints kept besides last.pt",
+    "log_every": "steps between metric rows in the run store",
+    "amp": "auto: bf16 autocast on GPU, fp32 on CPU",
+    "channels_last": "auto: on GPU",
+    "demo": "mark the run as a demo in the run store",
+    "name": "run name in the run store (default: the run dir's name)",
+    "backend": "loader: dali, reference (webdataset + Pillow), auto: dali on GPU, reference on CPU",
+}
+CHOICES = {
+    "optimizer": ("paper", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2),
+    "lr_policy": ("manual", "plateau", "step"), "backend": ("auto", "dali", "reference"),
+    "mean": ("image", "channel"), "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "off"),
+    "channels_last": ("auto", "on", "off"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (--batch-size for batch_size; booleans get --no-X)."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", HELP.get(f.name, ""))
+        required = f.default is dataclasses.MISSING
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+            continue
+        kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        if not required and help_ is not argparse.SUPPRESS:
+            help_ += " (default: %(default)s)"
+        parser.add_argument(flag, type=kind, required=required, choices=CHOICES.get(f.name),
+                            default=None if required else f.default, help=help_)
+
+
+def from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig.from_dict({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})

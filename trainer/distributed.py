@@ -1,0 +1,80 @@
+"""One code path for a single process and for DDP under torchrun.
+
+`torchrun --nproc-per-node G [--nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT]
+-m trainer train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; without them the run is a world of
+one and every collective here is a no-op. Control traffic (commands, stop requests, the
+checkpoint's per-rank RNG and data positions) goes over a gloo group on the CPU, so it
+never waits on the GPU stream.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    control_group: object = None  # gloo group for CPU tensors and objects
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: str) -> World:
+    """Pick the device and, under torchrun, join the process group (nccl on GPU, gloo on CPU)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda, but torch sees no CUDA device")
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
+        return World(device=dev)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        group = dist.new_group(backend="gloo")
+        dev = torch.device("cuda", local_rank)
+    else:
+        dist.init_process_group("gloo")
+        group, dev = dist.group.WORLD, torch.device("cpu")
+    return World(rank, world_size, local_rank, dev, group)
+
+
+def teardown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(world: World, values: torch.Tensor) -> torch.Tensor:
+    """Sum a small CPU tensor over ranks (counts, control flags)."""
+    if world.distributed:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM, group=world.control_group)
+    return values
+
+
+def all_gather_object(world: World, obj) -> list:
+    if not world.distributed:
+        return [obj]
+    out = [None] * world.world_size
+    dist.all_gather_object(out, obj, group=world.control_group)
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier(group=world.control_group)

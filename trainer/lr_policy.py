@@ -1,0 +1,61 @@
+"""When the learning rate is divided, besides the operator's commands.
+
+manual:  never by itself (the paper: "we adjusted [it] manually throughout training").
+plateau: the paper's heuristic made automatic: divide by `factor` when validation top-1
+         error has not improved for `patience` validations, at most `max_drops` times.
+step:    divide by `factor` every `step_epochs` epochs, at most `max_drops` times.
+
+A policy sees only all-reduced validation numbers and epoch counts, so every rank reaches
+the same decision without a broadcast. Its state goes into the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class LRPolicy:
+    kind: str = "manual"
+    factor: float = 10.0
+    patience: int = 3
+    max_drops: int = 3
+    step_epochs: int = 30
+    best: float | None = None
+    bad_epochs: int = 0
+    drops: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("manual", "plateau", "step"):
+            raise ValueError(f"unknown LR policy {self.kind!r}")
+        if self.factor <= 1:
+            raise ValueError(f"the LR factor divides the LR and must exceed 1, not {self.factor}")
+
+    def after_epoch(self, epoch: int, val_top1_error: float | None) -> str | None:
+        """Called once `epoch` (counted from 1) has finished. Returns the reason to divide
+        the LR now, or None."""
+        if self.kind == "manual" or self.drops >= self.max_drops:
+            return None
+        if self.kind == "step":
+            if self.step_epochs > 0 and epoch % self.step_epochs == 0:
+                self.drops += 1
+                return f"step: epoch {epoch} is a multiple of {self.step_epochs}"
+            return None
+        if val_top1_error is None:
+            return None
+        if self.best is None or val_top1_error < self.best:
+            self.best, self.bad_epochs = val_top1_error, 0
+            return None
+        self.bad_epochs += 1
+        if self.bad_epochs < self.patience:
+            return None
+        self.drops += 1
+        self.bad_epochs = 0
+        return f"plateau: validation top-1 error has not improved on {self.best:.4f} for {self.patience} epochs"
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("best", "bad_epochs", "drops"):
+            setattr(self, key, state[key])

@@ -1,0 +1,119 @@
+"""Rank 0's side effects during `trainer train`: the run-store row and events, the
+checkpoint files, and filters.png. Other ranks never construct a Session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer import runstore as rs
+from trainer.checkpoint import CheckpointDir, unwrap
+from trainer.commands import replays_on_resume
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainError(RuntimeError):
+    """Bad input or a refused request: reported as one line, without a traceback."""
+
+
+@dataclass
+class RunState:
+    """Where the run is; all of it goes into every checkpoint."""
+
+    lr: float
+    lr_history: list = field(default_factory=list)  # [{step, lr, reason, command_ids?}]
+    epoch: int = 0  # epochs completed
+    epoch_step: int = 0  # batches consumed in the current epoch
+    step: int = 0  # optimizer steps taken
+    applied_commands: list = field(default_factory=list)  # [{id, step, factor}]
+    resumed_from: str = ""
+    last_saved_step: int = -1
+
+
+class Session:
+    def __init__(self, cfg, world, state: RunState, ckpt: dict | None, ckdir: CheckpointDir, *,
+                 steps_per_epoch: int):
+        self.cfg, self.ckdir = cfg, ckdir
+        self.store = rs.RunStore(cfg.runs_db)
+        existing = self.store.get_run_by_name(cfg.name)
+        if cfg.resume == "never" and existing is not None:
+            raise TrainError(f"a run named {cfg.name!r} already exists in {cfg.runs_db}: "
+                             f"pass --resume auto to continue it, or choose another --name")
+        self.config = {**cfg.to_dict(), "world_size": world.world_size}
+        self.run_id, resumed = self.store.start_run(cfg.name, self.config, lr=state.lr)
+        known = {c["id"] for c in state.applied_commands}
+        # Commands the store applied after the checkpoint was written (or before any was).
+        self.replays = replays_on_resume(self.store, self.run_id, known) if resumed else []
+        if resumed or ckpt is not None:
+            self.event(state.step, "restart", {
+                "resumed_from_step": state.step, "checkpoint": state.resumed_from or None,
+                "replayed_commands": [c["id"] for c in self.replays]})
+        self.reporter_fixed = {"epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch,
+                               "batch_size": cfg.batch_size, "world_size": world.world_size, "demo": cfg.demo,
+                               "max_steps": cfg.max_steps}
+        from trainer.progress import Meter, StoreReporter
+
+        self.reporter = StoreReporter(self.store, self.run_id, fixed=self.reporter_fixed)
+        self.reporter.progress(state.step, state.epoch + state.epoch_step / steps_per_epoch, lr=state.lr,
+                               meter=Meter(cfg.batch_size), eta_s=0.0, images_seen=state.step * cfg.batch_size,
+                               force=True)
+        self._filters_warned = False
+
+    def event(self, step: int | None, kind: str, payload: dict) -> None:
+        self.store.log_event(self.run_id, step, kind, payload, flush=True)
+
+    def save_checkpoint(self, *, model, optimizer, policy, state: RunState, rngs: list, data_states: list,
+                        epoch_end: int | None) -> Path:
+        ckpt = {
+            "version": CHECKPOINT_VERSION,
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr": state.lr,
+            "lr_history": state.lr_history,
+            "epoch": state.epoch,
+            "epoch_step": state.epoch_step,
+            "step": state.step,
+            "rng": rngs,  # one per rank
+            "data_state": data_states,  # one per rank; None at an epoch boundary
+            "config": self.config,
+            "applied_commands": state.applied_commands,
+            "policy": policy.state_dict(),
+        }
+        path = self.ckdir.save(ckpt, epoch_end=epoch_end)
+        state.last_saved_step = state.step
+        self.event(state.step, "checkpoint", {"path": str(path), "last": str(self.ckdir.last),
+                                              "epoch": state.epoch, "step": state.step})
+        self.write_filters(model)
+        return path
+
+    def write_filters(self, model) -> None:
+        """Figure 3 beside the checkpoints, if the filters module is installed."""
+        try:
+            from trainer.filters import save_filters_png
+        except ImportError:
+            return
+        try:
+            save_filters_png(unwrap(model), Path(self.cfg.run_dir) / "filters.png")
+        except Exception as e:  # a drawing problem must never stop training
+            if not self._filters_warned:
+                self._filters_warned = True
+                print(f"trainer: could not draw filters.png: {e}", flush=True)
+
+    def evaluation(self, state: RunState, epoch: float, mode: str, result: dict) -> None:
+        names = (rs.VAL_TOP1, rs.VAL_TOP5) if mode == "center" else (rs.VAL10_TOP1, rs.VAL10_TOP5)
+        self.store.log_metrics(self.run_id, state.step, epoch,
+                               {names[0]: result["top1_error"], names[1]: result["top5_error"]})
+        self.event(state.step, "evaluation", {"mode": mode, "epoch": epoch, **result})
+
+    def finish(self, status: str) -> None:
+        self.store.set_status(self.run_id, status)
+        self.store.close()
+
+    def fail(self, state: RunState, message: str) -> None:
+        try:
+            self.event(state.step, "error", {"message": message})
+            self.finish("failed")
+        except Exception:
+            pass

@@ -1,0 +1,391 @@
+"""`trainer train --data shards/ --run-dir runs/NAME`: AlexNet trained as in the paper.
+
+Read in order: config -> inputs checked -> distributed setup -> model, optimizer, resume
+-> data -> run store -> the loop (`train_epoch`) -> validation, LR policy, checkpoints
+-> the end. One path for CPU and GPU, one process or `torchrun --nproc-per-node G -m
+trainer train ...` (DDP), AMP on or off. Only rank 0 writes the run store, the
+checkpoints and the terminal; every rank takes the same decisions at the same steps
+(`trainer.commands`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from preprocess.contract import DataError, load_manifest, require_shards
+from trainer import config as config_mod
+from trainer import runstore as rs
+from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, set_rng_state, unwrap
+from trainer.commands import Control, replays_on_resume
+from trainer.config import TrainConfig
+from trainer.distributed import World, all_gather_object, all_reduce_sum, setup, teardown
+from trainer.lr_policy import LRPolicy
+from trainer.model import MODEL_FIELDS, build_model
+from trainer.optim import create_optimizer, set_lr
+from trainer.progress import Meter, Progress, StoreReporter
+from trainer.session import RunState, Session, TrainError
+from trainer.validation import evaluate_loader
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config_mod.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return train(config_mod.from_args(args))
+    except (TrainError, DataError, rs.RunStoreError) as e:
+        print(f"trainer train: {e}", file=sys.stderr)
+        return 2
+
+
+def check_inputs(cfg: TrainConfig) -> TrainConfig:
+    """Bad input ends here with one line: no data, a contradicting class count, a run dir
+    that cannot be written."""
+    cfg = cfg.resolved()
+    manifest = load_manifest(cfg.data)
+    require_shards(cfg.data, "train")
+    if cfg.val_every or cfg.tencrop:
+        require_shards(cfg.data, "val")
+    n = len(manifest["classes"])
+    if cfg.num_classes and cfg.num_classes != n:
+        raise TrainError(f"--num-classes {cfg.num_classes} contradicts {cfg.data}/dataset.json, which has {n} classes")
+    if cfg.batch_size < 1 or cfg.epochs < 1:
+        raise TrainError("--batch-size and --epochs must be positive")
+    probe = Path(cfg.run_dir) / "checkpoints" / f".probe{time.time_ns()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise TrainError(f"cannot write to the run dir {cfg.run_dir}: {e.strerror or e}") from None
+    return dataclasses.replace(cfg, num_classes=n)
+
+
+def train(cfg: TrainConfig) -> int:
+    cfg = check_inputs(cfg)
+    world = setup(cfg.device)
+    try:
+        if cfg.batch_size % world.world_size:
+            raise TrainError(f"--batch-size {cfg.batch_size} does not divide over {world.world_size} ranks")
+        return Trainer(cfg, world).fit()
+    finally:
+        teardown(world)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, world: World):
+        self.cfg, self.world = cfg, world
+        self.device = world.device
+        on_gpu = self.device.type == "cuda"
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
+        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_gpu)
+        self.backend = cfg.backend if cfg.backend != "auto" else ("dali" if on_gpu else "reference")
+        self.per_rank_batch = cfg.batch_size // world.world_size
+        self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
+        self.build_model()
+        self.state, ckpt = self.resume()
+        self.train_loader = self.make_loader("train", "train")
+        self.val_loaders: dict[str, object] = {}
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise TrainError(f"{cfg.data} has fewer train samples per rank than one batch of {self.per_rank_batch}")
+        self.session = Session(cfg, world, self.state, ckpt, self.ckdir,
+                               steps_per_epoch=self.steps_per_epoch) if world.is_main else None
+        replays = self.session.replays if self.session else []
+        self.control = Control(world, self.session.store if self.session else None,
+                               self.session.run_id if self.session else None,
+                               checkpoint_seconds=cfg.checkpoint_minutes * 60, replays=replays)
+        self.control.install_signal_handlers()
+        # Dropout's RNG (and any other) continues exactly where the checkpoint left it.
+        if ckpt is not None and world.rank < len(ckpt["rng"]):
+            set_rng_state(ckpt["rng"][world.rank])
+        else:
+            torch.manual_seed(cfg.seed * 1000 + world.rank + 1)
+        self.data_state = ckpt["data_state"][world.rank] if ckpt and self.state.epoch_step else None
+
+    # -- setup ---------------------------------------------------------------------------
+    def build_model(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = build_model(cfg).to(self.device, memory_format=fmt)
+        self.optimizer = create_optimizer(cfg.optimizer, self.model.parameters(), lr=cfg.lr,
+                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs)
+        net = self.model
+        if self.world.distributed:
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                gradient_as_bucket_view=True)
+        self.net = torch.compile(net) if cfg.compile else net
+
+    def resume(self) -> tuple[RunState, dict | None]:
+        cfg = self.cfg
+        fresh = RunState(lr=cfg.lr, lr_history=[{"step": 0, "lr": cfg.lr, "reason": "initial"}])
+        path = None
+        if cfg.resume == "never":
+            if self.ckdir.latest() is not None:
+                raise TrainError(f"{self.ckdir.dir} holds checkpoints: pass --resume auto to continue the run, "
+                                 f"or choose another --run-dir")
+        elif cfg.resume == "auto":
+            path = self.ckdir.latest()
+        else:
+            path = Path(cfg.resume)
+            if not path.is_file():
+                raise TrainError(f"--resume {cfg.resume}: no such checkpoint")
+        if path is None:
+            return fresh, None
+        try:
+            ckpt = load_checkpoint(path, map_location=self.device)
+        except Exception as e:  # a damaged file must not take a traceback to say so
+            raise TrainError(f"cannot read checkpoint {path}: {e}") from None
+        differs = [k for k in MODEL_FIELDS if ckpt["config"].get(k) != getattr(cfg, k)]
+        if differs:
+            raise TrainError(f"{path} was trained with other model settings ({', '.join(differs)}); "
+                             f"use another --run-dir or the same flags")
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        set_lr(self.optimizer, ckpt["lr"])
+        self.policy.load_state_dict(ckpt["policy"])
+        state = RunState(lr=ckpt["lr"], lr_history=list(ckpt["lr_history"]), epoch=ckpt["epoch"],
+                         epoch_step=ckpt["epoch_step"], step=ckpt["step"],
+                         applied_commands=list(ckpt["applied_commands"]), resumed_from=str(path))
+        return state, ckpt
+
+    def make_loader(self, split: str, mode: str):
+        from pipeline import make_loader
+
+        cfg = self.cfg
+        batch = self.per_rank_batch if mode != "tencrop" else max(1, self.per_rank_batch // 4)
+        return make_loader(cfg.data, split=split, mode=mode, batch_size=batch, backend=self.backend,
+                           device=self.device.type, rank=self.world.rank, world_size=self.world.world_size,
+                           seed=cfg.seed, num_workers=cfg.num_workers, channels_last=self.channels_last,
+                           lighting_std=cfg.lighting_std, mean=cfg.mean)
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self) -> int:
+        cfg, st = self.cfg, self.state
+        self.total_steps = min(cfg.max_steps or 10**12, cfg.epochs * self.steps_per_epoch)
+        self.meter = Meter(cfg.batch_size)
+        self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
+        self.trace = open(f"{cfg.trace}.rank{self.world.rank}", "a") if cfg.trace else None
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_count = 0
+        if st.resumed_from:
+            self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
+                                f"batch {st.epoch_step}/{self.steps_per_epoch})")
+        outcome = "epochs"
+        try:
+            while st.epoch < cfg.epochs:
+                outcome = self.train_epoch()
+                if outcome != "epoch":
+                    break
+                st.epoch += 1
+                st.epoch_step = 0
+                if not self.end_of_epoch():
+                    outcome = "nan"
+                    break
+            else:
+                outcome = "epochs"
+            return self.finish(outcome)
+        except BaseException as e:
+            if self.session:
+                self.session.fail(st, f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            self.progress.close()
+            if self.trace:
+                self.trace.close()
+
+    def train_epoch(self) -> str:
+        """One epoch (or its rest, after a resume). Returns epoch | stop | max_steps | nan."""
+        cfg, st = self.cfg, self.state
+        self.train_loader.set_epoch(st.epoch)
+        if self.data_state is not None:
+            self.train_loader.load_state_dict(self.data_state)  # continue after the last batch consumed
+            self.data_state = None
+        batches = iter(self.train_loader)
+        self.net.train()
+        while st.epoch_step < self.steps_per_epoch:
+            # A step boundary: operator commands, stop requests, timed checkpoints.
+            decision = self.control.exchange(st.step, st.lr)
+            if decision.new_lr is not None:
+                self.change_lr(decision.new_lr, "operator", decision)
+            if decision.stop:
+                return "stop"
+            if cfg.max_steps and st.step >= cfg.max_steps:
+                return "max_steps"
+            if decision.checkpoint and not self.checkpoint():
+                return "nan"
+            t0 = time.perf_counter()
+            # The loader may draw from torch's global RNG (DataLoader seeds); forking keeps
+            # dropout's stream independent of when iteration starts, so a resumed epoch
+            # continues it exactly.
+            with torch.random.fork_rng(devices=[]):
+                images, labels = next(batches)
+            self.meter.add(time.perf_counter() - t0)
+            loss = self.train_step(images, labels)
+            st.step += 1
+            st.epoch_step += 1
+            if self.trace:
+                self.write_trace(images, labels)
+            # On the CPU every loss is already on the host; on a GPU read it back only per
+            # log interval, so the host keeps queueing work ahead of the device.
+            if self.device.type == "cpu" or st.step % cfg.log_every == 0:
+                if not self.sync_loss():
+                    return "nan"
+            self.report()
+        return "epoch"
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True).long()
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.net(images)
+        # The paper's objective: the mean over the batch of -log p(label); DDP averages
+        # the gradients over ranks, so this is the mean over the whole SGD batch.
+        # A batch whose JPEGs were all damaged is empty; it still takes part in DDP's reduction.
+        loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.sum() * 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
+        return loss
+
+    def sync_loss(self) -> bool:
+        """Mean loss since the last call over all ranks; False (and stop) if it is not finite."""
+        st = self.state
+        if self.loss_count == 0:
+            return True
+        total = torch.tensor([self.loss_sum.item(), float(self.loss_count)], dtype=torch.float64)
+        total[0] = total[0] if torch.isfinite(total[0]) else float("inf")
+        all_reduce_sum(self.world, total)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        loss = float(total[0] / total[1])
+        self.last_loss = loss
+        if not torch.isfinite(torch.tensor(loss)):
+            return False
+        if st.step % self.cfg.log_every == 0:
+            self.meter.close_interval()
+            if self.session:
+                self.session.reporter.interval(st.step, self.epoch_float(), loss=loss, lr=st.lr,
+                                               meter=self.meter, images_seen=st.step * self.cfg.batch_size)
+        return True
+
+    def report(self, force: bool = False) -> None:
+        st = self.state
+        eta = (self.total_steps - st.step) * self.meter.step_seconds
+        loss = getattr(self, "last_loss", None)
+        self.progress.update(st.step, epoch=self.epoch_float(), loss=loss, lr=st.lr, meter=self.meter, eta_s=eta)
+        if self.session:
+            self.session.reporter.progress(st.step, self.epoch_float(), lr=st.lr, meter=self.meter, eta_s=eta,
+                                           images_seen=st.step * self.cfg.batch_size, force=force)
+
+    def epoch_float(self) -> float:
+        return self.state.epoch + self.state.epoch_step / self.steps_per_epoch
+
+    def change_lr(self, new_lr: float, reason: str, decision=None) -> None:
+        st = self.state
+        old = st.lr
+        set_lr(self.optimizer, new_lr)
+        st.lr = new_lr
+        entry = {"step": st.step, "lr": new_lr, "reason": reason}
+        if decision is not None and self.session:
+            applied = self.control.record(decision, st.step, old)
+            st.applied_commands.extend(applied)
+            entry["command_ids"] = [c["id"] for c in applied]
+        elif self.session:
+            self.session.event(st.step, "lr_change", {"old_lr": old, "new_lr": new_lr, "reason": reason,
+                                                       "policy": self.cfg.lr_policy})
+        st.lr_history.append(entry)
+        self.progress.write(f"step {st.step}: learning rate {old:.3g} -> {new_lr:.3g} ({reason})")
+
+    def write_trace(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Test hook (--trace): what each step saw, to check resume and DDP data order."""
+        import hashlib
+        import json
+
+        fps = [hashlib.blake2b(x.float().cpu().numpy().tobytes(), digest_size=8).hexdigest() for x in images]
+        self.trace.write(json.dumps({"step": self.state.step, "epoch": self.state.epoch, "lr": self.state.lr,
+                                     "labels": labels.tolist(), "fp": fps}) + "\n")
+        self.trace.flush()
+
+    # -- epoch ends, checkpoints, the end ------------------------------------------------
+    def end_of_epoch(self) -> bool:
+        """Validation, the LR policy, the epoch checkpoint. False if the loss went bad."""
+        cfg, st = self.cfg, self.state
+        val = self.validate("center") if cfg.val_every and st.epoch % cfg.val_every == 0 else None
+        reason = self.policy.after_epoch(st.epoch, val["top1_error"] if val else None)
+        if reason:
+            self.change_lr(st.lr / cfg.lr_factor, reason)
+        return self.checkpoint(epoch_end=st.epoch)
+
+    def validate(self, mode: str) -> dict:
+        if mode not in self.val_loaders:
+            self.val_loaders[mode] = self.make_loader("val", mode)
+        with torch.random.fork_rng(devices=[]):  # evaluation leaves the training RNG untouched
+            result = evaluate_loader(self.model, self.val_loaders[mode], self.device, world=self.world,
+                                     amp=self.amp, channels_last=self.channels_last)
+        self.last_val_step = self.state.step
+        if self.session:
+            self.session.evaluation(self.state, self.epoch_float(), mode, result)
+        self.progress.write(f"epoch {self.epoch_float():.2f} step {self.state.step}: validation ({mode}) "
+                            f"top-1 error {result['top1_error']:.4f}, top-5 error {result['top5_error']:.4f} "
+                            f"on {result['count']} images")
+        return result
+
+    def checkpoint(self, epoch_end: int | None = None) -> bool:
+        """Every rank: check the loss, gather RNG states and data positions; rank 0 writes."""
+        st = self.state
+        if not self.sync_loss():
+            return False
+        rngs = all_gather_object(self.world, rng_state())
+        data = all_gather_object(self.world, self.train_loader.state_dict() if st.epoch_step else None)
+        if self.session:
+            self.session.save_checkpoint(model=self.model, optimizer=self.optimizer, policy=self.policy,
+                                         state=st, rngs=rngs, data_states=data, epoch_end=epoch_end)
+        self.control.checkpoint_written()
+        return True
+
+    def finish(self, outcome: str) -> int:
+        st, session = self.state, self.session
+        self.report(force=True)
+        if outcome in ("stop", "max_steps", "epochs") and st.last_saved_step != st.step:
+            if not self.checkpoint():
+                outcome = "nan"
+        if outcome == "nan":
+            loss = getattr(self, "last_loss", float("nan"))
+            last = self.ckdir.latest()
+            if session:
+                session.event(st.step, "nan_loss", {"loss": loss, "last_checkpoint": str(last) if last else None})
+                session.finish("failed")
+            self.progress.write(f"trainer: loss is {loss} at step {st.step}: stopped; the last good checkpoint "
+                                f"is {last or 'none'}")
+            return 1
+        if outcome == "stop":
+            if session:
+                session.finish("stopped")
+            self.progress.write(f"trainer: stopped by {self.control.stop_reason or 'a signal on another rank'} "
+                                f"at step {st.step}; checkpoint {self.ckdir.last}; continue with --resume auto")
+            return 0
+        if self.cfg.val_every and getattr(self, "last_val_step", -1) != st.step:
+            self.validate("center")
+        if self.cfg.tencrop:
+            self.validate("tencrop")
+        if session:
+            session.finish("finished")
+        self.progress.write(f"trainer: finished at step {st.step} (epoch {self.epoch_float():.2f}); "
+                            f"checkpoint {self.ckdir.last}")
+        return 0
