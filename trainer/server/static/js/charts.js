@@ -33,6 +33,8 @@ export class TimeChart {
       legend: {show: true, live: false},
       series: [{label: "step"}, ...series.map(s => ({
         label: s.label, stroke: s.color, width: 1.5, scale: s.scale || "y", spanGaps: true,
+        // The LR is piecewise constant: a stepped line shows the drop at its step.
+        ...(s.stepped ? {paths: uPlot.paths.stepped({align: 1})} : {}),
         points: {show: s.points || false, size: 5, fill: s.color}}))],
       plugins: [this.markerPlugin(), this.tooltipPlugin()],
     }, [[], ...series.map(() => [])], el);

@@ -31,7 +31,7 @@ function makeCharts() {
     val: new TimeChart($("chart-val"), [
       {label: "top-1 error", color: orange, fmt: fmt.pct, points: true},
       {label: "top-5 error", color: yellow, fmt: fmt.pct, points: true}], {yFmt: v => fmt.pct(v, 0)}),
-    lr: new TimeChart($("chart-lr"), [{label: "learning rate", color: blue, fmt: fmt.lr}],
+    lr: new TimeChart($("chart-lr"), [{label: "learning rate", color: blue, fmt: fmt.lr, stepped: true}],
                       {log: true, yFmt: fmt.lr}),
     ips: new TimeChart($("chart-ips"), [
       {label: "images/s", color: green, fmt: v => fmt.num(v, 0)},
