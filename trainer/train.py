@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -203,6 +205,7 @@ class Trainer:
         finally:
             self.progress.close()
             if self.trace:
+                self.trace.write(json.dumps({"final_params": params_digest(self.model)}) + "\n")
                 self.trace.close()
 
     def train_epoch(self) -> str:
@@ -263,20 +266,29 @@ class Trainer:
         self.loss_count += 1
         return loss
 
-    def sync_loss(self) -> bool:
-        """Mean loss since the last call over all ranks; False (and stop) if it is not finite."""
+    def sync_loss(self, check_params: bool = False) -> bool:
+        """Mean loss since the last call over all ranks; False (and stop) if it is not finite.
+        Before a checkpoint the weights are checked too: a finite loss can precede an
+        update that overflows, and such weights must never replace the last good file."""
         st = self.state
-        if self.loss_count == 0:
+        if self.loss_count == 0 and not check_params:
             return True
-        total = torch.tensor([self.loss_sum.item(), float(self.loss_count)], dtype=torch.float64)
+        total = torch.tensor([self.loss_sum.item(), float(max(self.loss_count, 1))], dtype=torch.float64)
+        if check_params:
+            weights = torch.stack([p.detach().float().sum() for p in self.model.parameters()]).sum()
+            total[0] += 0.0 if torch.isfinite(weights) else float("nan")
         total[0] = total[0] if torch.isfinite(total[0]) else float("inf")
         all_reduce_sum(self.world, total)
+        had_steps = self.loss_count > 0
         self.loss_sum.zero_()
         self.loss_count = 0
         loss = float(total[0] / total[1])
-        self.last_loss = loss
         if not torch.isfinite(torch.tensor(loss)):
+            self.last_loss = loss
             return False
+        if not had_steps:
+            return True
+        self.last_loss = loss
         if st.step % self.cfg.log_every == 0:
             self.meter.close_interval()
             if self.session:
@@ -314,9 +326,6 @@ class Trainer:
 
     def write_trace(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Test hook (--trace): what each step saw, to check resume and DDP data order."""
-        import hashlib
-        import json
-
         fps = [hashlib.blake2b(x.float().cpu().numpy().tobytes(), digest_size=8).hexdigest() for x in images]
         self.trace.write(json.dumps({"step": self.state.step, "epoch": self.state.epoch, "lr": self.state.lr,
                                      "labels": labels.tolist(), "fp": fps}) + "\n")
@@ -349,7 +358,7 @@ class Trainer:
     def checkpoint(self, epoch_end: int | None = None) -> bool:
         """Every rank: check the loss, gather RNG states and data positions; rank 0 writes."""
         st = self.state
-        if not self.sync_loss():
+        if not self.sync_loss(check_params=True):
             return False
         rngs = all_gather_object(self.world, rng_state())
         data = all_gather_object(self.world, self.train_loader.state_dict() if st.epoch_step else None)
@@ -389,3 +398,10 @@ class Trainer:
         self.progress.write(f"trainer: finished at step {st.step} (epoch {self.epoch_float():.2f}); "
                             f"checkpoint {self.ckdir.last}")
         return 0
+
+
+def params_digest(model: torch.nn.Module) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for p in model.parameters():
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
