@@ -44,6 +44,11 @@ def test_series_downsampled_and_since_step(live):
         assert tail["steps"] == list(range(4990, 5001))
         assert tail["values"][-1] == 7.0 - 5000e-4
         assert c.get(f"/api/runs/{rid}/metrics/no_such_metric").json()["steps"] == []
+        # A cached answer is not served once the series has a new row.
+        live.store.log_metrics(rid, 5001, 50.01, {runstore.LOSS: 1.5})
+        live.store.flush()
+        again = c.get(f"/api/runs/{rid}/metrics/{runstore.LOSS}", params={"since_step": 4990}).json()
+        assert again["steps"][-1] == 5001 and again["values"][-1] == 1.5
         assert runstore.VAL_TOP1 in c.get(f"/api/runs/{rid}/metrics").json()
         assert c.get(f"/api/runs/{rid}/metrics/{runstore.LOSS}", params={"max_points": 0}).status_code == 422
 

@@ -24,6 +24,7 @@ from .auth import resolve_token
 from .deps import find_run
 from .middleware import BodySizeLimit, SecurityHeaders
 from .routes import commands, health, page, prometheus, runs
+from .seriescache import SeriesCache
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.token, _ = resolve_token(settings, generate=False)
     app.state.store = RunStore(settings.runs_db)
+    app.state.series_cache = SeriesCache()
     for module in (health, runs, commands, prometheus, page):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")

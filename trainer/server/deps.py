@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from trainer.runstore import RunStore
 
 from .auth import bearer_matches
+from .seriescache import SeriesCache
 
 # Largest id SQLite stores in an INTEGER; longer digit strings are names, not ids.
 _MAX_ID_DIGITS = 18
@@ -19,6 +20,13 @@ def get_store(request: Request) -> RunStore:
 
 
 StoreDep = Annotated[RunStore, Depends(get_store)]
+
+
+def get_series_cache(request: Request) -> SeriesCache:
+    return request.app.state.series_cache
+
+
+SeriesCacheDep = Annotated[SeriesCache, Depends(get_series_cache)]
 
 
 def find_run(store: RunStore, run_id: str) -> dict | None:

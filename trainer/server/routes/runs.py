@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from fastapi.responses import FileResponse
 
-from ..deps import RunDep, StoreDep
+from ..deps import RunDep, SeriesCacheDep, StoreDep
 from ..schemas import Event, RunBrief, RunDetail, Series
 from ..summary import filters_path, json_safe, run_brief, run_detail
 
@@ -34,17 +34,24 @@ def metric_names(store: StoreDep, run: RunDep) -> list[str]:
     return store.metric_names(run["id"])
 
 
-@router.get("/{run_id}/metrics/{name}", responses=NOT_FOUND)
+@router.get("/{run_id}/metrics/{name}", response_model=Series, responses=NOT_FOUND)
 def metric_series(
-    store: StoreDep, run: RunDep, name: Annotated[str, Path(max_length=64)],
+    store: StoreDep, cache: SeriesCacheDep, run: RunDep, name: Annotated[str, Path(max_length=64)],
     since_step: Annotated[int, Query(ge=0, le=MAX_STEP)] = 0,
     max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> Series:
+) -> Response:
     """One metric from `since_step` on, downsampled on the server to at most `max_points`."""
-    rows = store.metric_series(run["id"], name, since_step=since_step, max_points=max_points)
-    return Series(run_id=run["id"], name=name, since_step=since_step,
-                  steps=[r["step"] for r in rows], epochs=[r["epoch"] for r in rows],
-                  walls=[r["wall"] for r in rows], values=[r["value"] for r in rows])
+    # The series' last row versions the cached answer: a new or replaced row changes it.
+    last = store.last_metric(run["id"], name)
+    key, version = (run["id"], name, since_step, max_points), (last and last["step"], last and last["wall"])
+    body = cache.get(key, version)
+    if body is None:
+        rows = store.metric_series(run["id"], name, since_step=since_step, max_points=max_points)
+        body = Series(run_id=run["id"], name=name, since_step=since_step,
+                      steps=[r["step"] for r in rows], epochs=[r["epoch"] for r in rows],
+                      walls=[r["wall"] for r in rows], values=[r["value"] for r in rows]).model_dump_json().encode()
+        cache.put(key, version, body)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{run_id}/events", responses=NOT_FOUND)

@@ -1,0 +1,165 @@
+"""Control-server benchmark: `python benchmarks/server_bench.py [--rows 1000000] [--seconds 15]`.
+
+A run store with 1,000,000 metric rows, a real `trainer serve` process, and
+1. the latency (p50/p95) of the page's metrics call (one series downsampled to 1000
+   points) for 20 concurrent clients asking back to back;
+2. a training-like loop (a CPU matmul step that logs metrics, progress and polls commands
+   through the run store as the trainer does) timed alone, with 20 clients polling like
+   the page (one series call each per second), alone again, and with the 20 clients
+   asking back to back: the same loop in the same run.
+Prints a table, then one JSON line (DESIGN.md, "Benchmarks").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+NAMES = ["train_loss", "lr", "images_per_sec", "data_wait_frac", "images_seen"]
+SERIES_CALL = "/api/runs/{rid}/metrics/train_loss?max_points=1000"
+
+
+def fill_store(db: Path, rows: int) -> int:
+    from trainer.runstore import RunStore
+
+    store = RunStore(db, flush_interval=1e9)
+    rid, _ = store.start_run("bench", {"run_dir": "", "epochs": 90}, lr=0.01)
+    steps = rows // len(NAMES)
+    for step in range(1, steps + 1):
+        store.log_metrics(rid, step, step / 10_000, {n: 1.0 / step for n in NAMES})
+        if step % 50_000 == 0:
+            store.flush()
+    store.flush()
+    store.update_progress(rid, epoch=steps / 10_000, step=steps, lr=0.01, epochs=90)
+    store.close()
+    return rid
+
+
+def clients_main(url: str, n: int, seconds: float, period: float) -> None:
+    """Child process: n client threads for `seconds`; prints latencies (ms) as JSON."""
+    import httpx
+
+    latencies, stop = [], time.monotonic() + seconds
+
+    def client():
+        with httpx.Client(base_url=url, timeout=30) as c:
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                r = c.get(SERIES_CALL.format(rid=1))
+                latencies.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200 and 0 < len(r.json()["steps"]) <= 1000
+                if period:
+                    time.sleep(max(0.0, period - (time.perf_counter() - t)))
+
+    threads = [threading.Thread(target=client) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps(latencies))
+
+
+def start_clients(url: str, n: int, seconds: float, period: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--clients-of", url, "--n", str(n), "--seconds", str(seconds),
+                             "--period", str(period)], stdout=subprocess.PIPE, text=True)
+
+
+def training_loop(db: Path, rid: int, seconds: float) -> list[float]:
+    """Step times (ms) of a trainer-shaped loop: compute, then the run store's calls."""
+    import torch
+
+    from trainer.runstore import RunStore
+
+    store = RunStore(db)
+    x = torch.randn(384, 384)
+    times, last_poll = [], 0.0
+    step = store.get_run(rid)["step"]
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.perf_counter()
+        for _ in range(8):
+            x = torch.tanh(x @ x / 384)
+        step += 1
+        store.log_metrics(rid, step, step / 10_000, {"train_loss": float(x[0, 0]), "lr": 0.01})
+        if time.monotonic() - last_poll >= 1.0:
+            last_poll = time.monotonic()
+            store.pending_commands(rid)
+            store.update_progress(rid, epoch=step / 10_000, step=step, lr=0.01, epochs=90)
+        times.append((time.perf_counter() - t) * 1000)
+    store.close()
+    return times
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--clients-of"), ap.add_argument("--n", type=int), ap.add_argument("--period", type=float)
+    args = ap.parse_args()
+    if args.clients_of:
+        clients_main(args.clients_of, args.n, args.seconds, args.period)
+        return 0
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "deploy"))
+    from serve import serving  # a real `trainer serve` child on a free loopback port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "runs.db"
+        t0 = time.perf_counter()
+        rid = fill_store(db, args.rows)
+        fill_s = time.perf_counter() - t0
+        with serving(db) as url:
+            hammer = start_clients(url, args.clients, args.seconds, 0.0)
+            latencies = json.loads(hammer.communicate()[0])
+            alone1 = training_loop(db, rid, args.seconds)
+            page = start_clients(url, args.clients, args.seconds + 2, 1.0)
+            with_page = training_loop(db, rid, args.seconds)
+            page_lat = json.loads(page.communicate()[0])
+            alone2 = training_loop(db, rid, args.seconds)
+            hammer = start_clients(url, args.clients, args.seconds + 2, 0.0)
+            with_hammer = training_loop(db, rid, args.seconds)
+            hammer.communicate()
+    alone = statistics.mean(alone1 + alone2)
+    figures = {
+        "metric_rows": args.rows, "fill_s": round(fill_s, 1), "clients": args.clients,
+        "metrics_call_p50_ms": round(pct(latencies, 50), 1), "metrics_call_p95_ms": round(pct(latencies, 95), 1),
+        "metrics_calls": len(latencies),
+        "page_like_call_p95_ms": round(pct(page_lat, 95), 1),
+        "step_ms_alone": round(alone, 3), "step_ms_alone_first": round(statistics.mean(alone1), 3),
+        "step_ms_alone_second": round(statistics.mean(alone2), 3),
+        "step_ms_with_page_clients": round(statistics.mean(with_page), 3),
+        "step_ms_with_hammering_clients": round(statistics.mean(with_hammer), 3),
+    }
+    ratios = {  # trainer speed with clients over alone: higher is better, 1.0 = no slowdown
+        "trainer_speed_with_page_clients_over_alone": round(alone / statistics.mean(with_page), 4),
+        "trainer_speed_with_hammering_clients_over_alone": round(alone / statistics.mean(with_hammer), 4),
+    }
+    print(f"{'figure':<48}{'value':>14}")
+    for k, v in {**figures, **ratios}.items():
+        print(f"{k:<48}{v:>14}")
+    machine = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+               "sqlite": sqlite3.sqlite_version, "torch_threads": torch.get_num_threads()}
+    print(json.dumps({"bench": "server", "machine": machine, "figures": figures, "ratios": ratios}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
