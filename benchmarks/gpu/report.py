@@ -1,0 +1,61 @@
+"""The check's figures against the issue's targets, as JSON and as the short table printed last."""
+
+from __future__ import annotations
+
+# (figure, label, target, direction): the targets of the pipeline and trainer issues.
+TARGETS = (
+    ("dali_images_per_s", "DALI pipeline images/s", 20_000, "min"),
+    ("reference_images_per_s", "reference loader images/s", None, None),
+    ("train_bare_images_per_s", "training bare (data on device) images/s", 15_000, "min"),
+    ("train_bare_cudnn_benchmark_images_per_s", "  same, cudnn.benchmark on", None, None),
+    ("train_fed_images_per_s", "training fed by DALI images/s", 15_000, "min"),
+    ("data_wait_fraction", "data wait, fed by DALI (steady)", 0.05, "max"),
+    ("train_fed_reference_images_per_s", "training fed by reference images/s", None, None),
+    ("gpu_decode_images_per_s", "torchvision decode_jpeg images/s", None, None),
+)
+
+
+def verdicts(figures: dict) -> dict:
+    out = {}
+    for name, _, target, direction in TARGETS:
+        value = figures.get(name)
+        if target is None or value is None:
+            continue
+        met = value >= target if direction == "min" else value <= target
+        out[name] = {"target": target, "direction": direction, "met": bool(met)}
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value < 1:
+        return f"{value:.1%}"
+    return f"{value:,.0f}"
+
+
+def table(report: dict) -> str:
+    figures, targets = report["figures"], report["targets"]
+    mode = "DRY RUN (CPU, tiny sizes: not GPU figures)" if report["dry_run"] else "GPU"
+    m = report["machine"]
+    p = report["plan"]
+    lines = [f"GPU check, {mode}: {m.get('gpu_name', 'no GPU')}, torch {m.get('torch')}, "
+             f"DALI {m.get('dali') or 'missing'}, {m.get('cpus')} CPUs",
+             f"batches: pipelines {p['dali_batch']}, training {p['train_batch']} (model width "
+             f"{p['width']}, AMP bf16 {'on' if p['amp'] else 'off'}, channels-last "
+             f"{'on' if p['channels_last'] else 'off'}); reference loader {p['ref_workers']} workers, "
+             f"DALI {p['dali_threads']} threads"]
+    lines.append(f"{'figure':<42} {'value':>10} {'target':>10}  met")
+    for name, label, target, direction in TARGETS:
+        if target is None and figures.get(name) is None:
+            continue  # an optional line with nothing to show
+        t = targets.get(name)
+        target_s = ("" if direction is None else (">=" if direction == "min" else "<=") + _fmt(target))
+        met = "-" if t is None else ("yes" if t["met"] else "NO")
+        lines.append(f"{label:<42} {_fmt(figures.get(name)):>10} {target_s:>10}  {met}")
+    for name, result in report["correctness"].items():
+        lines.append(f"{'check: ' + name:<42} {'pass' if result.get('passed') else 'FAIL':>10}")
+    bad = [f"{k}: {v['status']} ({v.get('reason', '')[:90]})" for k, v in report["steps"].items()
+           if v["status"] != "ok"]
+    lines += ["not measured / failed:"] + [f"  {b}" for b in bad] if bad else []
+    return "\n".join(lines)

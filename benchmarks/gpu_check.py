@@ -1,0 +1,173 @@
+"""The GPU check: environment, GPU-path correctness, and the pipeline's and trainer's
+throughput, in one process (run by `benchmarks/gpu_check.sh`, which sets up imports).
+
+    python benchmarks/gpu_check.py --out DIR [--dry-run]
+
+Steps run in order; each one that cannot run (a missing import, the time budget) or fails
+is recorded with its reason and the rest go on, so one call on a lent GPU always brings
+back every figure it could take. Writes DIR/gpu_check.json and prints a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# gpu/ (this check's modules), the repo root (preprocess, pipeline, trainer) and the
+# pipeline tests' shard writer, whose labels name their samples (the correctness check).
+for p in (HERE, HERE.parent, HERE.parent / "tests" / "pipeline"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from gpu import env, report  # noqa: E402
+from gpu.timing import Budget  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and budgets; GPU sizes from the issue, dry-run sizes small enough for ~1 min."""
+
+    device: str
+    classes: int
+    train_per_class: int
+    val_per_class: int
+    shard_max_count: int
+    dali_batch: int
+    dali_threads: int
+    ref_batch: int
+    ref_workers: int
+    train_batch: int
+    width: float
+    amp: bool
+    channels_last: bool
+    loss_steps: int
+    check_sizes: tuple  # train shard sizes of the correctness check's synthetic dataset
+    check_batch: int
+    decode_batch: int
+    pipe_budget: Budget
+    bare_budget: Budget
+    fed_budget: Budget
+    decode_budget: Budget
+    deadline_s: float  # steps whose estimate does not fit in what is left are skipped
+
+
+def gpu_plan(cpus: int) -> Plan:
+    return Plan(
+        device="cuda", classes=40, train_per_class=512, val_per_class=2, shard_max_count=1000,
+        dali_batch=256, dali_threads=min(8, cpus), ref_batch=256, ref_workers=min(16, cpus),
+        train_batch=128, width=1.0, amp=True, channels_last=True, loss_steps=80,
+        check_sizes=(96, 96), check_batch=64, decode_batch=256,
+        pipe_budget=Budget(0, 10.0, 10**6), bare_budget=Budget(20, 8.0, 10**6),
+        fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=480,
+    )
+
+
+def dry_plan(cpus: int) -> Plan:
+    return Plan(
+        device="cpu", classes=4, train_per_class=16, val_per_class=2, shard_max_count=32,
+        dali_batch=8, dali_threads=2, ref_batch=8, ref_workers=2,
+        train_batch=4, width=0.0625, amp=False, channels_last=True, loss_steps=24,
+        check_sizes=(12, 12), check_batch=8, decode_batch=8,
+        pipe_budget=Budget(0, 0.3, 6), bare_budget=Budget(1, 0.2, 3),
+        fed_budget=Budget(1, 0.2, 3), decode_budget=Budget(1, 0.2, 3), deadline_s=300,
+    )
+
+
+class Check:
+    def __init__(self, plan: Plan, out: Path, work: Path, dry_run: bool):
+        self.plan, self.out, self.work, self.dry_run = plan, out, work, dry_run
+        self.t_start = time.perf_counter()
+        self.modules = env.module_status()
+        self.report = {"bench": "gpu_check", "dry_run": dry_run, "machine": env.machine(),
+                       "modules": self.modules, "plan": _jsonable(asdict(plan)), "data": {},
+                       "correctness": {}, "measurements": {}, "figures": {}, "steps": {}}
+
+    def log(self, text: str) -> None:
+        print(text, flush=True)
+
+    def has(self, *names: str) -> str | None:
+        """None when every import works, else the reason the step cannot run."""
+        missing = [n for n in names if not env.available(self.modules, n)]
+        return f"missing: {', '.join(missing)}" if missing else None
+
+    def step(self, name: str, fn, needs=(), estimate_s: float = 0.0, after=()):
+        """Run one step; record ok/skipped/error, its seconds and the reason."""
+        reason = self.has(*needs)
+        for dep in after:
+            if self.report["steps"].get(dep, {}).get("status") != "ok":
+                reason = reason or f"needs step {dep}, which did not run"
+        left = self.plan.deadline_s - (time.perf_counter() - self.t_start)
+        if reason is None and estimate_s > left:
+            reason = f"time budget: {left:.0f} s left, step needs ~{estimate_s:.0f} s"
+        if reason:
+            self.report["steps"][name] = {"status": "skipped", "reason": reason}
+            self.log(f"== {name}: skipped ({reason})")
+            return None
+        self.log(f"== {name}")
+        t0 = time.perf_counter()
+        try:
+            result = fn()
+            status = {"status": "ok"}
+        except Exception as exc:  # one broken step must not cost the others' figures
+            self.log(traceback.format_exc())
+            result, status = None, {"status": "error", "reason": f"{type(exc).__name__}: {exc}"[:400]}
+        status["seconds"] = round(time.perf_counter() - t0, 2)
+        self.report["steps"][name] = status
+        if result is not None:
+            self.log(json.dumps(result, default=str)[:1500])
+        self.save()  # after every step: a call cut off at its limit still brings figures back
+        return result
+
+    def save(self) -> None:
+        rep = self.report
+        rep["targets"] = report.verdicts(rep["figures"])
+        rep["total_seconds"] = round(time.perf_counter() - self.t_start, 1)
+        tmp = self.out / "gpu_check.json.tmp"
+        tmp.write_text(json.dumps(rep, indent=1, default=str))
+        tmp.replace(self.out / "gpu_check.json")
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+
+
+def run(check: Check) -> None:
+    from gpu import steps
+
+    steps.run_all(check)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="where gpu_check.json goes")
+    ap.add_argument("--work", type=Path, help="scratch folder for corpus and shards (default: a temp dir)")
+    ap.add_argument("--dry-run", action="store_true", help="the same steps on the CPU with tiny sizes")
+    args = ap.parse_args(argv)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    plan = dry_plan(cpus) if args.dry_run else gpu_plan(cpus)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    check = Check(plan, args.out, work, args.dry_run)
+    check.log(json.dumps({"machine": check.report["machine"], "modules": check.modules}, indent=1))
+    run(check)
+    check.save()
+    rep = check.report
+    # The DESIGN.md benchmark line, then the table last (what a reader of the tail sees).
+    print(json.dumps({"bench": "gpu_check", "machine": rep["machine"], "figures": rep["figures"],
+                      "ratios": rep.get("ratios", {})}, default=str))
+    print(report.table(rep), flush=True)
+    failed = [k for k, v in rep["correctness"].items() if not v.get("passed")]
+    errors = [k for k, v in rep["steps"].items() if v["status"] == "error"]
+    return 1 if failed or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

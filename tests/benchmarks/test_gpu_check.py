@@ -1,0 +1,109 @@
+"""benchmarks/gpu_check.sh cannot rot: its --dry-run runs every step on the CPU with tiny
+sizes, and the JSON it writes must hold every figure with a sane value.
+
+Timings are never asserted (shared machines); what is asserted is that each step ran,
+the correctness checks passed, and the numbers are positive and finite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+HAS_DALI = importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
+
+
+def run_script(*args: str, out: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    env["PYTHON"] = sys.executable
+    if out is not None:
+        env["OUT"] = str(out)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check_out")
+    proc = run_script("--dry-run", out=out)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc, json.loads((out / "gpu_check.json").read_text()), out
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_dry_run_records_environment_and_data(dry_run):
+    _, rep, out = dry_run
+    assert rep["bench"] == "gpu_check" and rep["dry_run"] is True
+    assert rep["machine"]["cpus"] >= 1 and rep["machine"]["torch"]
+    assert set(rep["modules"]) >= {"torch", "torchvision", "nvidia.dali", "pipeline", "trainer.model"}
+    # 4 classes x (16 train + 2 val) photos made, then sharded by preprocess.
+    assert rep["data"]["images"] == 72 and rep["data"]["source"] in ("photos", "synthetic")
+    assert rep["data"]["train_shards"] == 2 and positive(rep["data"]["shard_seconds"])
+    assert (out / "gpu_check.log").read_text().count("== ") >= 8
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_step_it_can(dry_run):
+    _, rep, _ = dry_run
+    steps = rep["steps"]
+    expected = ["data", "dali_vs_cpu", "loss_falls", "dali_pipeline", "reference_loader", "train_bare",
+                "train_bare_cudnn_benchmark", "train_fed", "gpu_decode"]
+    assert list(steps) == expected
+    for name, status in steps.items():
+        needs_missing = (name in ("dali_vs_cpu", "dali_pipeline") and not HAS_DALI) or (
+            name == "gpu_decode" and not HAS_TORCHVISION)
+        if needs_missing:
+            assert status["status"] == "skipped" and status["reason"].startswith("missing"), (name, status)
+        else:
+            assert status["status"] == "ok", (name, status)
+
+
+@pytest.mark.slow
+def test_dry_run_correctness_checks_pass(dry_run):
+    _, rep, _ = dry_run
+    loss = rep["correctness"]["loss_falls"]
+    assert loss["passed"] and all(math.isfinite(x) for x in loss["losses"])
+    assert loss["best_second_half"] < loss["start"]
+    if HAS_DALI:
+        cmp = rep["correctness"]["dali_vs_cpu"]
+        # DALI's CPU decoder is libjpeg-turbo, as Pillow's: the same crops agree to rounding.
+        assert cmp["passed"] and cmp["rows"] == 8 and cmp["mean_abs"] < 0.5
+        assert cmp["mirrored_mean_abs"] > 5  # a mirrored crop is far off: the check can tell
+
+
+@pytest.mark.slow
+def test_dry_run_figures_are_sane_and_table_is_last(dry_run):
+    proc, rep, _ = dry_run
+    fig = rep["figures"]
+    names = ["reference_images_per_s", "train_bare_images_per_s", "train_fed_images_per_s"]
+    names += ["dali_images_per_s"] if HAS_DALI else []
+    names += ["gpu_decode_images_per_s"] if HAS_TORCHVISION else []
+    for name in names:
+        assert positive(fig[name]), (name, fig.get(name))
+    assert 0 <= fig["data_wait_fraction"] <= 1
+    # On the CPU the dry run's numbers are far below the GPU targets, and the verdicts say so.
+    assert rep["targets"]["train_bare_images_per_s"] == {"target": 15000, "direction": "min", "met": False}
+    tail = proc.stdout.strip().splitlines()
+    start = next(i for i, line in enumerate(tail) if line.startswith("GPU check, DRY RUN"))
+    assert json.loads(tail[start - 1])["bench"] == "gpu_check"  # DESIGN.md's benchmark line
+    assert any(line.startswith("check: dali_vs_cpu") or line.startswith("check: loss_falls")
+               for line in tail[start:])
+
+
+def test_without_out_and_dry_run_it_refuses():
+    proc = run_script(timeout=60)
+    assert proc.returncode == 2 and "set OUT" in proc.stderr
