@@ -114,6 +114,13 @@ def _cells(entry: dict) -> list[str]:
     return [f"{100 * entry[v][m]:.1f}%" for v in VIEWS for m in METRICS]
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a checkpoint of `trainer train`; repeat it for an ensemble")
@@ -123,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (x10 patches)")
     parser.add_argument("--backend", choices=("dali", "reference"), default=None,
                         help="data loader (default: dali on a GPU, reference otherwise)")
-    parser.add_argument("--workers", type=int, default=4, help="loader worker processes")
+    parser.add_argument("--workers", type=_positive, default=4, help="loader worker processes (>= 1)")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
 
 
@@ -147,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"trainer evaluate: {exc}")
         return 2
     expected = int(manifest.get("splits", {}).get(args.split, {}).get("count", seen))
-    if seen != expected:
-        print(f"trainer evaluate: counted {seen} {args.split} images but dataset.json lists {expected}")
+    if seen != expected:  # damaged samples are masked by the loader: a partial count is no result
+        if rank == 0:
+            print(f"trainer evaluate: counted {seen} {args.split} images but dataset.json lists {expected}; "
+                  f"check the shards with `preprocess verify {data_dir}`")
         return 3
     if rank != 0:
         return 0
