@@ -82,7 +82,6 @@ class Session:
             "policy": policy.state_dict(),
         }
         path = self.ckdir.save(ckpt, epoch_end=epoch_end)
-        state.last_saved_step = state.step
         self.event(state.step, "checkpoint", {"path": str(path), "last": str(self.ckdir.last),
                                               "epoch": state.epoch, "step": state.step})
         self.write_filters(model)

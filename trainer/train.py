@@ -365,6 +365,7 @@ class Trainer:
         if self.session:
             self.session.save_checkpoint(model=self.model, optimizer=self.optimizer, policy=self.policy,
                                          state=st, rngs=rngs, data_states=data, epoch_end=epoch_end)
+        st.last_saved_step = st.step  # on every rank: finish() decides on it collectively
         self.control.checkpoint_written()
         return True
 
