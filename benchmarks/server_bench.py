@@ -13,9 +13,11 @@ Prints a table, then one JSON line (DESIGN.md, "Benchmarks").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -74,15 +76,42 @@ def start_clients(url: str, n: int, seconds: float, period: float) -> subprocess
                              "--period", str(period)], stdout=subprocess.PIPE, text=True)
 
 
-def training_loop(db: Path, rid: int, seconds: float) -> list[float]:
-    """Step times (ms) of a trainer-shaped loop: compute, then the run store's calls."""
+@contextlib.contextmanager
+def serving(db: Path):
+    """A real `trainer serve` child on a free loopback port (access log off: a pipe nobody
+    reads would fill and stall it)."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "serve", "--runs-db", str(db), "--port", str(port),
+                             "--log-level", "warning"], env={**os.environ, "ALEXNET_TOKEN": "bench-token-0123456789abcdef"},
+                            stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url + "/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def training_loop(db: Path, rid: int, seconds: float) -> tuple[list[float], list[float]]:
+    """Step times (ms) of a trainer-shaped loop, and the part of each spent in the run store
+    (which tells SQLite contention from CPU contention on a small machine)."""
     import torch
 
     from trainer.runstore import RunStore
 
     store = RunStore(db)
     x = torch.randn(384, 384)
-    times, last_poll = [], 0.0
+    times, store_times, last_poll = [], [], 0.0
     step = store.get_run(rid)["step"]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -90,14 +119,17 @@ def training_loop(db: Path, rid: int, seconds: float) -> list[float]:
         for _ in range(8):
             x = torch.tanh(x @ x / 384)
         step += 1
+        s = time.perf_counter()
         store.log_metrics(rid, step, step / 10_000, {"train_loss": float(x[0, 0]), "lr": 0.01})
         if time.monotonic() - last_poll >= 1.0:
             last_poll = time.monotonic()
             store.pending_commands(rid)
             store.update_progress(rid, epoch=step / 10_000, step=step, lr=0.01, epochs=90)
-        times.append((time.perf_counter() - t) * 1000)
+        end_step = time.perf_counter()
+        times.append((end_step - t) * 1000)
+        store_times.append((end_step - s) * 1000)
     store.close()
-    return times
+    return times, store_times
 
 
 def pct(values: list[float], q: float) -> float:
@@ -118,8 +150,6 @@ def main() -> int:
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "deploy"))
-    from serve import serving  # a real `trainer serve` child on a free loopback port
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "runs.db"
@@ -137,6 +167,8 @@ def main() -> int:
             hammer = start_clients(url, args.clients, args.seconds + 2, 0.0)
             with_hammer = training_loop(db, rid, args.seconds)
             hammer.communicate()
+    (alone1, store1), (alone2, store2) = alone1, alone2
+    (with_page, store_page), (with_hammer, store_hammer) = with_page, with_hammer
     alone = statistics.mean(alone1 + alone2)
     figures = {
         "metric_rows": args.rows, "fill_s": round(fill_s, 1), "clients": args.clients,
@@ -147,6 +179,9 @@ def main() -> int:
         "step_ms_alone_second": round(statistics.mean(alone2), 3),
         "step_ms_with_page_clients": round(statistics.mean(with_page), 3),
         "step_ms_with_hammering_clients": round(statistics.mean(with_hammer), 3),
+        "store_ms_per_step_alone": round(statistics.mean(store1 + store2), 3),
+        "store_ms_per_step_with_page_clients": round(statistics.mean(store_page), 3),
+        "store_ms_per_step_with_hammering_clients": round(statistics.mean(store_hammer), 3),
     }
     ratios = {  # trainer speed with clients over alone: higher is better, 1.0 = no slowdown
         "trainer_speed_with_page_clients_over_alone": round(alone / statistics.mean(with_page), 4),
