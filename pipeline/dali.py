@@ -60,6 +60,15 @@ def _crop(centered, x, y, flip, layout: str, dtype):
     )
 
 
+def random_train_params(lighting_std: float):
+    """Per-sample crop offsets x, y (uniform on 0..32), flip (p = 0.5), alpha ~ N(0, std)^3."""
+    x = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
+    y = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
+    flip = fn.random.coin_flip(probability=0.5, dtype=types.INT32)
+    alpha = fn.random.normal(shape=[3], stddev=lighting_std)
+    return x, y, flip, alpha
+
+
 def define_graph(loader: BaseLoader, reader: dict):
     """The DALI graph for the loader's mode; returns the output DataNodes."""
     cfg = loader.cfg
@@ -70,10 +79,7 @@ def define_graph(loader: BaseLoader, reader: dict):
     layout = "HWC" if cfg.channels_last else "CHW"
     dtype = types.FLOAT16 if cfg.dtype == torch.float16 else types.FLOAT
     if cfg.mode == "train":
-        x = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
-        y = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
-        flip = fn.random.coin_flip(probability=0.5, dtype=types.INT32)
-        alpha = fn.random.normal(shape=[3], stddev=cfg.lighting_std)
+        x, y, flip, alpha = random_train_params(cfg.lighting_std)
         matrix = lighting_matrix(loader.stats).astype(np.float32).ravel().tolist()
         offset = fn.reshape(fn.coord_transform(fn.reshape(alpha, shape=[1, 3]), M=matrix), shape=[3])
         centered = image - mean + (offset.gpu() if gpu else offset)

@@ -4,7 +4,7 @@
 installed, and the baseline in `benchmarks/pipeline_bench.py`. It reads the same
 per-rank sample ranges as DALI (`pipeline/sharding.py`), each sample by its offset in
 the shard's DALI index, and applies the augmentation of `pipeline/augment.py`. Within
-a rank, batch b goes to DataLoader worker b % num_workers, and its random parameters
+a rank, batch start+k goes to DataLoader worker k % num_workers, and its random parameters
 are drawn from (seed, epoch, rank, b): the output does not depend on the number of
 workers, and resuming at batch k is exact and costs nothing.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import os
 
 import numpy as np
@@ -102,9 +103,8 @@ class EpochDataset(IterableDataset):
         info = get_worker_info()
         w, n = (info.id, info.num_workers) if info is not None else (0, 1)
         reader = ShardReader(self.shards)
-        first = self.start + (w - self.start) % n
-        try:
-            for b in range(first, self.plan.num_batches, n):
+        try:  # DataLoader takes from workers round-robin, so worker w makes start + w + k*n
+            for b in range(self.start + w, self.plan.num_batches, n):
                 yield b, *self.batch(reader, b)
         finally:
             reader.close()
@@ -131,6 +131,17 @@ class EpochDataset(IterableDataset):
         return out.to(torch.float16) if c.dtype == torch.float16 else out, torch.from_numpy(labels), damaged
 
 
+_PRELOAD = ["numpy", "torch", "PIL.Image", "pipeline.reference"]
+
+
+def worker_context():
+    """forkserver, with the heavy imports done once in the server: DALI's threads may hold
+    locks at fork time, so plain fork is unsafe, and spawn would import torch per worker."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
 class ReferenceLoader(BaseLoader):
     """webdataset-format shards, Pillow and torch workers; see `pipeline.make_loader`."""
 
@@ -147,6 +158,7 @@ class ReferenceLoader(BaseLoader):
             batch_size=None,
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
+            multiprocessing_context=worker_context(),
         )
         for b, images, labels, damaged in loader:
             for name in damaged:

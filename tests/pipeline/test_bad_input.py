@@ -1,0 +1,67 @@
+"""Damaged JPEGs inside shards, and missing prepared data."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from synthetic_shards import jpeg_bytes, synthetic_image, write_split, write_stats
+
+from pipeline import make_loader
+from preprocess.contract import DataError
+
+GOOD = jpeg_bytes(synthetic_image(np.random.default_rng(9)))
+DAMAGED = {3: GOOD[: len(GOOD) // 3], 13: b"\xff\xd8 not a jpeg at all" * 8}
+
+
+@pytest.fixture(scope="module")
+def damaged_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("damaged")
+    images = write_split(out, "train", [12, 12], seed=4, damaged=DAMAGED)
+    write_split(out, "val", [12, 12], seed=5, first_label=24, damaged={24 + k: v for k, v in DAMAGED.items()})
+    write_stats(out, images)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["dali", "reference"])
+def test_damaged_jpegs_are_reported_with_shard_and_key_and_skipped(damaged_dir, backend, caplog):
+    loader = make_loader(damaged_dir, batch_size=4, backend=backend, num_workers=1)
+    labels = [n for _, y in loader for n in y.tolist()]
+    assert sorted(labels) == sorted(set(range(24)) - set(DAMAGED))
+    assert sorted(loader.skipped) == ["train-000000.tar:train_000003", "train-000001.tar:train_000013"]
+    assert "train_000003" in caplog.text and "train-000000.tar" in caplog.text
+    loader.set_epoch(1)  # next epoch: still skipped, still counted once
+    assert len([n for _, y in loader for n in y.tolist()]) == 22
+    assert len(loader.skipped) == 2
+
+
+@pytest.mark.parametrize("backend", ["dali", "reference"])
+def test_damaged_val_samples_are_masked_not_counted(damaged_dir, backend):
+    loader = make_loader(damaged_dir, split="val", mode="center", batch_size=5, backend=backend, num_workers=1)
+    seen = [n for _, y, valid in loader for n in y[valid].tolist()]
+    assert sorted(seen) == sorted(set(range(24, 48)) - {27, 37})
+    assert len(loader.skipped) == 2
+
+
+def test_no_shards_names_the_command(tmp_path):
+    with pytest.raises(DataError, match="preprocess shard"):
+        make_loader(tmp_path, backend="reference")
+
+
+def test_missing_stats_names_the_command(tmp_path, damaged_dir):
+    for p in damaged_dir.glob("train-*"):
+        shutil.copy(p, tmp_path / p.name)
+    with pytest.raises(DataError, match="preprocess shard"):
+        make_loader(tmp_path, backend="dali")
+    (tmp_path / "train-000000.idx").unlink()
+    shutil.copy(damaged_dir / "stats.npz", tmp_path / "stats.npz")
+    with pytest.raises(DataError, match="preprocess shard"):
+        make_loader(tmp_path, backend="dali")
+
+
+def test_dali_missing_falls_back_to_reference(damaged_dir, monkeypatch, caplog):
+    monkeypatch.setitem(__import__("sys").modules, "pipeline.dali", None)  # import now fails
+    loader = make_loader(damaged_dir, backend="dali", batch_size=4)
+    assert loader.backend == "reference"
+    assert "DALI is not importable" in caplog.text
