@@ -66,7 +66,7 @@ def gpu_plan(cpus: int) -> Plan:
         train_batch=128, width=1.0, amp=True, channels_last=True, loss_steps=80,
         check_sizes=(96, 96), check_batch=64, decode_batch=256,
         pipe_budget=Budget(0, 10.0, 10**6), bare_budget=Budget(20, 8.0, 10**6),
-        fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=480,
+        fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=330,
     )
 
 
@@ -85,6 +85,7 @@ class Check:
     def __init__(self, plan: Plan, out: Path, work: Path, dry_run: bool):
         self.plan, self.out, self.work, self.dry_run = plan, out, work, dry_run
         self.t_start = time.perf_counter()
+        self.stopped = False
         self.modules = env.module_status()
         self.report = {"bench": "gpu_check", "dry_run": dry_run, "machine": env.machine(),
                        "modules": self.modules, "plan": _jsonable(asdict(plan)), "data": {},
@@ -100,7 +101,7 @@ class Check:
 
     def step(self, name: str, fn, needs=(), estimate_s: float = 0.0, after=()):
         """Run one step; record ok/skipped/error, its seconds and the reason."""
-        reason = self.has(*needs)
+        reason = "stopped: an earlier step was interrupted" if self.stopped else self.has(*needs)
         for dep in after:
             if self.report["steps"].get(dep, {}).get("status") != "ok":
                 reason = reason or f"needs step {dep}, which did not run"
@@ -119,6 +120,10 @@ class Check:
         except Exception as exc:  # one broken step must not cost the others' figures
             self.log(traceback.format_exc())
             result, status = None, {"status": "error", "reason": f"{type(exc).__name__}: {exc}"[:400]}
+        except KeyboardInterrupt:  # gpu_check.sh's time limit (SIGINT): report what we have
+            self.log(traceback.format_exc())
+            self.stopped = True
+            result, status = None, {"status": "error", "reason": "interrupted (the script's time limit)"}
         status["seconds"] = round(time.perf_counter() - t0, 2)
         self.report["steps"][name] = status
         if result is not None:

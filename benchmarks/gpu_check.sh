@@ -53,7 +53,9 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
     export PYTHONPATH="$PYTHONPATH:$site/deps"
   fi
   echo "== staging took $((SECONDS - t0)) s"
-  "$PYTHON" benchmarks/gpu_check.py --out "$OUT" --work "$work" $dry
+  # SIGINT at the limit lets the check record the step it was in and print what it has;
+  # its own deadline (gpu_check.py) normally ends it well before.
+  timeout -s INT -k 30 "${GPU_CHECK_LIMIT_S:-420}" "$PYTHON" benchmarks/gpu_check.py --out "$OUT" --work "$work" $dry
 } 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 echo "gpu_check: exit $rc; log and JSON in $OUT" >&2

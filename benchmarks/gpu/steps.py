@@ -56,7 +56,8 @@ def run_all(check) -> None:
         def measure():
             loader = loaders.open_loader(shards, backend, p.device, batch, workers,
                                          channels_last=p.channels_last)
-            result = loaders.loader_throughput(loader, p.device, p.pipe_budget)
+            skip = loaders.DALI_SKIP if backend == "dali" else workers
+            result = loaders.loader_throughput(loader, p.device, p.pipe_budget, skip)
             meas[figure] = result
             fig[figure] = result["items_per_s"]
             return result
