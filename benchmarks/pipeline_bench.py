@@ -1,0 +1,98 @@
+"""Steady-state images/s of the DALI pipeline against the reference loader, same shards.
+
+    python benchmarks/pipeline_bench.py [--data SHARD_DIR] [--batch-size 128] [--workers 2]
+        [--batches 12] [--device cpu|cuda]
+
+Without --data it writes 1,536 synthetic 256x256 JPEGs (quality 90) in 6 train shards
+under a temporary folder. Both backends run train mode (random crop, flip, lighting,
+mean image) with the same batch size and the same number of threads (DALI) / DataLoader
+workers (reference). Every batch is consumed (summed on the device), the first `--warmup`
+batches of each run are left out (pipeline start, worker start-up), and the rest timed.
+Prints a table, then the JSON line of DESIGN.md "Benchmarks" last; the ratio is DALI
+over reference (higher is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "pipeline"))
+
+import torch  # noqa: E402
+
+from pipeline import make_loader  # noqa: E402
+
+
+def images_per_sec(data: Path, backend: str, args) -> float:
+    loader = make_loader(data, backend=backend, batch_size=args.batch_size, num_workers=args.workers,
+                         device=args.device, seed=1)  # fmt: skip
+    if backend == "dali" and loader.backend != "dali":
+        raise SystemExit("DALI is not importable here")
+    done, t0, epoch = 0, None, 0
+    while done < args.warmup + args.batches:
+        loader.set_epoch(epoch)
+        for images, labels in loader:
+            images.float().sum().item()  # consume: the batch must really exist
+            done += 1
+            if done == args.warmup:
+                t0, counted = time.perf_counter(), 0
+            elif done > args.warmup:
+                counted += len(labels)
+            if done == args.warmup + args.batches:
+                break
+        epoch += 1
+    return counted / (time.perf_counter() - t0)
+
+
+def machine(args) -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "device": args.device}  # fmt: skip
+    try:
+        import nvidia.dali as dali
+
+        info["dali"] = dali.__version__
+    except ImportError:
+        info["dali"] = None
+    if args.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batches", type=int, default=12, help="timed batches per backend")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        data = args.data
+        if data is None:
+            from synthetic_shards import make_dataset
+
+            data = make_dataset(Path(tmp), [256] * 6, [64], seed=0)
+        rates = {b: images_per_sec(data, b, args) for b in ("dali", "reference")}
+    print(f"{'backend':<12}{'images/s':>12}   (batch {args.batch_size}, {args.workers} threads/workers, {args.device})")
+    for b, r in rates.items():
+        print(f"{b:<12}{r:>12.1f}")
+    ratio = rates["dali"] / rates["reference"]
+    print(f"{'dali/ref':<12}{ratio:>12.2f}x")
+    figures = {f"{b}_images_per_sec": round(r, 1) for b, r in rates.items()}
+    print(json.dumps({"bench": "pipeline", "machine": machine(args), "figures": figures,
+                      "ratios": {"dali_over_reference": round(ratio, 2)}}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
