@@ -49,6 +49,7 @@ class Plan:
     amp: bool
     channels_last: bool
     loss_steps: int
+    profile_steps: int
     check_sizes: tuple  # train shard sizes of the correctness check's synthetic dataset
     check_batch: int
     decode_batch: int
@@ -63,7 +64,7 @@ def gpu_plan(cpus: int) -> Plan:
     return Plan(
         device="cuda", classes=40, train_per_class=512, val_per_class=2, shard_max_count=1000,
         dali_batch=256, dali_threads=min(8, cpus), ref_batch=256, ref_workers=min(16, cpus),
-        train_batch=128, width=1.0, amp=True, channels_last=True, loss_steps=80,
+        train_batch=128, width=1.0, amp=True, channels_last=True, loss_steps=80, profile_steps=10,
         check_sizes=(96, 96), check_batch=64, decode_batch=256,
         pipe_budget=Budget(0, 10.0, 10**6), bare_budget=Budget(20, 8.0, 10**6),
         fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=330,
@@ -74,7 +75,7 @@ def dry_plan(cpus: int) -> Plan:
     return Plan(
         device="cpu", classes=4, train_per_class=16, val_per_class=2, shard_max_count=32,
         dali_batch=8, dali_threads=2, ref_batch=8, ref_workers=2,
-        train_batch=4, width=0.0625, amp=False, channels_last=True, loss_steps=24,
+        train_batch=4, width=0.0625, amp=False, channels_last=True, loss_steps=24, profile_steps=2,
         check_sizes=(12, 12), check_batch=8, decode_batch=8,
         pipe_budget=Budget(0, 0.3, 6), bare_budget=Budget(1, 0.2, 3),
         fed_budget=Budget(1, 0.2, 3), decode_budget=Budget(1, 0.2, 3), deadline_s=300,
@@ -99,6 +100,10 @@ class Check:
         missing = [n for n in names if not env.available(self.modules, n)]
         return f"missing: {', '.join(missing)}" if missing else None
 
+    def skip(self, name: str, reason: str) -> None:
+        self.report["steps"][name] = {"status": "skipped", "reason": reason}
+        self.log(f"== {name}: skipped ({reason})")
+
     def step(self, name: str, fn, needs=(), estimate_s: float = 0.0, after=()):
         """Run one step; record ok/skipped/error, its seconds and the reason."""
         reason = "stopped: an earlier step was interrupted" if self.stopped else self.has(*needs)
@@ -109,8 +114,7 @@ class Check:
         if reason is None and estimate_s > left:
             reason = f"time budget: {left:.0f} s left, step needs ~{estimate_s:.0f} s"
         if reason:
-            self.report["steps"][name] = {"status": "skipped", "reason": reason}
-            self.log(f"== {name}: skipped ({reason})")
+            self.skip(name, reason)
             return None
         self.log(f"== {name}")
         t0 = time.perf_counter()

@@ -53,14 +53,52 @@ def _place(images, labels, device: str, channels_last: bool):
     return images, labels.to(device, non_blocking=True).long()
 
 
-def bare(num_classes, width, batch, device, amp, channels_last, budget: Budget) -> dict:
-    model, opt = make_model(num_classes, width, device, channels_last)
-    step = make_step(model.train(), opt, device, amp)
+def _random_batch(num_classes, batch, device, channels_last):
     # Content does not change the speed of dense convolutions; random data is fine here.
     images = torch.randn(batch, 3, 224, 224)
     labels = torch.randint(0, num_classes, (batch,))
-    images, labels = _place(images, labels, device, channels_last)
-    return throughput(lambda: step(images, labels), batch, budget, device)
+    return _place(images, labels, device, channels_last)
+
+
+def bare(num_classes, width, batch, device, amp, channels_last, budget: Budget, compile: bool = False) -> dict:
+    model, opt = make_model(num_classes, width, device, channels_last)
+    net = torch.compile(model) if compile else model  # what `trainer train --compile` does
+    step = make_step(net.train(), opt, device, amp)
+    images, labels = _random_batch(num_classes, batch, device, channels_last)
+    t0 = time.perf_counter()
+    step(images, labels)  # with compile: the compilation
+    sync(device)
+    first = time.perf_counter() - t0
+    result = throughput(lambda: step(images, labels), batch, budget, device)
+    result["first_step_s"] = round(first, 2)
+    return result
+
+
+def profile(num_classes, width, batch, device, amp, channels_last, steps: int, path) -> dict:
+    """torch.profiler over `steps` bare steps; the full table goes to `path`, the top ops
+    by their own device time (CPU time on a CPU) into the report: where the time goes."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model, opt = make_model(num_classes, width, device, channels_last)
+    step = make_step(model.train(), opt, device, amp)
+    images, labels = _random_batch(num_classes, batch, device, channels_last)
+    for _ in range(3):
+        step(images, labels)
+    sync(device)
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(images, labels)
+        sync(device)
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    path.write_text(events.table(sort_by=key, row_limit=40))
+    total = sum(getattr(e, key) for e in events) or 1.0
+    top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:10]
+    return {"steps": steps, "time": key, "per_step_ms": round(total / steps / 1000, 3),
+            "top": [{"op": e.key, "share": round(getattr(e, key) / total, 4), "calls": e.count} for e in top]}
 
 
 def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: Budget) -> dict:

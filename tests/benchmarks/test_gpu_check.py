@@ -54,18 +54,26 @@ def test_dry_run_records_environment_and_data(dry_run):
     assert rep["data"]["images"] == 72 and rep["data"]["source"] in ("photos", "synthetic")
     assert rep["data"]["train_shards"] == 2 and positive(rep["data"]["shard_seconds"])
     assert (out / "gpu_check.log").read_text().count("== ") >= 8
+    # The profile says where a training step's time goes: a table, and its top ops.
+    assert "aten::" in (out / "profile_train.txt").read_text()
+    top = rep["measurements"]["profile_train"]["top"]
+    assert len(top) >= 5 and 0 < sum(t["share"] for t in top) <= 1.0001
 
 
 @pytest.mark.slow
 def test_dry_run_runs_every_step_it_can(dry_run):
     _, rep, _ = dry_run
     steps = rep["steps"]
-    expected = ["data", "dali_vs_cpu", "loss_falls", "dali_pipeline", "reference_loader", "train_bare",
-                "train_bare_cudnn_benchmark", "train_fed", "gpu_decode"]
+    expected = ["data", "dali_vs_cpu", "loss_falls", "dali_pipeline", "dali_pipeline_all_threads",
+                "reference_loader", "train_bare", "train_bare_cudnn_benchmark", "profile_train", "train_fed",
+                "gpu_decode", "train_bare_compiled"]
     assert list(steps) == expected
+    assert steps["train_bare_compiled"] == {"status": "skipped", "reason": "dry run"}
     for name, status in steps.items():
-        needs_missing = (name in ("dali_vs_cpu", "dali_pipeline") and not HAS_DALI) or (
+        needs_missing = (name.startswith("dali_") and not HAS_DALI) or (
             name == "gpu_decode" and not HAS_TORCHVISION)
+        if name == "train_bare_compiled":
+            continue
         if needs_missing:
             assert status["status"] == "skipped" and status["reason"].startswith("missing"), (name, status)
         else:
