@@ -59,3 +59,15 @@ def test_width_multiplier_and_one_column(tmp_path):
     assert len(boxes) == model.conv1.out_channels == 24
     image, boxes2 = filter_grid(AlexNet(num_classes=10, width=0.25).conv1.weight.detach().numpy(), groups=2)
     assert len(boxes2) == 24 and len({b.top for b in boxes2}) == 2  # 12 per block, one row each
+
+
+def test_cli_draws_a_checkpoint(tmp_path, capsys):
+    from tests.evaluate.helpers import write_checkpoint
+    from trainer.cli import main as trainer_main
+
+    model = AlexNet(num_classes=3, width=0.25)
+    path = write_checkpoint(tmp_path / "last.pt", model, {"num_classes": 3, "width": 0.25, "groups": 2})
+    out = tmp_path / "fig3.png"
+    assert trainer_main(["filters", "--checkpoint", str(path), "-o", str(out), "--scale", "2"]) == 0
+    assert "24 conv1 kernels in 2 block(s)" in capsys.readouterr().out
+    _tiles_in_png(out, model.conv1.weight.detach().numpy(), groups=2, scale=2)
