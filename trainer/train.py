@@ -175,15 +175,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> int:
         cfg, st = self.cfg, self.state
-        self.total_steps = min(cfg.max_steps or 10**12, cfg.epochs * self.steps_per_epoch)
-        self.meter = Meter(cfg.batch_size)
-        self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
-        self.trace = open(f"{cfg.trace}.rank{self.world.rank}", "a") if cfg.trace else None
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.loss_count = 0
-        if st.resumed_from:
-            self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
-                                f"batch {st.epoch_step}/{self.steps_per_epoch})")
+        self.begin()
         outcome = "epochs"
         try:
             while st.epoch < cfg.epochs:
@@ -207,6 +199,18 @@ class Trainer:
             if self.trace:
                 self.trace.write(json.dumps({"final_params": params_digest(self.model)}) + "\n")
                 self.trace.close()
+
+    def begin(self) -> None:
+        cfg, st = self.cfg, self.state
+        self.total_steps = min(cfg.max_steps or 10**12, cfg.epochs * self.steps_per_epoch)
+        self.meter = Meter(cfg.batch_size)
+        self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
+        self.trace = open(f"{cfg.trace}.rank{self.world.rank}", "a") if cfg.trace else None
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_count = 0
+        if st.resumed_from:
+            self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
+                                f"batch {st.epoch_step}/{self.steps_per_epoch})")
 
     def train_epoch(self) -> str:
         """One epoch (or its rest, after a resume). Returns epoch | stop | max_steps | nan."""
