@@ -8,7 +8,7 @@
 # Installs nothing from the network. Where DALI or the small pure-Python deps are not
 # importable, it installs them from what was staged under .device/ (DALI's parts from
 # ../shared/tools/stage-dali-wheels, the rest from benchmarks/stage_gpu_deps.sh) into
-# /tmp/site; whatever is still missing is reported and its steps skipped.
+# the run's scratch folder; whatever is still missing is reported and its steps skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -36,21 +36,34 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
   echo "python: $($PYTHON -V 2>&1) ($PYTHON), cpus: $(nproc)"
 
   importable() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }
-  site=/tmp/site
+  stage=${GPU_CHECK_STAGE:-.device}  # what stage-dali-wheels and stage_gpu_deps.sh wrote
+  site="$work/site"
   t0=$SECONDS
-  if ! importable nvidia.dali && compgen -G ".device/parts/part-*" >/dev/null; then
+  wheels=()
+  if ! importable nvidia.dali && compgen -G "$stage/parts/part-*" >/dev/null; then
     # The header of ../shared/tools/stage-dali-wheels: all parts, concatenated, are one tar.
-    echo "== installing DALI from $(ls .device/parts/part-* | wc -l) staged parts"
-    mkdir -p /tmp/w && cat .device/parts/part-* | tar -x -C /tmp/w &&
-      "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" /tmp/w/*.whl ||
-      echo "DALI install failed (parts missing or incomplete?): continuing without DALI"
-    export PYTHONPATH="$PYTHONPATH:$site"
+    echo "== unpacking DALI from $(ls "$stage"/parts/part-* | wc -l) staged parts (5 expected)"
+    if mkdir -p "$work/w" && cat "$stage"/parts/part-* | tar -x -C "$work/w"; then
+      for w in "$work"/w/*.whl; do
+        name=$(basename "$w"); name=${name%%-*}
+        # A placeholder wheel that pydeps holds the real one of (nvidia_nvjpeg).
+        compgen -G "$stage/pydeps/$name-*.whl" >/dev/null && echo "replacing $(basename "$w")" || wheels+=("$w")
+      done
+    else
+      echo "DALI parts missing or incomplete: continuing without DALI"
+    fi
   fi
-  if ! { importable webdataset && importable simplejpeg; } && compgen -G ".device/pydeps/*.whl" >/dev/null; then
-    echo "== installing staged wheels: $(cd .device/pydeps && ls *.whl | tr '\n' ' ')"
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site/deps" .device/pydeps/*.whl ||
-      echo "staged wheels did not install"
-    export PYTHONPATH="$PYTHONPATH:$site/deps"
+  if (( ${#wheels[@]} )) || ! { importable webdataset && importable simplejpeg; }; then
+    compgen -G "$stage/pydeps/*.whl" >/dev/null && wheels+=("$stage"/pydeps/*.whl)
+  fi
+  if (( ${#wheels[@]} )); then
+    echo "== installing ${#wheels[@]} wheels into $site"
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" "${wheels[@]}" ||
+      echo "wheel install failed: the check reports what is missing"
+    export PYTHONPATH="$PYTHONPATH:$site"
+    # nvJPEG (nvidia/cu13/lib, where torch keeps its CUDA 13 libraries too) for DALI's dlopen.
+    libs=$(find "$site" -type d -path '*nvidia/cu13/lib' 2>/dev/null | paste -sd:)
+    [[ -n "$libs" ]] && export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
   echo "== staging took $((SECONDS - t0)) s"
   # SIGINT at the limit lets the check record the step it was in and print what it has;

@@ -112,6 +112,50 @@ def test_dry_run_figures_are_sane_and_table_is_last(dry_run):
                for line in tail[start:])
 
 
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for the GPU host's python3: DALI and webdataset are missing, pip only prints.
+case "$1" in
+  -c) [[ "$2" == *nvidia.dali* || "$2" == *webdataset* ]] && exit 1; exit 0 ;;
+  -V) echo "Python 3.12 (fake)" ;;
+  -m) shift 2; for a in "$@"; do [[ "$a" == *.whl ]] && echo "PIP $(basename "$a")"; done ;;
+  *) echo "CHECK PYTHONPATH=$PYTHONPATH"; echo "CHECK LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" ;;
+esac
+"""
+
+
+def test_staged_wheels_are_installed_with_the_real_nvjpeg_in_place_of_the_placeholder(tmp_path):
+    """The GPU host's path through gpu_check.sh, with a fake interpreter: the DALI parts
+    are joined and unpacked, stage-dali-wheels' nvjpeg placeholder is replaced by the real
+    wheel from pydeps, and the install folder goes on PYTHONPATH."""
+    stage, wheels = tmp_path / "stage", tmp_path / "wheels"
+    wheels.mkdir()
+    for name in ("nvidia_dali_cuda130-2.4.0-py3-none-manylinux_2_28_x86_64.whl",
+                 "nvidia_nvjpeg-0.0.0a0-py2.py3-none-any.whl", "gast-0.7.0-py3-none-any.whl"):
+        (wheels / name).write_bytes(os.urandom(3000))
+    (stage / "parts").mkdir(parents=True)
+    tar = subprocess.run(["tar", "-C", str(wheels), "-cf", "-", "."], capture_output=True, check=True).stdout
+    for i in range(3):  # cut as stage-dali-wheels cuts: the parts only make sense together
+        (stage / "parts" / f"part-{i:02d}").write_bytes(tar[i * len(tar) // 3 : (i + 1) * len(tar) // 3])
+    (stage / "pydeps").mkdir()
+    for name in ("nvidia_nvjpeg-13.3.2.43-py3-none-manylinux2014_x86_64.whl", "webdataset-1.0.2-py3-none-any.whl"):
+        (stage / "pydeps" / name).write_bytes(b"x")
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
+    env.update(OUT=str(tmp_path / "out"), PYTHON=str(fake), GPU_CHECK_STAGE=str(stage))
+    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    installed = sorted(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PIP "))
+    assert installed == ["gast-0.7.0-py3-none-any.whl", "nvidia_dali_cuda130-2.4.0-py3-none-manylinux_2_28_x86_64.whl",
+                         "nvidia_nvjpeg-13.3.2.43-py3-none-manylinux2014_x86_64.whl",
+                         "webdataset-1.0.2-py3-none-any.whl"]
+    assert "replacing nvidia_nvjpeg-0.0.0a0" in proc.stdout
+    path = next(line for line in proc.stdout.splitlines() if line.startswith("CHECK PYTHONPATH="))
+    assert path.split("=", 1)[1].split(":")[0] == str(ROOT) and path.endswith("/site")
+    assert (tmp_path / "out" / "gpu_check.log").read_text().count("PIP ") == 4
+
+
 def test_without_out_and_dry_run_it_refuses():
     proc = run_script(timeout=60)
     assert proc.returncode == 2 and "set OUT" in proc.stderr
