@@ -67,7 +67,7 @@ def gpu_plan(cpus: int) -> Plan:
         train_batch=128, width=1.0, amp=True, channels_last=True, loss_steps=80, profile_steps=10,
         check_sizes=(96, 96), check_batch=64, decode_batch=256,
         pipe_budget=Budget(0, 10.0, 10**6), bare_budget=Budget(20, 8.0, 10**6),
-        fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=330,
+        fed_budget=Budget(10, 16.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=330,
     )
 
 

@@ -13,7 +13,8 @@ TARGETS = (
     ("train_bare_cudnn_benchmark_images_per_s", "  same, cudnn.benchmark on", None, None),
     ("train_bare_compiled_images_per_s", "  same, torch.compile", None, None),
     ("train_fed_images_per_s", "training fed by DALI images/s", TRAIN_TARGET, "min"),
-    ("data_wait_fraction", "data wait, fed by DALI (steady)", WAIT_TARGET, "max"),
+    ("data_wait_fraction", "data wait, fed by DALI (GPU drained)", WAIT_TARGET, "max"),
+    ("next_fraction_as_trainer", "  time in next() as the trainer runs", None, None),
     ("train_fed_reference_images_per_s", "training fed by reference images/s", None, None),
     ("gpu_decode_images_per_s", "torchvision decode_jpeg images/s", None, None),
 )

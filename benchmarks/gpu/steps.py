@@ -121,6 +121,7 @@ def run_all(check) -> None:
         key = "" if backend == "dali" else "_reference"
         fig[f"train_fed{key}_images_per_s"] = result["items_per_s"]
         fig[f"data_wait_fraction{key}"] = result["data_wait_fraction"]
+        fig[f"next_fraction_as_trainer{key}"] = result["next_fraction_as_trainer"]
         return result
 
     check.step("train_fed", fed, needs=("pipeline", "trainer.model"), estimate_s=50, after=("data",))
