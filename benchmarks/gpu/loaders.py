@@ -37,7 +37,7 @@ def open_loader(data_dir, backend, device, batch, workers, mode="train", dtype=t
 
 
 def epochs(loader):
-    """(is_epoch_start_batch, batch) over successive epochs, forever."""
+    """(batch number within its epoch, batch) over successive epochs, forever."""
     epoch = 0
     while True:
         loader.set_epoch(epoch)

@@ -39,14 +39,3 @@ def throughput(step, items_per_step: int, budget: Budget, device: str) -> dict:
     seconds = time.perf_counter() - t0
     return {"items_per_s": round(steps * items_per_step / seconds, 1), "steps": steps,
             "seconds": round(seconds, 3), "batch": items_per_step}
-
-
-def forever(make_iter):
-    """Batches across epoch ends: loaders that stop after an epoch are simply restarted."""
-    while True:
-        empty = True
-        for item in make_iter():
-            empty = False
-            yield item
-        if empty:
-            raise RuntimeError("the loader yielded no batch at all")
