@@ -1,0 +1,117 @@
+"""`preprocess verify DIR`: every shard against the manifest, every image decoded, every label checked.
+
+Returns a list of problems (empty when the dataset is whole): missing or extra shards,
+wrong sizes or sha256, samples missing a field, images that do not decode to 256x256 RGB,
+labels outside the classes or disagreeing with the recorded wnid, duplicate keys, and
+index files that do not describe their tar exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+
+from preprocess.contract import (
+    EXT_IMAGE, EXT_LABEL, EXT_META, SPLITS, DataError, index_name, list_shards, load_manifest, load_stats,
+    parse_index,
+)
+from preprocess.output import sha256_file
+
+
+def _tar_samples(path: Path) -> list[list[tuple[str, int, int, str, bytes]]]:
+    """Samples as lists of (ext, data offset, size, name, data), grouped like webdataset does."""
+    samples, last_key = [], None
+    with tarfile.open(path) as tf:
+        for member in tf:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            data = tf.extractfile(member).read()
+            if key != last_key:
+                samples.append([])
+                last_key = key
+            samples[-1].append((ext, member.offset_data, member.size, member.name, data))
+    return samples
+
+
+def _check_sample(where: str, fields: dict, classes: list[dict], size: int) -> list[str]:
+    problems = []
+    if EXT_IMAGE not in fields or EXT_LABEL not in fields:
+        return [f"{where}: lacks .{EXT_IMAGE} or .{EXT_LABEL} (has {sorted(fields)})"]
+    try:
+        pixels = simplejpeg.decode_jpeg(fields[EXT_IMAGE], "RGB", strict=True)
+        if pixels.shape != (size, size, 3):
+            problems.append(f"{where}: image is {pixels.shape}, expected ({size}, {size}, 3)")
+    except ValueError as err:
+        problems.append(f"{where}: image does not decode ({err})")
+    try:
+        label = int(fields[EXT_LABEL].decode("ascii"))
+    except ValueError:
+        return problems + [f"{where}: label {fields[EXT_LABEL][:20]!r} is not a decimal"]
+    if not 0 <= label < len(classes):
+        return problems + [f"{where}: label {label} outside 0..{len(classes) - 1}"]
+    if EXT_META in fields:
+        wnid = json.loads(fields[EXT_META]).get("wnid")
+        if wnid is not None and wnid != classes[label]["wnid"]:
+            problems.append(f"{where}: label {label} is {classes[label]['wnid']} but the sample says {wnid}")
+    return problems
+
+
+def _check_shard(shard: Path, entry: dict, classes: list[dict], size: int, keys: set) -> list[str]:
+    if shard.stat().st_size != entry["bytes"] or sha256_file(shard) != entry["sha256"]:
+        return [f"{shard.name}: size or sha256 differs from the manifest"]
+    problems = []
+    samples = _tar_samples(shard)
+    if len(samples) != entry["count"]:
+        problems.append(f"{shard.name}: {len(samples)} samples, manifest says {entry['count']}")
+    for members in samples:
+        key = members[0][3].partition(".")[0]
+        if key in keys:
+            problems.append(f"{shard.name}: key {key} appears more than once in the dataset")
+        keys.add(key)
+        fields = {ext: data for ext, _, _, _, data in members}
+        problems += _check_sample(f"{shard.name}:{key}", fields, classes, size)
+    index = shard.with_name(index_name(shard))
+    try:
+        listed = parse_index(index.read_text())
+    except (OSError, ValueError) as err:
+        return problems + [f"{index.name}: unreadable ({err})"]
+    actual = [[(ext, off, n, name) for ext, off, n, name, _ in members] for members in samples]
+    if listed != actual:
+        problems.append(f"{index.name}: does not match the members of {shard.name}")
+    return problems
+
+
+def verify(data_dir: str | Path) -> list[str]:
+    data_dir = Path(data_dir)
+    try:
+        manifest = load_manifest(data_dir)
+    except DataError as err:
+        return [str(err)]
+    classes, size = manifest["classes"], manifest["params"]["image_size"]
+    problems, keys = [], set()
+    for split in SPLITS:
+        entries = manifest["splits"].get(split, {}).get("shards", [])
+        on_disk = {p.name for p in list_shards(data_dir, split)}
+        for extra in sorted(on_disk - {e["name"] for e in entries}):
+            problems.append(f"{extra}: not in the manifest")
+        for entry in entries:
+            shard = data_dir / entry["name"]
+            if entry["name"] not in on_disk:
+                problems.append(f"{entry['name']}: missing")
+                continue
+            problems += _check_shard(shard, entry, classes, size, keys)
+        if sum(e["count"] for e in entries) != manifest["splits"].get(split, {}).get("count", 0):
+            problems.append(f"{split}: shard counts do not add up to the manifest's count")
+    if manifest["splits"].get("train", {}).get("count"):
+        try:
+            stats = load_stats(data_dir)
+            if stats.mean_image.shape != (size, size, 3) or not np.all(np.isfinite(stats.cov)):
+                problems.append("stats.npz: wrong mean_image shape or non-finite covariance")
+        except (DataError, OSError, ValueError) as err:
+            problems.append(f"stats.npz: {err}")
+    return problems
