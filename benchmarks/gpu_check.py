@@ -50,6 +50,8 @@ class Plan:
     channels_last: bool
     loss_steps: int
     profile_steps: int
+    trainer_steps: int  # benchmarks/train_bench.py's timed steps, after trainer_warmup
+    trainer_warmup: int
     check_sizes: tuple  # train shard sizes of the correctness check's synthetic dataset
     check_batch: int
     decode_batch: int
@@ -65,9 +67,10 @@ def gpu_plan(cpus: int) -> Plan:
         device="cuda", classes=40, train_per_class=512, val_per_class=2, shard_max_count=1000,
         dali_batch=256, dali_threads=min(8, cpus), ref_batch=256, ref_workers=min(16, cpus),
         train_batch=128, width=1.0, amp=True, channels_last=True, loss_steps=80, profile_steps=10,
+        trainer_steps=120, trainer_warmup=20,
         check_sizes=(96, 96), check_batch=64, decode_batch=256,
         pipe_budget=Budget(0, 10.0, 10**6), bare_budget=Budget(20, 8.0, 10**6),
-        fed_budget=Budget(10, 16.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=330,
+        fed_budget=Budget(10, 16.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=360,
     )
 
 
@@ -76,6 +79,7 @@ def dry_plan(cpus: int) -> Plan:
         device="cpu", classes=4, train_per_class=16, val_per_class=2, shard_max_count=32,
         dali_batch=8, dali_threads=2, ref_batch=8, ref_workers=2,
         train_batch=4, width=0.0625, amp=False, channels_last=True, loss_steps=24, profile_steps=2,
+        trainer_steps=3, trainer_warmup=1,
         check_sizes=(12, 12), check_batch=8, decode_batch=8,
         pipe_budget=Budget(0, 0.3, 6), bare_budget=Budget(1, 0.2, 3),
         fed_budget=Budget(1, 0.2, 3), decode_budget=Budget(1, 0.2, 3), deadline_s=300,

@@ -68,7 +68,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
   echo "== staging took $((SECONDS - t0)) s"
   # SIGINT at the limit lets the check record the step it was in and print what it has;
   # its own deadline (gpu_check.py) normally ends it well before.
-  timeout -s INT -k 30 "${GPU_CHECK_LIMIT_S:-420}" "$PYTHON" benchmarks/gpu_check.py --out "$OUT" --work "$work" $dry
+  timeout -s INT -k 30 "${GPU_CHECK_LIMIT_S:-450}" "$PYTHON" benchmarks/gpu_check.py --out "$OUT" --work "$work" $dry
 } 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 echo "gpu_check: exit $rc; log and JSON in $OUT" >&2

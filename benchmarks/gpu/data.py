@@ -12,6 +12,7 @@ the project's own `preprocess shard`, so they are exactly what training reads.
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing as mp
 import subprocess
 import sys
@@ -89,3 +90,13 @@ def shard(src: Path, out: Path, workers: int, shard_max_count: int, log) -> dict
     return {"shard_seconds": round(time.perf_counter() - t0, 2),
             "train_shards": len(list(out.glob("train-*.tar"))),
             "shard_bytes": sum(p.stat().st_size for p in out.glob("*.tar"))}
+
+
+def run_json(script: Path, argv: list[str], log) -> dict:
+    """Run another benchmark (DESIGN.md: its last line is one JSON object); its output goes
+    to our log, its JSON line comes back."""
+    proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    log(proc.stdout[-3000:] + proc.stderr[-3000:])
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script.name} failed ({proc.returncode}): {proc.stderr[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

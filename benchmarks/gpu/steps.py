@@ -7,9 +7,14 @@ The loaders and the model are configured as `trainer train` configures them on a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from gpu import data, decode, loaders, report, train
+
+
+HERE = Path(__file__).resolve().parent
 
 
 def run_all(check) -> None:
@@ -125,6 +130,27 @@ def run_all(check) -> None:
         return result
 
     check.step("train_fed", fed, needs=("pipeline", "trainer.model"), estimate_s=50, after=("data",))
+
+    def trainer_loop():
+        # benchmarks/train_bench.py (the trainer's own bench): `trainer.train.Trainer` itself,
+        # DALI-fed on a GPU, against its bare loop. Its steps stay inside one epoch: an epoch
+        # end would write a 0.5 GB checkpoint inside the timed window.
+        per_epoch = rep["data"]["classes"] * p.train_per_class // p.train_batch
+        steps = max(1, min(p.trainer_steps, per_epoch - p.trainer_warmup - 2))
+        argv = ["--data", str(shards), "--device", p.device, "--width", str(p.width),
+                "--batch-size", str(p.train_batch), "--steps", str(steps), "--warmup", str(p.trainer_warmup),
+                "--repeats", "1", "--workers", str(p.dali_threads), "--log-every", str(p.trainer_warmup)]
+        result = data.run_json(HERE.parent / "train_bench.py", argv, check.log)
+        meas["train_bench"] = result
+        fig["trainer_loop_images_per_s"] = result["figures"]["trainer_images_per_sec"]
+        fig["trainer_loop_data_wait_fraction"] = result["figures"]["trainer_data_wait_frac"]
+        return result
+
+    if (HERE.parent / "train_bench.py").is_file():
+        check.step("trainer_loop", trainer_loop, needs=("pipeline", "trainer.model"), estimate_s=60,
+                   after=("data",))
+    else:
+        check.skip("trainer_loop", "benchmarks/train_bench.py is not there")
 
     def gpu_decode():
         jpegs = decode.read_jpegs(sorted(shards.glob("train-*.tar")), p.decode_batch * 8)
