@@ -23,10 +23,10 @@ DALI_SKIP = 3  # DALI's prefetch queue (depth 2) plus the batch being made
 
 
 def open_loader(data_dir, backend, device, batch, workers, mode="train", dtype=torch.float32,
-                channels_last=False, seed=0, lighting_std=0.1):
+                channels_last=False, seed=0, lighting_std=0.1, split="train"):
     from pipeline import make_loader
 
-    loader = make_loader(data_dir, split="train", mode=mode, batch_size=batch, backend=backend,
+    loader = make_loader(data_dir, split=split, mode=mode, batch_size=batch, backend=backend,
                          device=device, num_workers=workers, dtype=dtype, channels_last=channels_last,
                          seed=seed, lighting_std=lighting_std)
     # make_loader falls back to the reference loader where DALI is missing: never let a
@@ -152,4 +152,28 @@ def check_against_cpu(data_dir: Path, device: str, batch: int, workers: int) -> 
                             and result["offset_max_diff"] < 1e-3
                             and result["row_mean_residual_max"] < 1.0
                             and result["lighting_offset_max"] > 4.0)
+    return result
+
+
+def center_against_reference(data_dir: Path, device: str, batch: int, workers: int) -> dict:
+    """The val split's first batch, center crops, from DALI on `device` and from the
+    reference loader on the CPU: the same samples in the same order, and pixels that agree
+    up to the decoders, on the photos of the check's shards."""
+    got = {}
+    for backend in ("dali", "reference"):
+        loader = open_loader(data_dir, backend, device if backend == "dali" else "cpu", batch,
+                             workers, mode="center", split="val")
+        loader.set_epoch(0)
+        it = iter(loader)
+        images, labels, valid = next(it)
+        got[backend] = (images.float().cpu().numpy(), labels.cpu().numpy(), valid.cpu().numpy())
+        del it
+        gc.collect()
+    (a, la, va), (b, lb, vb) = got["dali"], got["reference"]
+    err = np.abs(a - b)[va & vb]
+    result = {"rows": int((va & vb).sum()), "same_labels": bool(np.array_equal(la, lb)),
+              "mean_abs": round(float(err.mean()), 4), "p999_abs": round(float(np.quantile(err, 0.999)), 3),
+              "max_abs": round(float(err.max()), 3)}
+    result["passed"] = bool(result["same_labels"] and result["rows"] > 0 and result["mean_abs"] < 3.0
+                            and result["p999_abs"] < 48)
     return result

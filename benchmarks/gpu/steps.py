@@ -42,6 +42,14 @@ def run_all(check) -> None:
 
     check.step("dali_vs_cpu", dali_vs_cpu, needs=("nvidia.dali", "pipeline"), estimate_s=20)
 
+    def center_vs_reference():
+        result = loaders.center_against_reference(shards, p.device, p.check_batch, p.dali_threads)
+        rep["correctness"]["center_vs_reference"] = result
+        return result
+
+    check.step("center_vs_reference", center_vs_reference, needs=("nvidia.dali", "pipeline"), estimate_s=20,
+               after=("data",))
+
     classes = lambda: rep["data"]["classes"]  # noqa: E731
 
     def loss_falls():

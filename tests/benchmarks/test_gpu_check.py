@@ -64,13 +64,13 @@ def test_dry_run_records_environment_and_data(dry_run):
 def test_dry_run_runs_every_step_it_can(dry_run):
     _, rep, _ = dry_run
     steps = rep["steps"]
-    expected = ["data", "dali_vs_cpu", "loss_falls", "dali_pipeline", "dali_pipeline_all_threads",
+    expected = ["data", "dali_vs_cpu", "center_vs_reference", "loss_falls", "dali_pipeline", "dali_pipeline_all_threads",
                 "reference_loader", "train_bare", "train_bare_cudnn_benchmark", "profile_train", "train_fed",
                 "trainer_loop", "gpu_decode", "train_bare_compiled"]
     assert list(steps) == expected
     assert steps["train_bare_compiled"] == {"status": "skipped", "reason": "dry run"}
     for name, status in steps.items():
-        needs_missing = (name.startswith("dali_") and not HAS_DALI) or (
+        needs_missing = (name.startswith("dali_") or name == "center_vs_reference") and not HAS_DALI or (
             name == "gpu_decode" and not HAS_TORCHVISION)
         if name == "train_bare_compiled":
             continue
@@ -91,7 +91,8 @@ def test_dry_run_correctness_checks_pass(dry_run):
         # DALI's CPU decoder is libjpeg-turbo, as Pillow's: the same crops agree to rounding.
         assert cmp["passed"] and cmp["rows"] == 8 and cmp["mean_abs"] < 0.5
         assert cmp["mirrored_mean_abs"] > 5  # a mirrored crop is far off: the check can tell
-
+        center = rep["correctness"]["center_vs_reference"]
+        assert center["passed"] and center["same_labels"] and center["rows"] == 8
 
 @pytest.mark.slow
 def test_dry_run_figures_are_sane_and_table_is_last(dry_run):
