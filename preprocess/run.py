@@ -71,10 +71,9 @@ def _resume_scan(output: Output, units: list[shards.Unit], placing: bool) -> dic
         record = output.record(unit.name)
         if record is not None and output.verify_unit(record, first):
             done[unit.name] = record
-            if first is not None:
-                cursor[unit.split] = first + len(record["pieces"])
-        else:
-            cursor[unit.split] = None
+        # A record's piece count holds even when its files are damaged (a redo gives the
+        # same pieces), so later units can still be found at their shard numbers.
+        cursor[unit.split] = first + len(record["pieces"]) if record is not None and first is not None else None
     return done
 
 
