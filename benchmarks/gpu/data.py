@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing as mp
+import re
 import subprocess
 import sys
 import time
@@ -100,3 +101,16 @@ def run_json(script: Path, argv: list[str], log) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{script.name} failed ({proc.returncode}): {proc.stderr[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_pytest(root: Path, args: list[str], log, timeout: int = 240) -> dict:
+    """pytest in a child process; counts from its summary line."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
+           *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=timeout)
+    log(proc.stdout[-4000:] + proc.stderr[-2000:])
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?)", summary)}
+    return {"rc": proc.returncode, "summary": summary[-300:], "passed_tests": counts.get("passed", 0),
+            "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0),
+            "collection_errors": counts.get("error", 0) + counts.get("errors", 0)}

@@ -66,7 +66,7 @@ def test_dry_run_runs_every_step_it_can(dry_run):
     steps = rep["steps"]
     expected = ["data", "dali_vs_cpu", "center_vs_reference", "loss_falls", "dali_pipeline",
                 "dali_pipeline_all_threads", "reference_loader", "train_bare", "train_bare_cudnn_benchmark",
-                "profile_train", "train_fed", "trainer_loop", "gpu_decode", "train_bare_compiled"]
+                "profile_train", "train_fed", "trainer_loop", "gpu_decode", "pytest_gpu", "train_bare_compiled"]
     assert list(steps) == expected
     assert steps["train_bare_compiled"] == {"status": "skipped", "reason": "dry run"}
     for name, status in steps.items():
@@ -83,6 +83,9 @@ def test_dry_run_runs_every_step_it_can(dry_run):
 @pytest.mark.slow
 def test_dry_run_correctness_checks_pass(dry_run):
     _, rep, _ = dry_run
+    # The project's gpu-marked tests were collected and, on this CPU, skipped (not failed).
+    tests = rep["correctness"]["pytest_gpu"]
+    assert tests["passed"] and tests["failed"] == 0 and tests["skipped"] >= 1, tests
     loss = rep["correctness"]["loss_falls"]
     assert loss["passed"] and all(math.isfinite(x) for x in loss["losses"])
     assert loss["best"] < 0.75 * loss["start"] and loss["best_step"] >= 3
