@@ -169,7 +169,8 @@ def say(msg: str) -> None:
 
 
 def run_demo(args, children: Supervisor) -> int:
-    runs_dir = (args.runs_dir or args.workdir / "runs")
+    # The real thing keeps its runs where the README's commands put them, not under demo/.
+    runs_dir = args.runs_dir or (Path("runs") if args.imagenet else args.workdir / "runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     runs_db = runs_dir / "runs.db"
     device = args.device if args.device != "auto" else ("cuda" if has_gpu() else "cpu")
@@ -181,7 +182,11 @@ def run_demo(args, children: Supervisor) -> int:
                                             "--host", args.host, "--port", str(port)),
                            env={"ALEXNET_TOKEN": token}, log=runs_dir / SERVE_LOG)
     url = f"http://{args.host}:{port}/"
-    children.wait_http(serve, url + "healthz")
+    try:
+        children.wait_http(serve, url + "healthz")
+    except ChildFailed as e:
+        log = (runs_dir / SERVE_LOG).read_text(errors="replace").strip().splitlines()[-5:]
+        raise ChildFailed("\n".join([str(e), *log])) from None
     say(f"page   {url}")
     say(f"token  {token}")
     say(f"serve pid {serve.pid} (its log: {runs_dir / SERVE_LOG}); Ctrl-C stops everything")
