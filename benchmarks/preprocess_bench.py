@@ -1,0 +1,136 @@
+"""Benchmark of `preprocess shard` against a naive Pillow script, in the same run.
+
+    python benchmarks/preprocess_bench.py [--images 504] [--repeats 2] [--keep DIR]
+
+Builds a corpus of real-photo JPEGs at ImageNet-like sizes (shorter sides 300-1200, made
+from the photos scikit-image and scikit-learn ship), then measures images/s of
+  - the naive script (open, convert to RGB, bicubic resize of the full image, center crop,
+    save JPEG q95), one process;
+  - `preprocess shard --workers 1` and `--workers 2` (subprocesses, whole job);
+the share of the per-image time that the statistics take, and the fidelity (worst PSNR
+against the float64 full-decode reference). Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from preprocess import democorpus, image
+from preprocess.stats import Moments
+
+
+# A few hundred images in shards of 1000 would be one shard, i.e. one unit of work: smaller
+# shards let two workers share the job, as ImageNet's 1,281 shards do.
+SHARD_MAX_COUNT = 64
+
+
+def naive_one(path: Path, out: Path, size: int = 256) -> None:
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = size / min(w, h)
+        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+        left, top = (im.width - size) // 2, (im.height - size) // 2
+        im.crop((left, top, left + size, top + size)).save(out, format="JPEG", quality=95)
+
+
+def time_naive(files: list[Path], out: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for i, f in enumerate(files):
+        naive_one(f, out / f"{i}.jpg")
+    return time.perf_counter() - start
+
+
+def time_shard(corpus: Path, out: Path, workers: int) -> float:
+    cmd = [sys.executable, "-m", "preprocess.cli", "shard", "--src", str(corpus), "--out", str(out),
+           "--workers", str(workers), "--progress", "off", "--overwrite",
+           "--shard-max-count", str(SHARD_MAX_COUNT)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def stats_seconds(files: list[Path]) -> float:
+    pixels = [image.prepare(f.read_bytes()) for f in files]
+    m = Moments()
+    start = time.perf_counter()
+    for p in pixels:
+        m.add(p)
+    return time.perf_counter() - start
+
+
+def worst_psnr(files: list[Path]) -> float:
+    return min(image.psnr(image.prepare(d), image.reference(d)) for d in (f.read_bytes() for f in files))
+
+
+def machine() -> dict:
+    import cv2
+    import simplejpeg
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "pillow": Image.__version__, "opencv": cv2.__version__,
+            "simplejpeg": simplejpeg.__version__, "shared_with_other_jobs": True}
+
+
+def run(n_images: int, work: Path, repeats: int) -> dict:
+    per_class = -(-n_images // len(democorpus.PHOTOS))
+    corpus = democorpus.build(work / "corpus", democorpus.CorpusSpec(
+        len(democorpus.PHOTOS), per_class, 0, seed=1, min_side=300, max_side=1200))
+    files = sorted((corpus / "train").rglob("*.JPEG"))
+    sides = [min(Image.open(f).size) for f in files]
+    # Interleaved repetitions, best of each: the machine is shared, so a slow moment
+    # should not land on one contender only.
+    t_naive = t1 = t2 = float("inf")
+    for rep in range(repeats):
+        t_naive = min(t_naive, time_naive(files, work / "naive"))
+        t1 = min(t1, time_shard(corpus, work / "shards1", 1))
+        t2 = min(t2, time_shard(corpus, work / "shards2", 2))
+    t_stats = stats_seconds(files[::4]) * 4
+    n = len(files)
+    return {
+        "figures": {
+            "images": n, "repeats": repeats, "short_side_min": min(sides), "short_side_max": max(sides),
+            "naive_images_per_s": n / t_naive, "shard_w1_images_per_s": n / t1, "shard_w2_images_per_s": n / t2,
+            "stats_share_of_w1_time": t_stats / t1, "worst_psnr_db": worst_psnr(files[::5]),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=504)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; the best counts")
+    parser.add_argument("--keep", type=Path, help="build the corpus and outputs here instead of a temp dir")
+    args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = run(args.images, args.keep, args.repeats)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(args.images, Path(tmp), args.repeats)
+    f = result["figures"]
+    ratios = {"w1_over_naive_per_core": f["shard_w1_images_per_s"] / f["naive_images_per_s"],
+              "w2_over_w1": f["shard_w2_images_per_s"] / f["shard_w1_images_per_s"]}
+    print(f"{'what':36s} {'value':>10s}")
+    for k, v in {**f, **ratios}.items():
+        print(f"{k:36s} {v:10.3f}" if isinstance(v, float) else f"{k:36s} {v:10d}")
+    print(json.dumps({"bench": "preprocess_shard", "machine": machine(),
+                      "figures": {k: round(v, 4) for k, v in f.items()},
+                      "ratios": {k: round(v, 4) for k, v in ratios.items()}}))
+
+
+if __name__ == "__main__":
+    main()
