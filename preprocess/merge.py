@@ -20,9 +20,23 @@ def _move(src: Path, dst: Path) -> None:
         shutil.move(str(src), str(dst))
 
 
-def _collect(parts: list[Output], names: list[str]) -> dict[str, tuple[Output, dict]]:
-    """For every unit name: a part that holds it whole (still unplaced)."""
-    found = {}
+def _placed(target: Output, names: list[str]) -> dict[str, tuple[Output, dict]]:
+    """Units already placed in the target by an earlier merge (a prefix per split)."""
+    found, cursor = {}, {}
+    for name in names:
+        split = name.split("-u")[0]
+        record = target.record(name)
+        first = cursor.get(split, 0)
+        if first is None or record is None or not target.verify_unit(record, first):
+            cursor[split] = None
+            continue
+        found[name] = (target, record)
+        cursor[split] = first + len(record["pieces"])
+    return found
+
+
+def _collect(parts: list[Output], names: list[str], found: dict) -> dict[str, tuple[Output, dict]]:
+    """For every unit name: a part that holds it whole (still unplaced), unless already placed."""
     for part in parts:
         for name in names:
             if name in found:
@@ -48,8 +62,8 @@ def merge(part_dirs: list[str | Path], out: str | Path) -> dict:
         raise OutputError("the parts were made with different options or from different sources")
     info = parts[0].source_info()
     names = info["units"]
-    found = _collect(parts, names)
     target = Output(out)
+    found = _collect(parts, names, _placed(target, names) if target.settings() == settings[0] else {})
     target.out.mkdir(parents=True, exist_ok=True)
     if target.settings() not in (None, settings[0]):
         raise OutputError(f"{out} holds output made with other options")
@@ -63,6 +77,8 @@ def merge(part_dirs: list[str | Path], out: str | Path) -> dict:
         part, record = found[name]
         for j in range(len(record["pieces"])):
             piece = part.piece(name, j)
+            if not piece.exists():
+                continue  # placed by an earlier merge
             _move(piece.with_suffix(".idx"), target.piece(name, j).with_suffix(".idx"))
             _move(piece, target.piece(name, j))
         if part.moments_path(name).exists():

@@ -64,6 +64,17 @@ def test_parts_merged_equal_a_single_run(demo_corpus, demo_shards, tmp_path):
     assert verify(merged) == []
 
 
+def test_parts_sharing_one_folder_merge_in_place_and_merging_again_is_harmless(demo_corpus, demo_shards, tmp_path):
+    shared = tmp_path / "shared"
+    for i in (1, 0):
+        assert run_inprocess(shard_args(demo_corpus, shared, "--workers", "1", "--part", str(i), "--parts", "2")) == 0
+    for _ in range(2):
+        result = run_cli(["stats", "--merge", str(shared)])
+        assert result.returncode == 0, result.stderr
+        assert output_bytes(shared) == output_bytes(demo_shards)
+        assert load_manifest(shared) == load_manifest(demo_shards)
+
+
 def test_merge_with_a_part_missing_says_which_units(demo_corpus, tmp_path):
     part = tmp_path / "p0"
     assert run_inprocess(shard_args(demo_corpus, part, "--workers", "1", "--part", "0", "--parts", "2")) == 0
