@@ -1,0 +1,40 @@
+"""docker/Dockerfile: a CUDA 13 base, the same torch as the Makefile pins, every package of
+the distribution copied in, a non-root user and a healthcheck. (No Docker engine in CI, so
+these read the file; the compose checks run the commands themselves.)"""
+
+from __future__ import annotations
+
+import re
+
+from tests.deploy.compose import REPO
+
+DOCKERFILE = (REPO / "docker/Dockerfile").read_text()
+
+
+def instructions(name: str) -> list[str]:
+    return re.findall(rf"^{name}\s+(.+)$", DOCKERFILE, flags=re.MULTILINE)
+
+
+def arg_default(name: str) -> str:
+    return next(v.split("=", 1)[1] for v in instructions("ARG") if v.startswith(name + "="))
+
+
+def test_cuda13_base_and_dali_for_it():
+    assert re.match(r"nvidia/cuda:13\.\d+\.\d+-", arg_default("CUDA_IMAGE"))
+    assert "nvidia-dali-cuda130==" in DOCKERFILE
+
+
+def test_torch_pin_matches_the_makefile():
+    makefile_pins = set(re.findall(r'"torch==([0-9.]+)[^"]*"', (REPO / "Makefile").read_text()))
+    assert makefile_pins == {arg_default("TORCH_VERSION")}
+
+
+def test_every_package_is_in_the_image():
+    copied = {c.split()[0] for c in instructions("COPY")}
+    assert {"preprocess", "pipeline", "trainer", "pyproject.toml"} <= copied
+
+
+def test_runs_as_a_non_root_user_with_a_healthcheck():
+    assert instructions("USER") and instructions("USER")[-1] not in ("root", "0")
+    healthcheck = DOCKERFILE.split("\nHEALTHCHECK", 1)[1].split("\n\n", 1)[0]  # with its continuation lines
+    assert "/healthz" in healthcheck
