@@ -46,7 +46,7 @@ def _add_shard(sub) -> None:
     p.add_argument("--max-reject-fraction", type=float, default=0.001)
     p.add_argument("--part", type=int, default=0, help="this job's part, 0 <= i < --parts")
     p.add_argument("--parts", type=_positive, default=1)
-    p.add_argument("--overwrite", action="store_true", help="replace output made with other options")
+    p.add_argument("--overwrite", action="store_true", help="replace output made with other options (not with parts sharing one --out)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto")
 
 

@@ -11,7 +11,6 @@ fixed (mtime 0, uid 0, mode 0444), so the same unit always gives the same bytes.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -179,8 +178,3 @@ def process_unit(unit: Unit, src: Path, workdir: Path, options: Options, progres
     tmp.replace(workdir / f"{unit.name}.json")
     return record
 
-
-def read_tar_bytes(data: bytes) -> list[tarfile.TarInfo]:
-    """Members of an in-memory tar (tests and verify)."""
-    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-        return tf.getmembers()

@@ -112,3 +112,18 @@ def test_fidelity_check_can_fail(real_photo_jpegs, monkeypatch):
     # must catch it, so the test above has teeth.
     monkeypatch.setattr(image, "DCT_MARGIN", 1)
     assert _worst_psnr(real_photo_jpegs) < 38.0
+
+
+def test_fidelity_of_the_pillow_path_for_large_cmyk_and_ycck():
+    from oddfiles import adobe_cmyk
+    import simplejpeg
+    from PIL import Image
+    import io
+
+    photo = democorpus.load_photo(6)[1]  # 1411 x 1411: Pillow's draft decodes at 1/2
+    buf = io.BytesIO()
+    Image.fromarray(photo).convert("CMYK").save(buf, "JPEG", quality=95)
+    for data in (buf.getvalue(), simplejpeg.encode_jpeg(adobe_cmyk(photo), 95, "CMYK")):
+        pixels, _, scale = image.decode(data)
+        assert scale == 0.5 and pixels.shape == (706, 706, 3)
+        assert image.psnr(image.prepare(data), image.reference(data)) >= 38.0
