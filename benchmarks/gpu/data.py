@@ -72,7 +72,9 @@ def write_corpus(out: Path, classes: int, train_per_class: int, val_per_class: i
         for s in range(0, n, chunk)
     ]
     t0 = time.perf_counter()
-    # fork: the workers inherit sys.path and need no re-import of the check itself.
+    # fork: the workers inherit sys.path and need no re-import of the check itself. The
+    # parent holds a CUDA context by now; like torch's DataLoader workers, the children
+    # never touch CUDA, which is what makes a fork after CUDA init safe.
     with mp.get_context("fork").Pool(workers) as pool:
         written = sum(pool.imap_unordered(_write_chunk, tasks))
     return {"source": source, "classes": classes, "images": written,
