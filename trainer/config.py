@@ -63,6 +63,9 @@ class TrainConfig:
     log_every: int = 20
     demo: bool = False
     trace: str = field(default="", metadata={"help": argparse.SUPPRESS})
+    # Test hook: seconds to sleep after each step, so a test can act between two steps
+    # on a machine of any speed.
+    step_delay: float = field(default=0.0, metadata={"help": argparse.SUPPRESS})
 
     def model_config(self) -> dict:
         return {k: getattr(self, k) for k in MODEL_FIELDS}

@@ -244,6 +244,8 @@ class Trainer:
             st.epoch_step += 1
             if self.trace:
                 self.write_trace(images, labels)
+            if cfg.step_delay:
+                time.sleep(cfg.step_delay)
             # On the CPU every loss is already on the host; on a GPU read it back only per
             # log interval, so the host keeps queueing work ahead of the device.
             if self.device.type == "cpu" or st.step % cfg.log_every == 0:

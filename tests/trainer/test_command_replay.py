@@ -15,7 +15,9 @@ FLAGS = ["--max-steps", str(N), "--val-every", "0", "--no-tencrop", "--checkpoin
 
 @pytest.mark.slow
 def test_command_applied_after_the_last_checkpoint_is_replayed_once(id_shards, tmp_path):
+    # Slowed so that the command (read once a second) lands between the checkpoints at 15 and 30.
     victim = start_train(id_shards, tmp_path / "victim", *FLAGS, "--trace", str(tmp_path / "v1"),
+                         "--step-delay", "0.12",
                          log=tmp_path / "victim.log")
     wait_for(lambda: last_step(tmp_path / "v1.rank0") >= 16, what="epoch 1", proc=victim)
     store = RunStore(tmp_path / "runs.db")
