@@ -271,17 +271,26 @@ class RunStore:
             conn.executemany("INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)", events)
 
     def latest_metrics(self, run_id: int) -> dict[str, dict]:
-        """{name: {step, epoch, value}} of each metric's last row."""
+        """{name: {step, epoch, value}} of each metric's last row, from one snapshot, so a
+        flush landing mid-call never shows one name a step ahead of another.
+
+        Names are found by index seeks (next name after the last one), not by scanning
+        every row of a long run."""
         conn = self._conn()
-        names = [r["name"] for r in conn.execute(
-            "SELECT DISTINCT name FROM metrics WHERE run_id = ?", (run_id,))]
-        out = {}
-        for name in names:
-            row = conn.execute(
-                "SELECT step, epoch, value FROM metrics WHERE run_id = ? AND name = ?"
-                " ORDER BY step DESC LIMIT 1", (run_id, name)).fetchone()
-            out[name] = {"step": row["step"], "epoch": row["epoch"], "value": row["value"]}
-        return out
+        out: dict[str, dict] = {}
+        with _snapshot(conn):
+            name = ""
+            while True:
+                row = conn.execute(
+                    "SELECT name FROM metrics WHERE run_id = ? AND name > ? ORDER BY name LIMIT 1",
+                    (run_id, name)).fetchone()
+                if row is None:
+                    return out
+                name = row["name"]
+                last = conn.execute(
+                    "SELECT step, epoch, value FROM metrics WHERE run_id = ? AND name = ?"
+                    " ORDER BY step DESC LIMIT 1", (run_id, name)).fetchone()
+                out[name] = {"step": last["step"], "epoch": last["epoch"], "value": last["value"]}
 
     def best_metric(self, run_id: int, name: str) -> float | None:
         row = self._conn().execute(
@@ -455,3 +464,12 @@ class _transaction:
     def __exit__(self, exc_type, exc, tb):
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
+
+
+class _snapshot(_transaction):
+    """BEGIN (deferred) ... COMMIT: in WAL mode the reads inside see one consistent state
+    and never block the writer."""
+
+    def __enter__(self):
+        self.conn.execute("BEGIN")
+        return self.conn
