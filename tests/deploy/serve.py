@@ -18,11 +18,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
         with contextlib.suppress(OSError):
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -34,15 +34,18 @@ def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None
 def serving(runs_db: Path, token: str = "deploy-check-token-0123456789"):
     """Yield the base URL of `trainer serve --runs-db RUNS_DB`; stop it afterwards."""
     port = free_port()
+    # A file, not a pipe: nobody reads the access log while the test runs, and a full pipe
+    # would stall the server.
+    log = runs_db.with_name("serve.log")
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", "serve", "--runs-db", str(runs_db),
          "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, "ALEXNET_TOKEN": token},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + "/healthz", proc)
+        wait_http(base + "/healthz", proc, log)
         yield base
     finally:
         proc.terminate()
