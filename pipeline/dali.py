@@ -11,6 +11,9 @@ pipeline outputs too, which is what lets the tests check them against the refere
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import numpy as np
 import torch
 from nvidia.dali import fn, types
@@ -74,16 +77,34 @@ def define_graph(loader: BaseLoader, reader: dict):
     cfg = loader.cfg
     gpu = cfg.device != "cpu"
     jpg, cls = fn.readers.webdataset(**reader)
-    image = fn.decoders.image(jpg, device="mixed" if gpu else "cpu", output_type=types.RGB)
-    mean = types.Constant(mean_array(loader.stats, cfg.mean), device="gpu" if gpu else "cpu")
+    decoder = "mixed" if gpu else "cpu"
+    mean_np = mean_array(loader.stats, cfg.mean)
+    mean = types.Constant(mean_np, device="gpu" if gpu else "cpu")
     layout = "HWC" if cfg.channels_last else "CHW"
     dtype = types.FLOAT16 if cfg.dtype == torch.float16 else types.FLOAT
     if cfg.mode == "train":
         x, y, flip, alpha = random_train_params(cfg.lighting_std)
         matrix = lighting_matrix(loader.stats).astype(np.float32).ravel().tolist()
         offset = fn.reshape(fn.coord_transform(fn.reshape(alpha, shape=[1, 3]), M=matrix), shape=[3])
-        centered = image - mean + (offset.gpu() if gpu else offset)
-        return _crop(centered, x, y, flip, layout, dtype), cls, x, y, flip, alpha, offset
+        # Crop and flip first, then one float pass: decode only the 224x224 window (ROI
+        # decode), mirror/transpose it as uint8, and take the mean image at the same window
+        # and mirror with the lighting offset folded in by crop_mirror_normalize (its
+        # per-channel `mean`): out = image - (mean - offset), within float32 rounding of
+        # (image - mean) + offset on the whole image (DECODER_BOUND in the tests).
+        pos_x, pos_y = x * (1.0 / MAX_OFFSET), y * (1.0 / MAX_OFFSET)  # exact: anchor = x
+        window = dict(crop=(CROP_SIZE, CROP_SIZE), crop_pos_x=pos_x, crop_pos_y=pos_y)
+        image = fn.decoders.image_crop(jpg, device=decoder, output_type=types.RGB, **window)
+        image = fn.flip(image, horizontal=flip)
+        if layout == "CHW":
+            image = fn.transpose(image, perm=[2, 0, 1])
+        mean = fn.crop_mirror_normalize(fn.reshape(mean, layout="HWC"), mirror=flip, mean=offset,
+                                        output_layout=layout, dtype=types.FLOAT,
+                                        **(window if mean_np.shape[0] > 1 else {}))  # fmt: skip
+        flipped = image - mean
+        if dtype != types.FLOAT:
+            flipped = fn.cast(flipped, dtype=dtype)
+        return flipped, cls, x, y, flip, alpha, offset
+    image = fn.decoders.image(jpg, device=decoder, output_type=types.RGB)
     centered = image - mean
     if cfg.mode == "center":
         c = MAX_OFFSET // 2
@@ -92,10 +113,46 @@ def define_graph(loader: BaseLoader, reader: dict):
     return fn.stack(*crops, axis=0), cls
 
 
+def _madvise():
+    """libc's madvise, or None where there is none to call (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn_ = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn_.argtypes, fn_.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn_
+
+
+_MADVISE = _madvise()
+_MADV_HUGEPAGE = 14  # Linux
+_HUGE = 1 << 21
+
+
+def empty_host(shape, dtype: torch.dtype) -> torch.Tensor:
+    """torch.empty on the CPU, asking for transparent huge pages before first touch.
+
+    A batch is ~77 MB of fresh memory each step; faulting it in 4 KiB pages cost more than
+    the copy itself (measured ~30 ms vs ~5 ms a batch on a 2-core VM). Only a hint: where
+    the kernel says no (THP off, not Linux) the tensor is an ordinary one.
+    """
+    out = torch.empty(shape, dtype=dtype)
+    nbytes = out.numel() * out.element_size()
+    if _MADVISE is not None and nbytes >= 2 * _HUGE:
+        start = (out.data_ptr() + _HUGE - 1) & ~(_HUGE - 1)
+        end = (out.data_ptr() + nbytes) & ~(_HUGE - 1)
+        _MADVISE(start, end - start, _MADV_HUGEPAGE)  # failure is harmless: normal pages
+    return out
+
+
 def to_torch(tensor_list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Copy a dense DALI batch into a new torch tensor on `device` (DALI reuses its buffers)."""
     dense = tensor_list.as_tensor()
-    out = torch.empty(dense.shape(), dtype=dtype, device=device)
+    if device.type == "cpu":
+        out = empty_host(dense.shape(), dtype)
+    else:
+        out = torch.empty(dense.shape(), dtype=dtype, device=device)
     stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
     feed_ndarray(dense, out, cuda_stream=stream)
     return out
