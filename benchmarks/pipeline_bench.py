@@ -1,10 +1,12 @@
 """Steady-state images/s of the DALI pipeline against the reference loader, same shards.
 
     python benchmarks/pipeline_bench.py [--data SHARD_DIR] [--batch-size 128] [--workers 2]
-        [--batches 12] [--device cpu|cuda]
+        [--batches 20] [--device cpu|cuda]
 
-Without --data it writes 1,536 synthetic 256x256 JPEGs (quality 90) in 6 train shards
-under a temporary folder. Both backends run train mode (random crop, flip, lighting,
+Without --data it writes synthetic 256x256 JPEGs (quality 90) in shards of 256 under a
+temporary folder, enough that the warm-up and timed batches lie inside one epoch: an
+ImageNet epoch is 10,000 batches, so an epoch boundary (a pipeline rebuild) inside a
+window of a dozen batches would measure start-up, not the steady state. Both backends run train mode (random crop, flip, lighting,
 mean image) with the same batch size and the same number of threads (DALI) / DataLoader
 workers (reference). Every batch is consumed (summed on the device), the first `--warmup`
 batches of each run are left out (pipeline start, worker start-up), and the rest timed.
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batches", type=int, default=12, help="timed batches per backend")
+    p.add_argument("--batches", type=int, default=20, help="timed batches per backend")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
         if data is None:
             from synthetic_shards import make_dataset
 
-            data = make_dataset(Path(tmp), [256] * 6, [64], seed=0)
+            needed = (args.warmup + args.batches + 1) * args.batch_size
+            data = make_dataset(Path(tmp), [256] * -(-needed // 256), [64], seed=0)
         rates = {b: images_per_sec(data, b, args) for b in ("dali", "reference")}
     print(f"{'backend':<12}{'images/s':>12}   (batch {args.batch_size}, {args.workers} threads/workers, {args.device})")
     for b, r in rates.items():
