@@ -6,21 +6,10 @@ sample. Shard sizes are uneven on purpose: ranks and batches straddle shard boun
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from synthetic_shards import make_dataset
-
-TRAIN_SIZES = [40, 40, 37]
-VAL_SIZES = [30, 23]
+from synthetic_shards import TRAIN_SIZES, VAL_SIZES, make_dataset
 
 
 @pytest.fixture(scope="session")
 def shard_dir(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("pipeline_shards"), TRAIN_SIZES, VAL_SIZES, seed=3)
-
-
-def sample_location(sizes: list[int], n: int, first: int = 0) -> tuple[int, int]:
-    """(shard number, sample number) of the sample with label n."""
-    starts = np.cumsum([0, *sizes])
-    s = int(np.searchsorted(starts, n - first, side="right") - 1)
-    return s, n - first - int(starts[s])

@@ -116,3 +116,17 @@ def make_dataset(out_dir: Path, train_sizes: list[int], val_sizes: list[int], se
     write_split(out_dir, "val", val_sizes, seed=seed + 1, first_label=sum(train_sizes))
     write_stats(out_dir, train)
     return out_dir
+
+
+# The pipeline tests' shard layout (tests/pipeline/conftest.py builds it). Uneven sizes on
+# purpose: ranks and batches straddle shard boundaries. Kept here, not in conftest.py,
+# because every test folder has a module named conftest.
+TRAIN_SIZES = [40, 40, 37]
+VAL_SIZES = [30, 23]
+
+
+def sample_location(sizes: list[int], n: int, first: int = 0) -> tuple[int, int]:
+    """(shard number, sample number) of the sample with label n."""
+    starts = np.cumsum([0, *sizes])
+    s = int(np.searchsorted(starts, n - first, side="right") - 1)
+    return s, n - first - int(starts[s])

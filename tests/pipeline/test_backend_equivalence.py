@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TRAIN_SIZES, VAL_SIZES, sample_location
+from synthetic_shards import TRAIN_SIZES, VAL_SIZES, sample_location
 
 from pipeline import make_loader
 from pipeline.augment import augment_image, lighting_matrix, lighting_offset, mean_array, ten_crop_image

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import TRAIN_SIZES, VAL_SIZES
+from synthetic_shards import TRAIN_SIZES, VAL_SIZES
 
 from pipeline import make_loader
 
