@@ -131,7 +131,7 @@ class EpochDataset(IterableDataset):
         return out.to(torch.float16) if c.dtype == torch.float16 else out, torch.from_numpy(labels), damaged
 
 
-_PRELOAD = ["numpy", "torch", "PIL.Image", "pipeline.reference"]
+_PRELOAD = ["pipeline.forkserver_signals", "numpy", "torch", "PIL.Image", "pipeline.reference"]
 
 
 def worker_context():
