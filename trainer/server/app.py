@@ -1,6 +1,6 @@
 """`create_app(settings)`: the control server's FastAPI application (run by `trainer serve`).
 
-Thin by design: every handler reads or writes the run store (trainer/runstore.py) and
+Thin by design: every handler reads or writes the run store (trainer/runstore/) and
 nothing here imports torch. Handlers are plain `def`s, so FastAPI runs them in its thread
 pool and a SQLite call never blocks the event loop.
 """

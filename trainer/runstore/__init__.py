@@ -1,8 +1,9 @@
 """The run store: one SQLite file (WAL) where the trainer and the control server meet.
 
 The trainer's rank 0 writes runs, metrics, events and command outcomes; `trainer serve`
-reads them and inserts operator commands. All SQL of the project lives in this module
-(DESIGN.md, "Run store"). It must never import torch: the server imports it.
+reads them and inserts operator commands. All SQL of the project lives in this package
+(DESIGN.md, "Run store"; a package of three files: schema.py, commands.py and this one).
+It must never import torch: the server imports it.
 """
 
 from __future__ import annotations
@@ -12,103 +13,18 @@ import math
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from trainer.runstore.commands import Command, CommandsMixin
+from trainer.runstore.schema import (
+    COMMAND_STATES, DATA_WAIT, EPOCH, IMAGES_PER_SEC, IMAGES_SEEN, LOSS, LR, RUN_STATUSES, SCHEMA_VERSION,
+    VAL10_TOP1, VAL10_TOP5, VAL_TOP1, VAL_TOP5, RunStoreError, _schema_statements, _snapshot, _transaction,
+)
 
-# Metric names the trainer writes and the server and /metrics read.
-LOSS = "train_loss"
-LR = "lr"
-VAL_TOP1 = "val_top1_error"
-VAL_TOP5 = "val_top5_error"
-VAL10_TOP1 = "val_tencrop_top1_error"
-VAL10_TOP5 = "val_tencrop_top5_error"
-IMAGES_PER_SEC = "images_per_sec"
-DATA_WAIT = "data_wait_frac"
-EPOCH = "epoch"
-IMAGES_SEEN = "images_seen"
-
-RUN_STATUSES = ("running", "finished", "stopped", "failed")
-COMMAND_STATES = ("pending", "applied", "rejected")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    config TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    finished_at REAL,
-    epoch REAL NOT NULL DEFAULT 0,
-    step INTEGER NOT NULL DEFAULT 0,
-    lr REAL,
-    progress TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    epoch REAL NOT NULL,
-    wall REAL NOT NULL,
-    value REAL,
-    PRIMARY KEY (run_id, name, step)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL,
-    step INTEGER,
-    wall REAL NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS events_run ON events (run_id, id);
-CREATE TABLE IF NOT EXISTS commands (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    factor REAL NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    who TEXT NOT NULL DEFAULT '',
-    idempotency_key TEXT,
-    requested_at REAL NOT NULL,
-    state TEXT NOT NULL,
-    applied_step INTEGER,
-    applied_at REAL,
-    detail TEXT NOT NULL DEFAULT '',
-    UNIQUE (run_id, idempotency_key)
-);
-CREATE INDEX IF NOT EXISTS commands_run_state ON commands (run_id, state, id);
-"""
-
-
-class RunStoreError(RuntimeError):
-    pass
-
-
-@dataclass
-class Command:
-    id: int
-    run_id: int
-    kind: str
-    factor: float
-    reason: str
-    who: str
-    idempotency_key: str | None
-    requested_at: float
-    state: str
-    applied_step: int | None
-    applied_at: float | None
-    detail: str
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-def _command(row: sqlite3.Row | None) -> Command | None:
-    return None if row is None else Command(**{k: row[k] for k in row.keys()})
+__all__ = [
+    "COMMAND_STATES", "DATA_WAIT", "EPOCH", "IMAGES_PER_SEC", "IMAGES_SEEN", "LOSS", "LR", "RUN_STATUSES",
+    "SCHEMA_VERSION", "VAL10_TOP1", "VAL10_TOP5", "VAL_TOP1", "VAL_TOP5", "Command", "RunStore", "RunStoreError",
+]
 
 
 def _run(row: sqlite3.Row | None) -> dict | None:
@@ -120,7 +36,7 @@ def _run(row: sqlite3.Row | None) -> dict | None:
     return run
 
 
-class RunStore:
+class RunStore(CommandsMixin):
     """Thread-safe handle: one SQLite connection per thread, WAL, a busy timeout.
 
     Metric and event writes are buffered and committed together at most once per
@@ -158,7 +74,7 @@ class RunStore:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode = WAL")
         with _transaction(conn):
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
+            for stmt in _schema_statements():
                 conn.execute(stmt)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
@@ -305,10 +221,6 @@ class RunStore:
             " ORDER BY step DESC LIMIT 1", (run_id, name)).fetchone()
         return None if row is None else dict(row)
 
-    def count_commands(self, run_id: int, state: str) -> int:
-        return self._conn().execute(
-            "SELECT COUNT(*) FROM commands WHERE run_id = ? AND state = ?", (run_id, state)).fetchone()[0]
-
     def metric_series(self, run_id: int, name: str, *, since_step: int = 0, max_points: int = 1000) -> list[dict]:
         """Rows of one metric from `since_step` on, at most `max_points` of them.
 
@@ -362,114 +274,3 @@ class RunStore:
         return out
 
     # -- operator commands -----------------------------------------------------------
-    def submit_lr_divide(
-        self, run_id: int, factor: float, *, reason: str = "", who: str = "",
-        idempotency_key: str | None = None, min_lr: float = 1e-7,
-    ) -> tuple[Command, bool]:
-        """Record an operator's request to divide the LR, atomically with its checks.
-
-        Returns (command, created); created is False when the idempotency key was seen
-        before (the earlier command is returned). A request that would take the LR
-        (after every pending division) under `min_lr`, or that targets a run that is not
-        running, is recorded as `rejected` with the reason. Raises KeyError for an
-        unknown run."""
-        now = time.time()
-        conn = self._conn()
-        with _transaction(conn):
-            if idempotency_key is not None:
-                row = conn.execute(
-                    "SELECT * FROM commands WHERE run_id = ? AND idempotency_key = ?",
-                    (run_id, idempotency_key)).fetchone()
-                if row is not None:
-                    return _command(row), False
-            run = conn.execute("SELECT status, lr, step FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if run is None:
-                raise KeyError(run_id)
-            state, detail = "pending", ""
-            if run["status"] != "running":
-                state, detail = "rejected", f"run is {run['status']}, not running"
-            elif run["lr"] is not None:
-                pending = conn.execute(
-                    "SELECT factor FROM commands WHERE run_id = ? AND state = 'pending'", (run_id,)).fetchall()
-                projected = run["lr"] / math.prod(r["factor"] for r in pending) / factor
-                if projected < min_lr:
-                    state = "rejected"
-                    detail = f"new learning rate {projected:.3g} would fall under the minimum {min_lr:.3g}"
-            cur = conn.execute(
-                "INSERT INTO commands (run_id, kind, factor, reason, who, idempotency_key, requested_at, state, detail)"
-                " VALUES (?, 'lr_divide', ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, factor, reason, who, idempotency_key, now, state, detail))
-            payload = {"command_id": cur.lastrowid, "factor": factor, "reason": reason, "who": who, "state": state}
-            if detail:
-                payload["detail"] = detail
-            conn.execute(
-                "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)",
-                (run_id, run["step"], now, "command_" + ("requested" if state == "pending" else "rejected"),
-                 json.dumps(payload, sort_keys=True)))
-            row = conn.execute("SELECT * FROM commands WHERE id = ?", (cur.lastrowid,)).fetchone()
-            return _command(row), True
-
-    def record_refused_request(self, run_id: int, reason: str, payload: dict | None = None) -> None:
-        """An operator call refused before it became a command (bad token, bad factor...)."""
-        self._conn().execute(
-            "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, NULL, ?, 'request_refused', ?)",
-            (run_id, time.time(), json.dumps({"reason": reason, **(payload or {})}, sort_keys=True)))
-
-    def get_command(self, command_id: int) -> Command | None:
-        return _command(self._conn().execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone())
-
-    def commands(self, run_id: int, state: str | None = None) -> list[Command]:
-        sql, args = "SELECT * FROM commands WHERE run_id = ?", [run_id]
-        if state is not None:
-            sql += " AND state = ?"
-            args.append(state)
-        return [_command(r) for r in self._conn().execute(sql + " ORDER BY id", args)]
-
-    def pending_commands(self, run_id: int) -> list[Command]:
-        return self.commands(run_id, "pending")
-
-    def mark_command(self, command_id: int, state: str, *, step: int | None = None, detail: str = "",
-                     event_payload: dict | None = None) -> None:
-        """The trainer's verdict on a command, with its event, in one transaction."""
-        if state not in ("applied", "rejected"):
-            raise ValueError(f"a command ends applied or rejected, not {state!r}")
-        self.flush()
-        now = time.time()
-        conn = self._conn()
-        with _transaction(conn):
-            row = conn.execute("SELECT run_id FROM commands WHERE id = ?", (command_id,)).fetchone()
-            if row is None:
-                raise KeyError(command_id)
-            conn.execute(
-                "UPDATE commands SET state = ?, applied_step = ?, applied_at = ?, detail = ? WHERE id = ?",
-                (state, step, now, detail, command_id))
-            payload = {"command_id": command_id, **(event_payload or {})}
-            if detail:
-                payload["detail"] = detail
-            conn.execute(
-                "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)",
-                (row["run_id"], step, now, "command_" + state, json.dumps(payload, sort_keys=True)))
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT: writers queue on the busy timeout instead of failing."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-        return False
-
-
-class _snapshot(_transaction):
-    """BEGIN (deferred) ... COMMIT: in WAL mode the reads inside see one consistent state
-    and never block the writer."""
-
-    def __enter__(self):
-        self.conn.execute("BEGIN")
-        return self.conn

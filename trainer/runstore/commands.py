@@ -1,0 +1,133 @@
+"""Operator commands in the run store: the server records them, the trainer settles them.
+
+Part of `trainer.runstore`, which owns all of the project's SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from trainer.runstore.schema import _transaction
+
+
+@dataclass
+class Command:
+    id: int
+    run_id: int
+    kind: str
+    factor: float
+    reason: str
+    who: str
+    idempotency_key: str | None
+    requested_at: float
+    state: str
+    applied_step: int | None
+    applied_at: float | None
+    detail: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _command(row: sqlite3.Row | None) -> Command | None:
+    return None if row is None else Command(**{k: row[k] for k in row.keys()})
+
+
+class CommandsMixin:
+    """RunStore's command methods; they use its `_conn()` and `flush()`."""
+
+    def count_commands(self, run_id: int, state: str) -> int:
+        return self._conn().execute(
+            "SELECT COUNT(*) FROM commands WHERE run_id = ? AND state = ?", (run_id, state)).fetchone()[0]
+
+    def submit_lr_divide(
+        self, run_id: int, factor: float, *, reason: str = "", who: str = "",
+        idempotency_key: str | None = None, min_lr: float = 1e-7,
+    ) -> tuple[Command, bool]:
+        """Record an operator's request to divide the LR, atomically with its checks.
+
+        Returns (command, created); created is False when the idempotency key was seen
+        before (the earlier command is returned). A request that would take the LR
+        (after every pending division) under `min_lr`, or that targets a run that is not
+        running, is recorded as `rejected` with the reason. Raises KeyError for an
+        unknown run."""
+        now = time.time()
+        conn = self._conn()
+        with _transaction(conn):
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT * FROM commands WHERE run_id = ? AND idempotency_key = ?",
+                    (run_id, idempotency_key)).fetchone()
+                if row is not None:
+                    return _command(row), False
+            run = conn.execute("SELECT status, lr, step FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if run is None:
+                raise KeyError(run_id)
+            state, detail = "pending", ""
+            if run["status"] != "running":
+                state, detail = "rejected", f"run is {run['status']}, not running"
+            elif run["lr"] is not None:
+                pending = conn.execute(
+                    "SELECT factor FROM commands WHERE run_id = ? AND state = 'pending'", (run_id,)).fetchall()
+                projected = run["lr"] / math.prod(r["factor"] for r in pending) / factor
+                if projected < min_lr:
+                    state = "rejected"
+                    detail = f"new learning rate {projected:.3g} would fall under the minimum {min_lr:.3g}"
+            cur = conn.execute(
+                "INSERT INTO commands (run_id, kind, factor, reason, who, idempotency_key, requested_at, state, detail)"
+                " VALUES (?, 'lr_divide', ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, factor, reason, who, idempotency_key, now, state, detail))
+            payload = {"command_id": cur.lastrowid, "factor": factor, "reason": reason, "who": who, "state": state}
+            if detail:
+                payload["detail"] = detail
+            conn.execute(
+                "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)",
+                (run_id, run["step"], now, "command_" + ("requested" if state == "pending" else "rejected"),
+                 json.dumps(payload, sort_keys=True)))
+            row = conn.execute("SELECT * FROM commands WHERE id = ?", (cur.lastrowid,)).fetchone()
+            return _command(row), True
+
+    def record_refused_request(self, run_id: int, reason: str, payload: dict | None = None) -> None:
+        """An operator call refused before it became a command (bad token, bad factor...)."""
+        self._conn().execute(
+            "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, NULL, ?, 'request_refused', ?)",
+            (run_id, time.time(), json.dumps({"reason": reason, **(payload or {})}, sort_keys=True)))
+
+    def get_command(self, command_id: int) -> Command | None:
+        return _command(self._conn().execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone())
+
+    def commands(self, run_id: int, state: str | None = None) -> list[Command]:
+        sql, args = "SELECT * FROM commands WHERE run_id = ?", [run_id]
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(state)
+        return [_command(r) for r in self._conn().execute(sql + " ORDER BY id", args)]
+
+    def pending_commands(self, run_id: int) -> list[Command]:
+        return self.commands(run_id, "pending")
+
+    def mark_command(self, command_id: int, state: str, *, step: int | None = None, detail: str = "",
+                     event_payload: dict | None = None) -> None:
+        """The trainer's verdict on a command, with its event, in one transaction."""
+        if state not in ("applied", "rejected"):
+            raise ValueError(f"a command ends applied or rejected, not {state!r}")
+        self.flush()
+        now = time.time()
+        conn = self._conn()
+        with _transaction(conn):
+            row = conn.execute("SELECT run_id FROM commands WHERE id = ?", (command_id,)).fetchone()
+            if row is None:
+                raise KeyError(command_id)
+            conn.execute(
+                "UPDATE commands SET state = ?, applied_step = ?, applied_at = ?, detail = ? WHERE id = ?",
+                (state, step, now, detail, command_id))
+            payload = {"command_id": command_id, **(event_payload or {})}
+            if detail:
+                payload["detail"] = detail
+            conn.execute(
+                "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)",
+                (row["run_id"], step, now, "command_" + state, json.dumps(payload, sort_keys=True)))
