@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,14 +23,15 @@ from preprocess.contract import DataError, load_manifest, require_shards
 from trainer import config as config_mod
 from trainer import runstore as rs
 from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, set_rng_state, unwrap
-from trainer.commands import Control, replays_on_resume
+from trainer.commands import Control
 from trainer.config import TrainConfig
 from trainer.distributed import World, all_gather_object, all_reduce_sum, setup, teardown
 from trainer.lr_policy import LRPolicy
 from trainer.model import MODEL_FIELDS, build_model
 from trainer.optim import create_optimizer, set_lr
-from trainer.progress import Meter, Progress, StoreReporter
+from trainer.progress import Meter, Progress
 from trainer.session import RunState, Session, TrainError
+from trainer.trace import StepTrace
 from trainer.validation import evaluate_loader
 
 
@@ -197,15 +196,14 @@ class Trainer:
         finally:
             self.progress.close()
             if self.trace:
-                self.trace.write(json.dumps({"final_params": params_digest(self.model)}) + "\n")
-                self.trace.close()
+                self.trace.close(self.model)
 
     def begin(self) -> None:
         cfg, st = self.cfg, self.state
         self.total_steps = min(cfg.max_steps or 10**12, cfg.epochs * self.steps_per_epoch)
         self.meter = Meter(cfg.batch_size)
         self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
-        self.trace = open(f"{cfg.trace}.rank{self.world.rank}", "a") if cfg.trace else None
+        self.trace = StepTrace(cfg.trace, self.world.rank) if cfg.trace else None
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
         if st.resumed_from:
@@ -243,7 +241,7 @@ class Trainer:
             st.step += 1
             st.epoch_step += 1
             if self.trace:
-                self.write_trace(images, labels)
+                self.trace.step(st, images, labels)
             if cfg.step_delay:
                 time.sleep(cfg.step_delay)
             # On the CPU every loss is already on the host; on a GPU read it back only per
@@ -330,13 +328,6 @@ class Trainer:
         st.lr_history.append(entry)
         self.progress.write(f"step {st.step}: learning rate {old:.3g} -> {new_lr:.3g} ({reason})")
 
-    def write_trace(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """Test hook (--trace): what each step saw, to check resume and DDP data order."""
-        fps = [hashlib.blake2b(x.float().cpu().numpy().tobytes(), digest_size=8).hexdigest() for x in images]
-        self.trace.write(json.dumps({"step": self.state.step, "epoch": self.state.epoch, "lr": self.state.lr,
-                                     "labels": labels.tolist(), "fp": fps}) + "\n")
-        self.trace.flush()
-
     # -- epoch ends, checkpoints, the end ------------------------------------------------
     def end_of_epoch(self) -> bool:
         """Validation, the LR policy, the epoch checkpoint. False if the loss went bad."""
@@ -406,9 +397,3 @@ class Trainer:
                             f"checkpoint {self.ckdir.last}")
         return 0
 
-
-def params_digest(model: torch.nn.Module) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for p in model.parameters():
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
