@@ -14,7 +14,6 @@ against the float64 full-decode reference). Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -24,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from preprocess import democorpus, image

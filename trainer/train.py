@@ -237,7 +237,7 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
             self.meter.add(time.perf_counter() - t0)
-            loss = self.train_step(images, labels)
+            self.train_step(images, labels)  # the loss accumulates on the device; read per interval
             st.step += 1
             st.epoch_step += 1
             if self.trace:
