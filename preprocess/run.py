@@ -18,9 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-
-from preprocess import shards, sources
+from preprocess import image, shards, sources
 from preprocess.output import Output
 from preprocess.progress import Progress
 
@@ -99,7 +97,7 @@ _counter = None
 def _init_worker(counter) -> None:
     global _counter
     _counter = counter
-    cv2.setNumThreads(1)
+    image.set_threads(1)
     if sys.platform.startswith("linux"):
         # Die with the main process (e.g. on SIGKILL) instead of finishing orphaned work.
         try:
@@ -123,11 +121,15 @@ def _run_units(todo, cfg: ShardConfig, output: Output, records: dict, on_done) -
     bar = Progress(total, "preprocess shard", cfg.progress)
     try:
         if cfg.workers <= 1 or len(todo) <= 1:
-            cv2.setNumThreads(1)
-            for unit in todo:
-                records[unit.name] = shards.process_unit(unit, cfg.src, output.work, cfg.options, bar.update)
-                on_done()
+            before = image.set_threads(1)  # per-core work; the caller's setting comes back after
+            try:
+                for unit in todo:
+                    records[unit.name] = shards.process_unit(unit, cfg.src, output.work, cfg.options, bar.update)
+                    on_done()
+            finally:
+                image.set_threads(before)
             return
+        image.set_threads(None)  # import torch once here; forked workers share its pages
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         counter = ctx.Value("q", 0)
         with ctx.Pool(min(cfg.workers, len(todo)), _init_worker, (counter,)) as pool:

@@ -30,7 +30,7 @@ def run_all(check) -> None:
         rep["data"] = info
         return info
 
-    check.step("data", make_data, needs=("preprocess.cli", "simplejpeg", "cv2"), estimate_s=60)
+    check.step("data", make_data, needs=("preprocess.cli", "simplejpeg", "torch"), estimate_s=60)
 
     def dali_vs_cpu():
         from synthetic_shards import make_dataset

@@ -107,10 +107,26 @@ def test_fidelity_fast_path_against_float64_reference(real_photo_jpegs):
 
 
 def test_fidelity_check_can_fail(real_photo_jpegs, monkeypatch):
-    # DCT scaling straight to the target size is what the margin avoids: the same check
-    # must catch it, so the test above has teeth.
-    monkeypatch.setattr(image, "DCT_MARGIN", 1)
+    # DCT scaling below the target size is what the margin avoids: the same check must
+    # catch it, so the test above has teeth.
+    monkeypatch.setattr(image, "DCT_MARGIN", 0.75)
     assert _worst_psnr(real_photo_jpegs) < 38.0
+
+
+@pytest.mark.parametrize("shape", [(200, 356), (356, 200), (230, 420)])
+def test_resize_when_the_crop_edge_meets_the_input_edge(shape):
+    # For 200 x 356 the crop's far column is column 356 of the 256 x 456 resize: as many
+    # columns as the input has, where torch would return the input unscaled.
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    smooth = np.stack([128 + 60 * np.sin(xx / 9.0) + 30 * np.cos(yy / 7.0)] * 3, axis=-1)
+    import torch
+
+    fast = image.resize_crop(smooth.astype(np.uint8), shape)
+    th, tw = image.target_shape(*shape)
+    full = torch.nn.functional.interpolate(torch.from_numpy(smooth).permute(2, 0, 1)[None], size=(th, tw),
+                                           mode="bicubic", antialias=True)[0].permute(1, 2, 0).numpy()
+    top, left = (th - 256) // 2, (tw - 256) // 2
+    assert image.psnr(fast, full[top : top + 256, left : left + 256]) > 45
 
 
 def test_fidelity_of_the_pillow_path_for_large_cmyk_and_ycck():
