@@ -2,8 +2,9 @@
 
 `trainer train` / `trainer evaluate` get it from `pipeline.make_loader(backend="dali")`.
 One graph serves CPU (`device_id=None`, CPU decode) and GPU (`mixed` decode, GPU
-arithmetic): only the placement differs. A pipeline is built per epoch, its reader and
-random-op seeds derived from (seed, epoch, rank), so epoch e is reproducible without
+arithmetic): only the placement differs, except that in train mode on the CPU the graph
+stops at the mirrored uint8 windows and `pipeline.host_normalize` does the float step.
+A pipeline is built per epoch, its reader and random-op seeds derived from (seed, epoch, rank), so epoch e is reproducible without
 running epochs 0..e-1; mid-epoch resume restores DALI's own checkpoint
 (`enable_checkpointing=True`). The random crop offsets, flips and lighting alphas are
 pipeline outputs too, which is what lets the tests check them against the reference.
@@ -22,6 +23,7 @@ from nvidia.dali.plugin.pytorch import feed_ndarray
 
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
+from pipeline.host_normalize import HostNormalizer
 from pipeline.loader import BaseLoader, parse_label
 from preprocess.contract import CROP_SIZE, EXT_IMAGE, EXT_LABEL
 
@@ -96,6 +98,9 @@ def define_graph(loader: BaseLoader, reader: dict):
         image = fn.decoders.image_crop(jpg, device=decoder, output_type=types.RGB, **window)
         # Mirror and lay out in one uint8 pass (identity normalisation: exact for uint8).
         image = fn.crop_mirror_normalize(image, mirror=flip, output_layout=layout, dtype=types.UINT8)
+        if not gpu:
+            # On the CPU the float step is faster per sample in torch (pipeline.host_normalize).
+            return image, cls, x, y, flip, alpha, offset
         mean = fn.crop_mirror_normalize(fn.reshape(mean, layout="HWC"), mirror=flip, mean=offset,
                                         output_layout=layout, dtype=types.FLOAT,
                                         **(window if mean_np.shape[0] > 1 else {}))  # fmt: skip
@@ -176,6 +181,9 @@ class DaliLoader(BaseLoader):
         super().__init__(cfg)
         self._pipe: Pipeline | None = None
         self.recovery = DaliRecovery(self)
+        self._host_normalize = None  # the CPU train graph ends with uint8 windows
+        if cfg.mode == "train" and cfg.device == "cpu":
+            self._host_normalize = HostNormalizer(mean_array(self.stats, cfg.mean), cfg.channels_last)
 
     def build(self, plan, checkpoint: str | None = None) -> Pipeline:
         cfg = self.cfg
@@ -206,11 +214,16 @@ class DaliLoader(BaseLoader):
 
     def _batch(self, outs, plan, b: int):
         pipe = self.recovery.pipe
-        images = to_torch(outs[0], self._transfer_dtype, self.device, zero_copy=bool(pipe and pipe.exec_dynamic))
+        zero_copy = bool(pipe and pipe.exec_dynamic)
         labels = torch.tensor([parse_label(np.array(t)) for t in outs[1]], dtype=torch.int64)
         self.last_params = None
         if self.cfg.mode == "train":
             self.last_params = {
                 name: np.array(o.as_tensor()) for name, o in zip(TRAIN_OUTPUTS[2:], outs[2:])
             }
+        if self._host_normalize is not None:
+            windows = to_torch(outs[0], torch.uint8, self.device, zero_copy=zero_copy)
+            images = self._host_normalize(windows, self.last_params, self._transfer_dtype)
+        else:
+            images = to_torch(outs[0], self._transfer_dtype, self.device, zero_copy=zero_copy)
         return self.finish(images, labels, plan, b)

@@ -49,6 +49,7 @@ def as_hwc(images: torch.Tensor) -> np.ndarray:
     "mode, dtype, channels_last, mean",
     [
         ("train", torch.float32, False, "image"),
+        ("train", torch.float32, True, "image"),
         ("train", torch.float16, True, "channel"),
         ("train", torch.bfloat16, False, "image"),
         ("center", torch.float32, True, "image"),
