@@ -12,9 +12,6 @@ pipeline outputs too, which is what lets the tests check them against the refere
 
 from __future__ import annotations
 
-import ctypes
-import sys
-
 import numpy as np
 import torch
 from nvidia.dali import fn, types
@@ -24,6 +21,7 @@ from nvidia.dali.plugin.pytorch import feed_ndarray
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
 from pipeline.host_normalize import HostNormalizer
+from pipeline.hostmem import empty_host
 from pipeline.loader import BaseLoader, parse_label
 from preprocess.contract import CROP_SIZE, EXT_IMAGE, EXT_LABEL
 
@@ -115,39 +113,6 @@ def define_graph(loader: BaseLoader, reader: dict):
         return _crop(centered, c, c, 0, layout, dtype), cls
     crops = [_crop(centered, x, y, int(f), layout, dtype) for x, y, f in TEN_CROPS]
     return fn.stack(*crops, axis=0), cls
-
-
-def _madvise():
-    """libc's madvise, or None where there is none to call (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn_ = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn_.argtypes, fn_.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-    return fn_
-
-
-_MADVISE = _madvise()
-_MADV_HUGEPAGE = 14  # Linux
-_HUGE = 1 << 21
-
-
-def empty_host(shape, dtype: torch.dtype) -> torch.Tensor:
-    """torch.empty on the CPU, asking for transparent huge pages before first touch.
-
-    A batch is ~77 MB of fresh memory each step; faulting it in 4 KiB pages cost more than
-    the copy itself (measured ~30 ms vs ~5 ms a batch on a 2-core VM). Only a hint: where
-    the kernel says no (THP off, not Linux) the tensor is an ordinary one.
-    """
-    out = torch.empty(shape, dtype=dtype)
-    nbytes = out.numel() * out.element_size()
-    if _MADVISE is not None and nbytes >= 2 * _HUGE:
-        start = (out.data_ptr() + _HUGE - 1) & ~(_HUGE - 1)
-        end = (out.data_ptr() + nbytes) & ~(_HUGE - 1)
-        _MADVISE(start, end - start, _MADV_HUGEPAGE)  # failure is harmless: normal pages
-    return out
 
 
 def to_torch(tensor_list, dtype: torch.dtype, device: torch.device, zero_copy: bool = False) -> torch.Tensor:

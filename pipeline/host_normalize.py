@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pipeline.augment import MAX_OFFSET
+from pipeline.hostmem import empty_host
 from preprocess.contract import CROP_SIZE
 
 _ROW = CROP_SIZE * 3  # floats in one HWC output row
@@ -57,8 +58,6 @@ class HostNormalizer:
         return sample.reshape(CROP_SIZE, _ROW) if self.channels_last else sample
 
     def __call__(self, windows: torch.Tensor, params: dict, dtype: torch.dtype) -> torch.Tensor:
-        from pipeline.dali import empty_host
-
         n = windows.shape[0]
         out = empty_host(windows.shape, dtype)
         src, dst = windows.numpy(), out.numpy()
