@@ -55,8 +55,10 @@ class Plan:
     check_sizes: tuple  # train shard sizes of the correctness check's synthetic dataset
     check_batch: int
     decode_batch: int
+    dali_levers: tuple  # (threads, hw_decoder_load) pairs measured beside the product's
     pipe_budget: Budget
     bare_budget: Budget
+    lever_budget: Budget
     fed_budget: Budget
     decode_budget: Budget
     deadline_s: float  # steps whose estimate does not fit in what is left are skipped
@@ -69,8 +71,9 @@ def gpu_plan(cpus: int) -> Plan:
         train_batch=128, width=1.0, amp=True, channels_last=True, loss_steps=80, profile_steps=10,
         trainer_steps=120, trainer_warmup=20,
         check_sizes=(96, 96), check_batch=64, decode_batch=256,
-        pipe_budget=Budget(0, 10.0, 10**6), bare_budget=Budget(20, 8.0, 10**6),
-        fed_budget=Budget(10, 16.0, 10**6), decode_budget=Budget(3, 5.0, 10**6), deadline_s=360,
+        dali_levers=((4, 0.9), (8, 0.65), (16, 0.9), (8, 1.0)),
+        pipe_budget=Budget(0, 6.0, 10**6), bare_budget=Budget(20, 6.0, 10**6), lever_budget=Budget(10, 4.0, 10**6),
+        fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 4.0, 10**6), deadline_s=330,
     )
 
 
@@ -80,8 +83,8 @@ def dry_plan(cpus: int) -> Plan:
         dali_batch=8, dali_threads=2, ref_batch=8, ref_workers=2,
         train_batch=4, width=0.0625, amp=False, channels_last=True, loss_steps=24, profile_steps=2,
         trainer_steps=3, trainer_warmup=1,
-        check_sizes=(12, 12), check_batch=8, decode_batch=8,
-        pipe_budget=Budget(0, 0.3, 6), bare_budget=Budget(1, 0.2, 3),
+        check_sizes=(12, 12), check_batch=8, decode_batch=8, dali_levers=((1, 0.9),),
+        pipe_budget=Budget(0, 0.3, 6), bare_budget=Budget(1, 0.2, 3), lever_budget=Budget(1, 0.1, 2),
         fed_budget=Budget(1, 0.2, 3), decode_budget=Budget(1, 0.2, 3), deadline_s=300,
     )
 

@@ -44,11 +44,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
     # The header of ../shared/tools/stage-dali-wheels: all parts, concatenated, are one tar.
     echo "== unpacking DALI from $(ls "$stage"/parts/part-* | wc -l) staged parts (5 expected)"
     if mkdir -p "$work/w" && cat "$stage"/parts/part-* | tar -x -C "$work/w"; then
-      for w in "$work"/w/*.whl; do
-        name=$(basename "$w"); name=${name%%-*}
-        # A placeholder wheel that pydeps holds the real one of (nvidia_nvjpeg).
-        compgen -G "$stage/pydeps/$name-*.whl" >/dev/null && echo "replacing $(basename "$w")" || wheels+=("$w")
-      done
+      wheels+=("$work"/w/*.whl)
     else
       echo "DALI parts missing or incomplete: continuing without DALI"
     fi
@@ -61,7 +57,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" "${wheels[@]}" ||
       echo "wheel install failed: the check reports what is missing"
     export PYTHONPATH="$PYTHONPATH:$site"
-    # nvJPEG (nvidia/cu13/lib, where torch keeps its CUDA 13 libraries too) for DALI's dlopen.
+    # nvJPEG and nvImageCodec's libraries (nvidia/cu13/lib) for DALI's dlopen.
     libs=$(find "$site" -type d -path '*nvidia/cu13/lib' 2>/dev/null | paste -sd:)
     [[ -n "$libs" ]] && export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi

@@ -28,6 +28,12 @@ from preprocess.contract import CROP_SIZE, EXT_IMAGE, EXT_LABEL
 READER = "Reader"  # the reader's name, for checkpoints and error reports
 SHUFFLE_BUFFER = 4096  # samples; DALI's buffer shuffle mixes about this far in a rank's range
 TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
+# Share of the JPEGs the mixed decoder sends to the GPU's hardware decoder (A100/H100),
+# the rest going through CPU Huffman decoding on the pipeline's threads. DALI's default
+# (0.65) leaves 35% on the CPU threads, few per GPU on an 8-GPU node; our shards are
+# small baseline JPEGs that the hardware engine takes whole. benchmarks/gpu/steps.py
+# (dali_levers) measures the neighbours of this value.
+HW_DECODER_LOAD = 0.9
 
 
 def reader_args(loader: BaseLoader, plan, index_paths: list[str]) -> dict:
@@ -78,6 +84,7 @@ def define_graph(loader: BaseLoader, reader: dict):
     gpu = cfg.device != "cpu"
     jpg, cls = fn.readers.webdataset(**reader)
     decoder = "mixed" if gpu else "cpu"
+    hw = {"hw_decoder_load": HW_DECODER_LOAD} if gpu else {}
     mean_np = mean_array(loader.stats, cfg.mean)
     mean = types.Constant(mean_np, device="gpu" if gpu else "cpu")
     layout = "HWC" if cfg.channels_last else "CHW"
@@ -93,7 +100,7 @@ def define_graph(loader: BaseLoader, reader: dict):
         # (image - mean) + offset on the whole image (DECODER_BOUND in the tests).
         pos_x, pos_y = x * (1.0 / MAX_OFFSET), y * (1.0 / MAX_OFFSET)  # exact: anchor = x
         window = dict(crop=(CROP_SIZE, CROP_SIZE), crop_pos_x=pos_x, crop_pos_y=pos_y)
-        image = fn.decoders.image_crop(jpg, device=decoder, output_type=types.RGB, **window)
+        image = fn.decoders.image_crop(jpg, device=decoder, output_type=types.RGB, **window, **hw)
         # Mirror and lay out in one uint8 pass (identity normalisation: exact for uint8).
         image = fn.crop_mirror_normalize(image, mirror=flip, output_layout=layout, dtype=types.UINT8)
         if not gpu:
@@ -106,7 +113,7 @@ def define_graph(loader: BaseLoader, reader: dict):
         if dtype != types.FLOAT:
             flipped = fn.cast(flipped, dtype=dtype)
         return flipped, cls, x, y, flip, alpha, offset
-    image = fn.decoders.image(jpg, device=decoder, output_type=types.RGB)
+    image = fn.decoders.image(jpg, device=decoder, output_type=types.RGB, **hw)
     centered = image - mean
     if cfg.mode == "center":
         c = MAX_OFFSET // 2

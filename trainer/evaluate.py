@@ -55,8 +55,8 @@ def tally(models: list[torch.nn.Module], batches, device: torch.device, center_i
     seen = torch.zeros((), dtype=torch.float64, device=device)
     for images, labels, valid in batches:
         images = images.to(device, non_blocking=True)
-        labels = labels.to(device).long()
-        valid = valid.to(device).bool()
+        labels = labels.to(device, non_blocking=True).long()  # no-ops for the loader's
+        valid = valid.to(device, non_blocking=True).bool()     # tensors, already there
         ensemble = {v: 0.0 for v in VIEWS}
         for i, model in enumerate(models):
             probs = view_probs(model, images, center_index)

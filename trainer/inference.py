@@ -59,7 +59,7 @@ def _describe_mismatch(model: torch.nn.Module, state: dict) -> str:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """The AlexNet a checkpoint holds, in eval mode on `device`, and the checkpoint's config."""
     from trainer.checkpoint import load_checkpoint
-    from trainer.model import build_model
+    from trainer.model import build_model, configure_cuda
 
     path = Path(path)
     if not path.is_file():
@@ -82,6 +82,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     if mismatch:
         raise CheckpointError(f"{path} holds weights of another architecture than its config names: {mismatch}")
     model.load_state_dict(state)
+    if torch.device(device).type == "cuda":
+        configure_cuda()
     return model.to(device).eval(), config
 
 

@@ -14,16 +14,41 @@ import dataclasses
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-# Paper, section 3.3: k=2, n=5, alpha=1e-4, beta=0.75. torch's LocalResponseNorm divides
-# alpha by n (k + alpha/n * sum), so the paper's alpha is 5 * 1e-4 there.
-LRN_SIZE, LRN_ALPHA_PAPER, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+from trainer.lrn import LocalResponseNorm
+
 INIT_STD = 0.01  # section 5: weights ~ N(0, 0.01)
 
 
 def _channels(base: int, width: float) -> int:
     """Scaled layer width, kept even so that both groups=1 and groups=2 divide it."""
     return max(2, int(round(base * width / 2)) * 2)
+
+
+class ColumnConv2d(nn.Conv2d):
+    """A grouped convolution (the paper's two columns) that can run as one convolution per
+    column. Same parameters and state_dict as nn.Conv2d; only the kernels called differ.
+
+    Why split: cuDNN's grouped kernels can be far slower than its dense ones (an H100
+    profile of the grouped model spent a quarter of the step in a generic weight-gradient
+    engine); `benchmarks/gpu/levers.py` measures both in one call.
+    """
+
+    split: bool | None = None  # None: one convolution per column on CUDA, grouped elsewhere
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        split = x.is_cuda if self.split is None else self.split
+        if not split or self.groups == 1:
+            return super().forward(x)
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not \
+            x.is_contiguous() else torch.contiguous_format
+        xs = x.chunk(self.groups, dim=1)
+        ws = self.weight.chunk(self.groups, dim=0)
+        bs = self.bias.chunk(self.groups, dim=0) if self.bias is not None else [None] * self.groups
+        outs = [F.conv2d(xi.contiguous(memory_format=fmt), wi, bi, self.stride, self.padding, self.dilation)
+                for xi, wi, bi in zip(xs, ws, bs)]
+        return torch.cat(outs, dim=1).contiguous(memory_format=fmt)
 
 
 class AlexNet(nn.Module):
@@ -47,16 +72,15 @@ class AlexNet(nn.Module):
         hidden = _channels(4096, width)
         self.bias_const = bias_const
         act = nn.ReLU if activation == "relu" else nn.Tanh
-        norm = (lambda: nn.LocalResponseNorm(LRN_SIZE, LRN_SIZE * LRN_ALPHA_PAPER, LRN_BETA, LRN_K)) if lrn \
-            else nn.Identity
+        norm = LocalResponseNorm if lrn else nn.Identity  # section 3.3's constants
         # 3/2 overlapping pooling, or the traditional 2/2 it is compared against (same output size here).
         pool = (lambda: nn.MaxPool2d(3, 2)) if overlap_pool else (lambda: nn.MaxPool2d(2, 2))
 
         self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=2)
-        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, groups=groups)
+        self.conv2 = ColumnConv2d(c1, c2, 5, padding=2, groups=groups)
         self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)  # connected to both columns
-        self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=groups)
-        self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=groups)
+        self.conv4 = ColumnConv2d(c3, c4, 3, padding=1, groups=groups)
+        self.conv5 = ColumnConv2d(c4, c5, 3, padding=1, groups=groups)
         self.fc1 = nn.Linear(c5 * 6 * 6, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
         self.fc3 = nn.Linear(hidden, num_classes)
@@ -105,6 +129,13 @@ class AlexNet(nn.Module):
         """Neurons per learned layer (the numbers of the paper's Figure 2 caption)."""
         outs = list(self._layers(x))
         return [o[0].numel() for o in outs[:-1]] + [self.fc3(outs[-1])[0].numel()]
+
+
+def configure_cuda() -> None:
+    """Backend settings for training and evaluating this model on CUDA. cudnn.benchmark:
+    a run's shapes are fixed (train batches; eval batches are padded to full size), so
+    cuDNN's autotuning is paid once per shape."""
+    torch.backends.cudnn.benchmark = True
 
 
 MODEL_FIELDS = ("num_classes", "width", "groups", "lrn", "overlap_pool", "dropout", "activation", "bias_const")

@@ -27,7 +27,7 @@ from trainer.commands import Control
 from trainer.config import TrainConfig
 from trainer.distributed import World, all_gather_object, all_reduce_sum, setup, teardown
 from trainer.lr_policy import LRPolicy
-from trainer.model import MODEL_FIELDS, build_model
+from trainer.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.optim import create_optimizer, set_lr
 from trainer.progress import Meter, Progress
 from trainer.session import RunState, Session, TrainError
@@ -117,6 +117,8 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        if self.device.type == "cuda":
+            configure_cuda()
         self.model = build_model(cfg).to(self.device, memory_format=fmt)
         self.optimizer = create_optimizer(cfg.optimizer, self.model.parameters(), lr=cfg.lr,
                                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -10,7 +10,7 @@ TARGETS = (
     ("dali_all_threads_images_per_s", "  same, a thread per core", None, None),
     ("reference_images_per_s", "reference loader images/s", None, None),
     ("train_bare_images_per_s", "training bare (data on device) images/s", TRAIN_TARGET, "min"),
-    ("train_bare_cudnn_benchmark_images_per_s", "  same, cudnn.benchmark on", None, None),
+    ("train_lever_before_images_per_s", "  same, the trainer before the levers", None, None),
     ("train_bare_compiled_images_per_s", "  same, torch.compile", None, None),
     ("train_fed_images_per_s", "training fed by DALI images/s", TRAIN_TARGET, "min"),
     ("data_wait_fraction", "data wait, fed by DALI (GPU drained)", WAIT_TARGET, "max"),
@@ -60,6 +60,14 @@ def table(report: dict) -> str:
         target_s = ("" if direction is None else (">=" if direction == "min" else "<=") + _fmt(target))
         met = "-" if t is None else ("yes" if t["met"] else "NO")
         lines.append(f"{label:<42} {_fmt(figures.get(name)):>10} {target_s:>10}  {met}")
+    levers = {k: v for k, v in figures.items() if k.startswith(("train_lever_", "dali_t"))}
+    if levers:
+        lines.append("levers (images/s; train: over the product's, dali: over dali_images_per_s)")
+    for name, value in levers.items():
+        base = figures.get("train_lever_product_images_per_s" if name.startswith("train")
+                           else "dali_images_per_s")
+        ratio = f"{value / base:.2f}x" if base else "-"
+        lines.append(f"  {name:<40} {_fmt(value):>10} {ratio:>10}")
     for name, result in report["correctness"].items():
         lines.append(f"{'check: ' + name:<42} {'pass' if result.get('passed') else 'FAIL':>10}")
     bad = [f"{k}: {v['status']} ({v.get('reason', '')[:90]})" for k, v in report["steps"].items()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.model import AlexNet
+from trainer.model import AlexNet, configure_cuda
 from trainer.optim import PaperSGD
 
 from gpu.timing import Budget, sync, throughput
@@ -25,6 +25,8 @@ from gpu.timing import Budget, sync, throughput
 
 def make_model(num_classes: int, width: float, device: str, channels_last: bool, seed: int = 0):
     torch.manual_seed(seed)
+    if device.startswith("cuda"):
+        configure_cuda()  # as the trainer does
     model = AlexNet(num_classes=num_classes, width=width).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

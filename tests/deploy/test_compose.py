@@ -33,6 +33,8 @@ def test_services_and_their_wiring():
     trainer = services["trainer"]
     devices = trainer["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    caps = set(trainer["environment"]["NVIDIA_DRIVER_CAPABILITIES"].split(","))
+    assert {"compute", "utility", "video"} <= caps  # video: the hardware JPEG decoder
     assert trainer["restart"] == "on-failure" and trainer["shm_size"]
     assert "--resume auto" in trainer["command"]
     assert services["preprocess"]["profiles"] == ["preprocess"]

@@ -38,3 +38,9 @@ def test_runs_as_a_non_root_user_with_a_healthcheck():
     assert instructions("USER") and instructions("USER")[-1] not in ("root", "0")
     healthcheck = DOCKERFILE.split("\nHEALTHCHECK", 1)[1].split("\n\n", 1)[0]  # with its continuation lines
     assert "/healthz" in healthcheck
+
+
+def test_driver_capabilities_include_the_hardware_jpeg_decoder():
+    env = " ".join(instructions("ENV"))
+    caps = re.search(r"NVIDIA_DRIVER_CAPABILITIES=(\S+)", env)
+    assert caps and {"compute", "utility", "video"} <= set(caps.group(1).split(","))

@@ -35,8 +35,8 @@ def test_grouped_convolutions_and_lrn_constants():
     assert [getattr(model, f"conv{i}").groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
     assert model.conv1.padding == (2, 2) and model.conv1.stride == (4, 4)
     lrn = model.norm1
-    # torch divides alpha by n: the paper's alpha = 1e-4 is 5e-4 here.
-    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 5e-4, 0.75, 2.0)
+    # The paper's alpha, not torch's alpha/n convention (5e-4 in nn.LocalResponseNorm).
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 1e-4, 0.75, 2.0)
     assert AlexNet(groups=1).conv2.groups == 1
 
 
