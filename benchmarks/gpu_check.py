@@ -65,13 +65,15 @@ class Plan:
 
 
 def gpu_plan(cpus: int) -> Plan:
+    from pipeline.loader import auto_workers  # the trainer's default DALI threads on this host
+
     return Plan(
         device="cuda", classes=40, train_per_class=512, val_per_class=2, shard_max_count=1000,
-        dali_batch=256, dali_threads=min(8, cpus), ref_batch=256, ref_workers=min(16, cpus),
+        dali_batch=256, dali_threads=auto_workers("dali", "cuda"), ref_batch=256, ref_workers=min(16, cpus),
         train_batch=128, width=1.0, amp=True, channels_last=True, loss_steps=80, profile_steps=10,
         trainer_steps=120, trainer_warmup=20,
         check_sizes=(96, 96), check_batch=64, decode_batch=256,
-        dali_levers=((4, 0.9), (8, 0.65), (16, 0.9), (8, 1.0)),
+        dali_levers=((4, 0.65), (8, 0.9), (8, 1.0), (16, 0.65)),
         pipe_budget=Budget(0, 6.0, 10**6), bare_budget=Budget(20, 6.0, 10**6), lever_budget=Budget(10, 4.0, 10**6),
         fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 4.0, 10**6), deadline_s=330,
     )

@@ -45,7 +45,7 @@ class TrainConfig:
     lr_factor: float = 10.0
     # Data.
     backend: str = "auto"  # dali | reference | auto (dali on GPU, reference on CPU)
-    num_workers: int = 4
+    num_workers: int = 0  # 0: pipeline.loader.auto_workers
     lighting_std: float = 0.1
     mean: str = "image"  # image | channel
     seed: int = 0
@@ -110,6 +110,8 @@ HELP = {
     "channels_last": "auto: on GPU",
     "demo": "mark the run as a demo in the run store",
     "name": "run name in the run store (default: the run dir's name)",
+    "num_workers": "DALI threads or reference loader processes per rank; 0: auto (8 DALI threads "
+                   "per GPU, fewer on a machine with under 9 cores per GPU; 4 otherwise)",
     "backend": "loader: dali, reference (webdataset + Pillow), auto: dali on GPU, reference on CPU",
 }
 CHOICES = {

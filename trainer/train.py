@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,10 @@ class Trainer:
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
         self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_gpu)
         self.backend = cfg.backend if cfg.backend != "auto" else ("dali" if on_gpu else "reference")
+        from pipeline.loader import auto_workers
+
+        self.num_workers = cfg.num_workers or auto_workers(
+            self.backend, self.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
         self.build_model()
@@ -170,7 +175,7 @@ class Trainer:
         batch = self.per_rank_batch if mode != "tencrop" else max(1, self.per_rank_batch // 4)
         return make_loader(cfg.data, split=split, mode=mode, batch_size=batch, backend=self.backend,
                            device=self.device.type, rank=self.world.rank, world_size=self.world.world_size,
-                           seed=cfg.seed, num_workers=cfg.num_workers, channels_last=self.channels_last,
+                           seed=cfg.seed, num_workers=self.num_workers, channels_last=self.channels_last,
                            lighting_std=cfg.lighting_std, mean=cfg.mean)
 
     # -- the loop ------------------------------------------------------------------------

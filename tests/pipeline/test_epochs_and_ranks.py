@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -107,3 +108,17 @@ def test_mid_epoch_resume_neither_repeats_nor_skips(shard_dir, backend, drop_dal
         assert torch.equal(gx, wx)
     resumed.set_epoch(3)
     assert len(epoch_labels(resumed)) == resumed.num_samples
+
+
+@pytest.mark.parametrize("backend, device, cores, ranks, want", [
+    ("dali", "cuda", 128, 8, 8),   # an 8-GPU node: 16 cores a GPU, the measured 8 threads
+    ("dali", "cuda:3", 16, 2, 7),  # 8 cores a GPU: one stays with the trainer
+    ("dali", "cuda", 2, 1, 1),
+    ("dali", "cpu", 64, 1, 4),     # DALI's CPU mode and the reference loader: as before
+    ("reference", "cuda", 64, 1, 4),
+])
+def test_auto_workers(monkeypatch, backend, device, cores, ranks, want):
+    from pipeline.loader import auto_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert auto_workers(backend, device, ranks) == want
