@@ -30,15 +30,16 @@ class ColumnConv2d(nn.Conv2d):
     """A grouped convolution (the paper's two columns) that can run as one convolution per
     column. Same parameters and state_dict as nn.Conv2d; only the kernels called differ.
 
-    Why split: cuDNN's grouped kernels can be far slower than its dense ones (an H100
-    profile of the grouped model spent a quarter of the step in a generic weight-gradient
-    engine); `benchmarks/gpu/levers.py` measures both in one call.
+    Why: on an H100 a quarter of the bf16 channels-last step went to a generic cuDNN
+    weight-gradient engine (`wgrad_alg1_engine_NHWC`, 3x3 filters) that dense kernels may
+    avoid. Not measured yet as a whole step, so the grouped kernels (measured) stay the
+    default; `benchmarks/gpu/levers.py` times both, and NCHW, in one call.
     """
 
-    split: bool | None = None  # None: one convolution per column on CUDA, grouped elsewhere
+    split = False  # class-wide switch; the GPU check's levers flip it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split = x.is_cuda if self.split is None else self.split
+        split = self.split
         if not split or self.groups == 1:
             return super().forward(x)
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not \

