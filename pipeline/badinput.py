@@ -3,7 +3,8 @@
 Used by the DALI backend of `pipeline.make_loader` (`trainer train`/`evaluate`). DALI's
 decoder fails the whole batch and cannot drop a sample (NVIDIA/DALI#3913), so when a
 batch fails this module (1) replays the epoch's reader, without decoding, up to that
-batch and decodes its samples one by one to find the bad ones; (2) writes a patched copy
+batch and decodes its samples one by one, on the loader's device, to find the bad ones;
+(2) writes a patched copy
 of that shard's index in which the bad sample's JPEG points at a good sample of the same
 shard and its label at bytes that are not a number, so the row comes out labelled
 DAMAGED and the loader drops (train) or masks (eval) it, while sample counts, the
@@ -38,7 +39,7 @@ class DaliRecovery:
         self.loader = loader
         self.index_paths = [str(s.idx) for s in loader.shards]  # by shard number
         self.pipe: Pipeline | None = None
-        self._checkpoint: tuple[int, str | None] = (0, None)  # (batch, state before it)
+        self._checkpoint: tuple[int, bytes | None] = (0, None)  # (batch, state before it)
         self._patch_dir: Path | None = None
         self._bad: dict[int, set[int]] = {}  # shard number -> damaged sample numbers
 
@@ -89,11 +90,12 @@ class DaliRecovery:
         for _ in range(b):
             probe.run()
         jpgs, infos = probe.run()
-        found = []
-        for data, info in zip(jpgs, infos):
-            if not decodes(np.array(data), cfg.device):
-                found.append(self._sample_of(bytes(np.array(info)).decode()))
-        return found
+        decoder = self.decoder()
+        return [self._sample_of(bytes(np.array(info)).decode())
+                for data, info in zip(jpgs, infos) if not decoder.decodes(np.array(data))]
+
+    def decoder(self) -> SampleDecoder:
+        return SampleDecoder(self.loader.device_id)  # the loader's GPU, where it decodes
 
     def _sample_of(self, source_info: str) -> tuple[int, int]:
         # source_info is "PATH.tar:OFFSET:KEY.jpg"
@@ -138,17 +140,42 @@ class DaliRecovery:
         return path
 
 
-def decodes(data: np.ndarray, device: str = "cpu") -> bool:
-    """Whether DALI's decoder (on the loader's device) accepts these bytes."""
-    gpu = device != "cpu"
-    pipe = Pipeline(batch_size=1, num_threads=1, device_id=0 if gpu else None)
-    with pipe:
-        enc = fn.external_source(name="enc", dtype=types.UINT8)
-        pipe.set_outputs(fn.decoders.image(enc, device="mixed" if gpu else "cpu", output_type=types.RGB))
-    pipe.build()
-    pipe.feed_input("enc", [data])
-    try:
-        pipe.run()
-    except RuntimeError:
-        return False
-    return True
+class SampleDecoder:
+    """Whether each of a batch's encoded images decodes, with the loader's decoder on the
+    loader's device ("mixed" on GPU `device_id`, as the training pipeline decodes).
+
+    DALI fails a whole batch for one bad sample, so the images go through a batch-size-1
+    pipeline fed by an external source, built once rather than once per image (a mixed
+    decoder's build costs time and device memory; a batch has up to 128 images). A
+    pipeline that rejected an image is replaced before the next: DALI 2.4's legacy
+    executor fails every later run after one failure (which would brand good images as
+    damaged), and nothing documents that the mixed decoder recovers on the dynamic one.
+    Damage is rare, so that is one build per recovery and one per damaged image.
+    """
+
+    def __init__(self, device_id: int | None):
+        self.device_id = device_id
+        self.builds = 0
+        self._pipe: Pipeline | None = None
+
+    def pipeline(self) -> Pipeline:
+        """The decoding pipeline, defined but not built."""
+        gpu = self.device_id is not None
+        pipe = Pipeline(batch_size=1, num_threads=1, device_id=self.device_id, prefetch_queue_depth=1)
+        with pipe:
+            enc = fn.external_source(name="enc", dtype=types.UINT8)
+            pipe.set_outputs(fn.decoders.image(enc, device="mixed" if gpu else "cpu", output_type=types.RGB))
+        return pipe
+
+    def decodes(self, data: np.ndarray) -> bool:
+        if self._pipe is None:
+            self._pipe = self.pipeline()
+            self._pipe.build()
+            self.builds += 1
+        self._pipe.feed_input("enc", [data])
+        try:
+            self._pipe.run()
+        except RuntimeError:
+            self._pipe = None
+            return False
+        return True

@@ -81,6 +81,17 @@ def train(cfg: TrainConfig) -> int:
         teardown(world)
 
 
+def loader_options(cfg: TrainConfig, world: World, split: str, mode: str, backend: str, channels_last: bool) -> dict:
+    """`pipeline.make_loader`'s arguments for this rank. The device is the rank's own
+    ("cuda:k"): a bare "cuda" would put every rank's DALI pipeline on GPU 0."""
+    per_rank = cfg.batch_size // world.world_size
+    batch = per_rank if mode != "tencrop" else max(1, per_rank // 4)
+    return dict(data_dir=cfg.data, split=split, mode=mode, batch_size=batch, backend=backend,
+                device=str(world.device), rank=world.rank, world_size=world.world_size, seed=cfg.seed,
+                num_workers=cfg.num_workers, channels_last=channels_last, lighting_std=cfg.lighting_std,
+                mean=cfg.mean)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, world: World):
         self.cfg, self.world = cfg, world
@@ -164,12 +175,7 @@ class Trainer:
     def make_loader(self, split: str, mode: str):
         from pipeline import make_loader
 
-        cfg = self.cfg
-        batch = self.per_rank_batch if mode != "tencrop" else max(1, self.per_rank_batch // 4)
-        return make_loader(cfg.data, split=split, mode=mode, batch_size=batch, backend=self.backend,
-                           device=self.device.type, rank=self.world.rank, world_size=self.world.world_size,
-                           seed=cfg.seed, num_workers=cfg.num_workers, channels_last=self.channels_last,
-                           lighting_std=cfg.lighting_std, mean=cfg.mean)
+        return make_loader(**loader_options(self.cfg, self.world, split, mode, self.backend, self.channels_last))
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> int:
