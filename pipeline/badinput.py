@@ -2,9 +2,9 @@
 
 Used by the DALI backend of `pipeline.make_loader` (`trainer train`/`evaluate`). DALI's
 decoder fails the whole batch and cannot drop a sample (NVIDIA/DALI#3913), so when a
-batch fails this module (1) replays the epoch's reader, without decoding, up to that
-batch and decodes its samples one by one, on the loader's device, to find the bad ones;
-(2) writes a patched copy
+batch fails this module (1) replays the epoch's reader, without decoding, from the last
+periodic checkpoint up to that batch and decodes its samples one by one, on the loader's
+device, to find the bad ones; (2) writes a patched copy
 of that shard's index in which the bad sample's JPEG points at a good sample of the same
 shard and its label at bytes that are not a number, so the row comes out labelled
 DAMAGED and the loader drops (train) or masks (eval) it, while sample counts, the
@@ -25,6 +25,7 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
+from pipeline.readerstate import graft_reader_state
 from preprocess.contract import DataError, EXT_IMAGE
 
 log = logging.getLogger(__name__)
@@ -79,23 +80,47 @@ class DaliRecovery:
     # -- finding the damaged samples ---------------------------------------------------
     def _locate(self, plan, b: int) -> list[tuple[int, int]]:
         """(shard number, sample number) of each sample of batch b that does not decode."""
-        from pipeline.dali import reader_args
-
-        cfg = self.loader.cfg
-        probe = Pipeline(batch_size=cfg.batch_size, num_threads=1, device_id=None)
-        with probe:
-            jpg, _ = fn.readers.webdataset(**reader_args(self.loader, plan, self.index_paths))
-            probe.set_outputs(jpg, fn.get_property(jpg, key="source_info"))
-        probe.build()
-        for _ in range(b):
+        probe, first = self._probe(plan)
+        for _ in range(first, b):
             probe.run()
         jpgs, infos = probe.run()
         decoder = self.decoder()
-        return [self._sample_of(bytes(np.array(info)).decode())
-                for data, info in zip(jpgs, infos) if not decoder.decodes(np.array(data))]
+        found = [self._sample_of(bytes(np.array(info)).decode())
+                 for data, info in zip(jpgs, infos) if not decoder.decodes(np.array(data))]
+        log.info("batch %d of epoch %d failed: reader replayed from batch %d, %d samples decoded one by one "
+                 "(%d decoder builds), %d damaged", b, self.loader.epoch, first, len(jpgs), decoder.builds,
+                 len(found))
+        return found
 
     def decoder(self) -> SampleDecoder:
         return SampleDecoder(self.loader.device_id)  # the loader's GPU, where it decodes
+
+    def _probe(self, plan) -> tuple[Pipeline, int]:
+        """A reading-only copy of the epoch's pipeline, and the batch it stands before: the
+        last periodic checkpoint's, so that a failure late in an epoch does not replay the
+        whole epoch; batch 0 where there is none yet (or DALI refuses the graft)."""
+        from pipeline.dali import READER, reader_args
+
+        cfg = self.loader.cfg
+
+        def probe(checkpoint: bytes | None = None) -> Pipeline:
+            pipe = Pipeline(batch_size=cfg.batch_size, num_threads=1, device_id=None,
+                            enable_checkpointing=True, checkpoint=checkpoint)
+            with pipe:
+                jpg, _ = fn.readers.webdataset(**reader_args(self.loader, plan, self.index_paths))
+                pipe.set_outputs(jpg, fn.get_property(jpg, key="source_info"))
+            pipe.build()
+            return pipe
+
+        at, checkpoint = self._checkpoint
+        if checkpoint is not None:
+            # DALI refuses the training pipeline's checkpoint as it is (other operators):
+            # only the reader's state moves over (pipeline.readerstate).
+            try:
+                return probe(graft_reader_state(checkpoint, probe().checkpoint(), READER)), at
+            except (RuntimeError, ValueError, TypeError) as err:
+                log.warning("the reader's checkpoint did not restore in the probe (%s): replaying from batch 0", err)
+        return probe(), 0
 
     def _sample_of(self, source_info: str) -> tuple[int, int]:
         # source_info is "PATH.tar:OFFSET:KEY.jpg"
