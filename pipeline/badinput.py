@@ -44,8 +44,16 @@ class DaliRecovery:
         self._patch_dir: Path | None = None
         self._bad: dict[int, set[int]] = {}  # shard number -> damaged sample numbers
 
+    def release(self) -> None:
+        """Drop the pipeline before another is built. DALI frees a pipeline's decoder and
+        buffers (GPU memory, on a GPU) only when the object dies, and the loader keeps no
+        other reference: two at once, at an epoch start or a rebuild, may not fit."""
+        pipe, self.pipe = self.pipe, None
+        del pipe
+
     def start(self, plan, start: int, checkpoint: str | None) -> Pipeline:
         """Build the epoch's pipeline positioned before batch `start`."""
+        self.release()
         self.pipe = self.loader.build(plan, checkpoint)
         self._checkpoint = (start if checkpoint is not None else 0, checkpoint)
         if checkpoint is None:
@@ -59,6 +67,7 @@ class DaliRecovery:
             try:
                 outs = self.pipe.run()
             except RuntimeError as err:
+                self.release()  # it is rebuilt below; the probe's decoder needs the room
                 found = self._locate(plan, b)
                 if not found:
                     raise DataError(f"DALI failed on batch {b} of epoch {self.loader.epoch} "
@@ -73,6 +82,7 @@ class DaliRecovery:
 
     def _rebuild(self, plan, b: int) -> None:
         at, checkpoint = self._checkpoint
+        self.release()
         self.pipe = self.loader.build(plan, checkpoint)
         for _ in range(at, b):  # these batches decoded before; replay restores RNG states
             self.pipe.run()

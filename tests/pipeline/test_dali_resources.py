@@ -1,10 +1,12 @@
-"""Which GPU a DALI loader uses.
+"""Which GPU a DALI loader uses, and how many DALI pipelines it holds at once.
 
 No GPU is needed: a DALI pipeline can be defined for any device without being built, so
 the tests read the `device_id` that each pipeline would hand to DALI.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import pytest
 import torch
@@ -49,3 +51,29 @@ def test_cpu_loader_builds_cpu_pipelines(shard_dir):
     assert loader.device == torch.device("cpu")
     assert loader.pipeline(loader.plan()).device_id is None
     assert loader.recovery.decoder().pipeline().device_id is None
+
+
+@pytest.mark.parametrize("split, mode", [("train", "train"), ("val", "center")])
+def test_one_pipeline_alive_across_epoch_boundaries(shard_dir, split, mode, monkeypatch):
+    """The old epoch's pipeline (on a GPU: its decoder and buffers) is gone before the new
+    one is built, without waiting for the garbage collector."""
+    loader = make_loader(shard_dir, split=split, mode=mode, batch_size=16, backend="dali", num_workers=1)
+    built: list[weakref.ref] = []
+    alive_at_build: list[int] = []
+    build = loader.build
+
+    def counting_build(*args, **kwargs):
+        alive_at_build.append(sum(ref() is not None for ref in built))
+        pipe = build(*args, **kwargs)
+        built.append(weakref.ref(pipe))
+        return pipe
+
+    monkeypatch.setattr(loader, "build", counting_build)
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        batches = iter(loader)
+        next(batches)
+        assert sum(ref() is not None for ref in built) == 1
+        for _ in batches:
+            pass
+    assert alive_at_build == [0, 0, 0]
