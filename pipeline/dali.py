@@ -84,7 +84,7 @@ def random_train_params(lighting_std: float):
     return x, y, flip, alpha
 
 
-def define_graph(loader: BaseLoader, reader: dict):
+def define_graph(loader: DaliLoader, reader: dict):
     """The DALI graph for the loader's mode; returns the output DataNodes."""
     cfg = loader.cfg
     gpu = loader.device_id is not None
