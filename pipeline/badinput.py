@@ -2,8 +2,9 @@
 
 Used by the DALI backend of `pipeline.make_loader` (`trainer train`/`evaluate`). DALI's
 decoder fails the whole batch and cannot drop a sample (NVIDIA/DALI#3913), so when a
-batch fails this module (1) replays the epoch's reader, without decoding, up to that
-batch and decodes its samples one by one to find the bad ones; (2) writes a patched copy
+batch fails this module (1) replays the epoch's reader, without decoding, from the last
+periodic checkpoint up to that batch and decodes its samples one by one, on the loader's
+device, to find the bad ones; (2) writes a patched copy
 of that shard's index in which the bad sample's JPEG points at a good sample of the same
 shard and its label at bytes that are not a number, so the row comes out labelled
 DAMAGED and the loader drops (train) or masks (eval) it, while sample counts, the
@@ -24,6 +25,7 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
+from pipeline.readerstate import graft_reader_state
 from preprocess.contract import DataError, EXT_IMAGE
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,20 @@ class DaliRecovery:
         self.loader = loader
         self.index_paths = [str(s.idx) for s in loader.shards]  # by shard number
         self.pipe: Pipeline | None = None
-        self._checkpoint: tuple[int, str | None] = (0, None)  # (batch, state before it)
+        self._checkpoint: tuple[int, bytes | None] = (0, None)  # (batch, state before it)
         self._patch_dir: Path | None = None
         self._bad: dict[int, set[int]] = {}  # shard number -> damaged sample numbers
 
+    def release(self) -> None:
+        """Drop the pipeline before another is built. DALI frees a pipeline's decoder and
+        buffers (GPU memory, on a GPU) only when the object dies, and the loader keeps no
+        other reference: two at once, at an epoch start or a rebuild, may not fit."""
+        pipe, self.pipe = self.pipe, None
+        del pipe
+
     def start(self, plan, start: int, checkpoint: str | None) -> Pipeline:
         """Build the epoch's pipeline positioned before batch `start`."""
+        self.release()
         self.pipe = self.loader.build(plan, checkpoint)
         self._checkpoint = (start if checkpoint is not None else 0, checkpoint)
         if checkpoint is None:
@@ -57,6 +67,7 @@ class DaliRecovery:
             try:
                 outs = self.pipe.run()
             except RuntimeError as err:
+                self.release()  # it is rebuilt below; the probe's decoder needs the room
                 found = self._locate(plan, b)
                 if not found:
                     raise DataError(f"DALI failed on batch {b} of epoch {self.loader.epoch} "
@@ -71,6 +82,7 @@ class DaliRecovery:
 
     def _rebuild(self, plan, b: int) -> None:
         at, checkpoint = self._checkpoint
+        self.release()
         self.pipe = self.loader.build(plan, checkpoint)
         for _ in range(at, b):  # these batches decoded before; replay restores RNG states
             self.pipe.run()
@@ -78,22 +90,47 @@ class DaliRecovery:
     # -- finding the damaged samples ---------------------------------------------------
     def _locate(self, plan, b: int) -> list[tuple[int, int]]:
         """(shard number, sample number) of each sample of batch b that does not decode."""
-        from pipeline.dali import reader_args
-
-        cfg = self.loader.cfg
-        probe = Pipeline(batch_size=cfg.batch_size, num_threads=1, device_id=None)
-        with probe:
-            jpg, _ = fn.readers.webdataset(**reader_args(self.loader, plan, self.index_paths))
-            probe.set_outputs(jpg, fn.get_property(jpg, key="source_info"))
-        probe.build()
-        for _ in range(b):
+        probe, first = self._probe(plan)
+        for _ in range(first, b):
             probe.run()
         jpgs, infos = probe.run()
-        found = []
-        for data, info in zip(jpgs, infos):
-            if not decodes(np.array(data), cfg.device):
-                found.append(self._sample_of(bytes(np.array(info)).decode()))
+        decoder = self.decoder()
+        found = [self._sample_of(bytes(np.array(info)).decode())
+                 for data, info in zip(jpgs, infos) if not decoder.decodes(np.array(data))]
+        log.info("batch %d of epoch %d failed: reader replayed from batch %d, %d samples decoded one by one "
+                 "(%d decoder builds), %d damaged", b, self.loader.epoch, first, len(jpgs), decoder.builds,
+                 len(found))
         return found
+
+    def decoder(self) -> SampleDecoder:
+        return SampleDecoder(self.loader.device_id)  # the loader's GPU, where it decodes
+
+    def _probe(self, plan) -> tuple[Pipeline, int]:
+        """A reading-only copy of the epoch's pipeline, and the batch it stands before: the
+        last periodic checkpoint's, so that a failure late in an epoch does not replay the
+        whole epoch; batch 0 where there is none yet (or DALI refuses the graft)."""
+        from pipeline.dali import READER, reader_args
+
+        cfg = self.loader.cfg
+
+        def probe(checkpoint: bytes | None = None) -> Pipeline:
+            pipe = Pipeline(batch_size=cfg.batch_size, num_threads=1, device_id=None,
+                            enable_checkpointing=True, checkpoint=checkpoint)
+            with pipe:
+                jpg, _ = fn.readers.webdataset(**reader_args(self.loader, plan, self.index_paths))
+                pipe.set_outputs(jpg, fn.get_property(jpg, key="source_info"))
+            pipe.build()
+            return pipe
+
+        at, checkpoint = self._checkpoint
+        if checkpoint is not None:
+            # DALI refuses the training pipeline's checkpoint as it is (other operators):
+            # only the reader's state moves over (pipeline.readerstate).
+            try:
+                return probe(graft_reader_state(checkpoint, probe().checkpoint(), READER)), at
+            except (RuntimeError, ValueError, TypeError) as err:
+                log.warning("the reader's checkpoint did not restore in the probe (%s): replaying from batch 0", err)
+        return probe(), 0
 
     def _sample_of(self, source_info: str) -> tuple[int, int]:
         # source_info is "PATH.tar:OFFSET:KEY.jpg"
@@ -138,17 +175,42 @@ class DaliRecovery:
         return path
 
 
-def decodes(data: np.ndarray, device: str = "cpu") -> bool:
-    """Whether DALI's decoder (on the loader's device) accepts these bytes."""
-    gpu = device != "cpu"
-    pipe = Pipeline(batch_size=1, num_threads=1, device_id=0 if gpu else None)
-    with pipe:
-        enc = fn.external_source(name="enc", dtype=types.UINT8)
-        pipe.set_outputs(fn.decoders.image(enc, device="mixed" if gpu else "cpu", output_type=types.RGB))
-    pipe.build()
-    pipe.feed_input("enc", [data])
-    try:
-        pipe.run()
-    except RuntimeError:
-        return False
-    return True
+class SampleDecoder:
+    """Whether each of a batch's encoded images decodes, with the loader's decoder on the
+    loader's device ("mixed" on GPU `device_id`, as the training pipeline decodes).
+
+    DALI fails a whole batch for one bad sample, so the images go through a batch-size-1
+    pipeline fed by an external source, built once rather than once per image (a mixed
+    decoder's build costs time and device memory; a batch has up to 128 images). A
+    pipeline that rejected an image is replaced before the next: DALI 2.4's legacy
+    executor fails every later run after one failure (which would brand good images as
+    damaged), and nothing documents that the mixed decoder recovers on the dynamic one.
+    Damage is rare, so that is one build per recovery and one per damaged image.
+    """
+
+    def __init__(self, device_id: int | None):
+        self.device_id = device_id
+        self.builds = 0
+        self._pipe: Pipeline | None = None
+
+    def pipeline(self) -> Pipeline:
+        """The decoding pipeline, defined but not built."""
+        gpu = self.device_id is not None
+        pipe = Pipeline(batch_size=1, num_threads=1, device_id=self.device_id, prefetch_queue_depth=1)
+        with pipe:
+            enc = fn.external_source(name="enc", dtype=types.UINT8)
+            pipe.set_outputs(fn.decoders.image(enc, device="mixed" if gpu else "cpu", output_type=types.RGB))
+        return pipe
+
+    def decodes(self, data: np.ndarray) -> bool:
+        if self._pipe is None:
+            self._pipe = self.pipeline()
+            self._pipe.build()
+            self.builds += 1
+        self._pipe.feed_input("enc", [data])
+        try:
+            self._pipe.run()
+        except RuntimeError:
+            self._pipe = None
+            return False
+        return True

@@ -38,6 +38,18 @@ TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
 HW_DECODER_LOAD = 0.65
 
 
+def dali_device_id(device: str) -> int | None:
+    """DALI's `device_id` for a loader device: None on the CPU, k for "cuda:k", and for a
+    bare "cuda" the current device, as torch reads it (so a rank that called
+    `torch.cuda.set_device(k)` decodes on GPU k, not on GPU 0)."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return None
+    if dev.type != "cuda":
+        raise ValueError(f"the DALI loader runs on the CPU or a CUDA device, not {device!r}")
+    return dev.index if dev.index is not None else torch.cuda.current_device()
+
+
 def reader_args(loader: BaseLoader, plan, index_paths: list[str]) -> dict:
     train = loader.cfg.mode == "train"
     order = plan.shard_order
@@ -80,10 +92,10 @@ def random_train_params(lighting_std: float):
     return x, y, flip, alpha
 
 
-def define_graph(loader: BaseLoader, reader: dict):
+def define_graph(loader: DaliLoader, reader: dict):
     """The DALI graph for the loader's mode; returns the output DataNodes."""
     cfg = loader.cfg
-    gpu = cfg.device != "cpu"
+    gpu = loader.device_id is not None
     jpg, cls = fn.readers.webdataset(**reader)
     decoder = "mixed" if gpu else "cpu"
     hw = {"hw_decoder_load": HW_DECODER_LOAD} if gpu else {}
@@ -153,18 +165,23 @@ class DaliLoader(BaseLoader):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self._pipe: Pipeline | None = None
+        # One GPU for everything: DALI's decoder, the copy's stream, recovery's test decodes.
+        # Resolved once, so that a bare "cuda" cannot mean two devices over the loader's life.
+        self.device_id = dali_device_id(cfg.device)
+        if self.device_id is not None:
+            self.device = torch.device("cuda", self.device_id)
         self.recovery = DaliRecovery(self)
         self._host_normalize = None  # the CPU train graph ends with uint8 windows
-        if cfg.mode == "train" and cfg.device == "cpu":
+        if cfg.mode == "train" and self.device_id is None:
             self._host_normalize = HostNormalizer(mean_array(self.stats, cfg.mean), cfg.channels_last)
 
-    def build(self, plan, checkpoint: str | None = None) -> Pipeline:
+    def pipeline(self, plan, checkpoint: str | None = None) -> Pipeline:
+        """The epoch's pipeline, defined but not built (building it needs its device)."""
         cfg = self.cfg
         pipe = Pipeline(
             batch_size=cfg.batch_size,
             num_threads=cfg.num_workers,
-            device_id=None if cfg.device == "cpu" else torch.device(cfg.device).index or 0,
+            device_id=self.device_id,
             seed=self.epoch_seed(plan_salt=2),
             prefetch_queue_depth=2,
             enable_checkpointing=True,
@@ -172,12 +189,16 @@ class DaliLoader(BaseLoader):
         )
         with pipe:
             pipe.set_outputs(*define_graph(self, reader_args(self, plan, self.recovery.index_paths)))
+        return pipe
+
+    def build(self, plan, checkpoint: str | None = None) -> Pipeline:
+        pipe = self.pipeline(plan, checkpoint)
         pipe.build()
         return pipe
 
     def _iterate(self, start: int):
         plan = self.plan()
-        self._pipe = self.recovery.start(plan, start, self._take_resume_checkpoint(start))
+        self.recovery.start(plan, start, self._take_resume_checkpoint(start))
         for b in range(start, plan.num_batches):
             outs = self.recovery.run(plan, b)
             yield b, self._batch(outs, plan, b)

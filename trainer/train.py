@@ -82,6 +82,20 @@ def train(cfg: TrainConfig) -> int:
         teardown(world)
 
 
+def loader_options(cfg: TrainConfig, world: World, split: str, mode: str, backend: str, channels_last: bool) -> dict:
+    """`pipeline.make_loader`'s arguments for this rank. The device is the rank's own
+    ("cuda:k"): a bare "cuda" would put every rank's DALI pipeline on GPU 0."""
+    from pipeline.loader import auto_workers
+
+    per_rank = cfg.batch_size // world.world_size
+    batch = per_rank if mode != "tencrop" else max(1, per_rank // 4)
+    workers = cfg.num_workers or auto_workers(backend, world.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return dict(data_dir=cfg.data, split=split, mode=mode, batch_size=batch, backend=backend,
+                device=str(world.device), rank=world.rank, world_size=world.world_size, seed=cfg.seed,
+                num_workers=workers, channels_last=channels_last, lighting_std=cfg.lighting_std,
+                mean=cfg.mean)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, world: World):
         self.cfg, self.world = cfg, world
@@ -90,10 +104,6 @@ class Trainer:
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
         self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_gpu)
         self.backend = cfg.backend if cfg.backend != "auto" else ("dali" if on_gpu else "reference")
-        from pipeline.loader import auto_workers
-
-        self.num_workers = cfg.num_workers or auto_workers(
-            self.backend, self.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
         self.build_model()
@@ -171,12 +181,7 @@ class Trainer:
     def make_loader(self, split: str, mode: str):
         from pipeline import make_loader
 
-        cfg = self.cfg
-        batch = self.per_rank_batch if mode != "tencrop" else max(1, self.per_rank_batch // 4)
-        return make_loader(cfg.data, split=split, mode=mode, batch_size=batch, backend=self.backend,
-                           device=self.device.type, rank=self.world.rank, world_size=self.world.world_size,
-                           seed=cfg.seed, num_workers=self.num_workers, channels_last=self.channels_last,
-                           lighting_std=cfg.lighting_std, mean=cfg.mean)
+        return make_loader(**loader_options(self.cfg, self.world, split, mode, self.backend, self.channels_last))
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> int:
