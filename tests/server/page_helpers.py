@@ -38,7 +38,7 @@ _GRID_ROWS = """([id, rgb]) => {
 
 _LAYOUT = """() => {
     const box = el => el.getBoundingClientRect();
-    const panels = [...document.querySelectorAll('main > section.charts > .panel, main > section.lower > .panel')];
+    const panels = [...document.querySelectorAll('main > section.charts > .panel, main > .compare-panel, main > section.lower > .panel')];
     return {
         scrollWidth: document.documentElement.scrollWidth,
         panelLefts: [...new Set(panels.map(p => Math.round(box(p).left)))],
@@ -47,6 +47,7 @@ _LAYOUT = """() => {
         clippedStats: [...document.querySelectorAll('.stat .value')].filter(v => v.scrollWidth > v.clientWidth + 1).map(v => v.textContent),
         statsBottom: Math.round(box(document.querySelector('.stats')).bottom),
         topbarHeight: Math.round(box(document.querySelector('.topbar')).height),
+        compareLefts: [...new Set(['.compare-runs', '.compare-chart'].map(sel => Math.round(box(document.querySelector(sel)).left)))],
     }; }"""
 
 

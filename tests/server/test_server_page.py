@@ -4,7 +4,8 @@ One small `trainer train` (a quarter-width net on the demo shards), one server a
 browser serve the whole module. The page must draw its panels with data; the "Divide LR by
 10" button, with its pre-filled reason and the token, must lead to the command applied by
 that trainer; the events name checkpoints relative to the run; the conv1 panel shows a
-placeholder until there is a picture; and the layout holds at 1280x720 and at phone width. Runs other than the trainer's are written
+placeholder until there is a picture; the comparison overlays two runs from a link; and
+the layout holds at 1280x720 and at phone width. Runs other than the trainer's are written
 into the same run store by the test, standing in for finished runs. Screenshots go to
 test-artifacts/ (git-ignored)."""
 
@@ -24,6 +25,7 @@ from trainer import runstore
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LOSS = hex_rgb("#73bf69")
+COMPARE_COLOURS = [hex_rgb("#ff9830"), hex_rgb("#5794f2")]  # compare.js PALETTE: first and second ticked
 DEFAULT_REASON = "validation error stopped improving"  # divide.js DEFAULT_REASON
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser,
@@ -152,10 +154,45 @@ def test_events_name_checkpoints_relative_to_the_run(site):
     assert page.errors == []
 
 
+def test_comparison_overlays_two_runs_from_a_link(site):
+    run = site.trainer_run()
+    site.wait_for(lambda: site.store.last_metric(run["id"], runstore.VAL_TOP1), 240, "first validation")
+    rid, _ = site.store.start_run("ablation-no-lrn", {"epochs": 5, "lr": 0.01}, lr=0.01)
+    for epoch in range(1, 6):
+        site.store.log_metrics(rid, epoch * 8, float(epoch), {runstore.VAL_TOP1: 0.95 - 0.05 * epoch,
+                                                             runstore.VAL_TOP5: 0.8 - 0.05 * epoch})
+    site.store.flush()
+    site.store.set_status(rid, "finished")
+
+    page = site.open(f"#run={run['id']}&compare={rid},{run['id']}")
+    page.wait_for_function("() => document.getElementById('chart-compare').dataset.series === '2'", timeout=30_000)
+    page.wait_for_function(POINTS, arg=["chart-compare", 2], timeout=30_000)
+    for r in (rid, run["id"]):
+        assert page.locator(f"#compare-runs input[value='{r}']").is_checked()
+    for colour in COMPARE_COLOURS:  # both lines drawn, in the colours of the first and second ticked run
+        assert colour_pixels(page, "chart-compare", colour, tol=12) > 10, colour
+    assert page.locator("#compare-note").is_hidden()
+
+    page.uncheck(f"#compare-runs input[value='{rid}']")
+    assert page.evaluate("() => location.hash") == f"#run={run['id']}&compare={run['id']}"
+    page.wait_for_function("() => document.getElementById('chart-compare').dataset.series === '1'", timeout=10_000)
+    assert page.locator("#compare-note").is_visible()
+    page.check(f"#compare-runs input[value='{rid}']")
+    page.select_option("#compare-metric", "val_top5_error")
+    link = page.url
+    assert link.endswith(f"#run={run['id']}&compare={run['id']},{rid}&metric=val_top5_error")
+
+    again = site.open(link[len(site.live.url) + 1:])  # the link, in a new tab
+    again.wait_for_function("() => document.getElementById('chart-compare').dataset.series === '2'", timeout=30_000)
+    assert again.locator("#compare-metric").input_value() == "val_top5_error"
+    assert again.locator(f"#compare-runs input[value='{rid}']").is_checked()
+    assert page.errors == [] and again.errors == []
+
+
 def test_layout_at_1280x720_and_at_phone_width(site):
     run = site.trainer_run()
     ARTIFACTS.mkdir(exist_ok=True)
-    page = site.open(f"#run={run['id']}", viewport=(1280, 720))
+    page = site.open(f"#run={run['id']}&compare={run['id']}", viewport=(1280, 720))
     page.wait_for_function(POINTS, arg=["chart-loss", 2], timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "dashboard-1280x720.png"))
     page.screenshot(path=str(ARTIFACTS / "dashboard-1280-full.png"), full_page=True)
@@ -173,4 +210,5 @@ def test_layout_at_1280x720_and_at_phone_width(site):
     assert phone["clippedStats"] == [], f"stat values cut off: {phone['clippedStats']}"
     assert len(phone["panelLefts"]) == 1, f"panels side by side on a phone: {phone}"
     assert all(w >= phone["mainWidth"] - 30 for w in phone["panelWidths"]), phone  # each the full width
+    assert len(phone["compareLefts"]) == 1, "the comparison's run list and chart side by side on a phone"
     assert page.errors == []

@@ -1,6 +1,7 @@
-// The progress page: stat panels, time-series panels, events and the conv1 kernels,
-// refreshed every few seconds without reloading (only new rows are fetched).
+// The progress page: stat panels, time-series panels, events, the conv1 kernels and the
+// run comparison, refreshed every few seconds without reloading (only new rows are fetched).
 import {TimeChart} from "./charts.js";
+import {Comparison} from "./compare.js";
 import {initDivide} from "./divide.js";
 import * as fmt from "./format.js";
 import {readHash, updateHash} from "./hashstate.js";
@@ -13,6 +14,7 @@ const $ = id => document.getElementById(id);
 let refreshMs = 3000;
 let state = freshState(null);
 let charts = {};
+let comparison = null;
 
 function freshState(runId) {
   // filtersUrl undefined, not null: the first render of a run always sets the conv1 panel.
@@ -47,6 +49,7 @@ async function loadRuns() {
   const select = $("run-select"), chosen = state.runId;
   select.replaceChildren(...runs.map(r => new Option(`${r.name} (#${r.id}, ${r.status})`, r.id)));
   if (chosen != null) select.value = String(chosen);
+  comparison.setRuns(runs);
   return runs;
 }
 
@@ -211,6 +214,7 @@ async function refresh() {
     renderCharts(run);
     renderEvents();
     renderFilters(run);
+    await comparison.refresh();
     $("banner").hidden = true;
     $("refresh-info").textContent = `refreshed ${fmt.clock(Date.now() / 1000)}`;
     document.body.dataset.loaded = "true";
@@ -224,10 +228,12 @@ async function refresh() {
 
 async function main() {
   makeCharts();
+  comparison = new Comparison(getJSON);
   initDivide(() => state.run);
   $("run-select").addEventListener("change", ev => { selectRun(Number(ev.target.value)); schedule(0); });
   // A link pasted into this tab's address bar: show the view it names.
   window.addEventListener("hashchange", () => {
+    comparison.readUrl();
     const id = runFromHash();
     if (id != null && id !== state.runId) selectRun(id);
     schedule(0);
