@@ -7,15 +7,19 @@
 # Without them the trainer does not fail: it builds the demo corpus once (photos that the
 # installed packages ship) and appends the demo configuration's flags, which override the
 # command's --data/--run-dir and size the model for it (argparse keeps the last value).
+# DEMO_ONLY=1 trains the demo corpus even where ImageNet shards are (the CPU variant).
 set -eu
 
 imagenet_shards="${IMAGENET_SHARDS:-/data/shards/imagenet}"
-if [ -f "$imagenet_shards/dataset.json" ]; then
+if [ "${DEMO_ONLY:-0}" = 1 ]; then
+  # docker-compose.cpu.yml: the full net on ImageNet is weeks on a CPU, even with shards.
+  echo "trainer-entrypoint: DEMO_ONLY=1 (the CPU variant): training the demo corpus" >&2
+elif [ -f "$imagenet_shards/dataset.json" ]; then
   exec "$@"
+else
+  echo "trainer-entrypoint: no ImageNet shards at $imagenet_shards;" \
+       "training the demo corpus instead (run the preprocess profile for the real thing)" >&2
 fi
-
-echo "trainer-entrypoint: no ImageNet shards at $imagenet_shards;" \
-     "training the demo corpus instead (run the preprocess profile for the real thing)" >&2
 # trainer.demo owns the demo configuration; --prepare builds what is missing and prints
 # the flags on stdout (paths without spaces, so word splitting is safe here).
 demo_flags="$(python -m trainer.demo --prepare --workdir "${DEMO_ROOT:-/data/shards/demo}" \

@@ -31,18 +31,11 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 60
 
 
 @contextlib.contextmanager
-def serving(runs_db: Path, token: str = "deploy-check-token-0123456789"):
-    """Yield the base URL of `trainer serve --runs-db RUNS_DB`; stop it afterwards."""
-    port = free_port()
+def running(argv: list[str], env: dict[str, str], log: Path, port: int):
+    """Yield the base URL of the server that `argv` starts on `port`; stop it afterwards."""
     # A file, not a pipe: nobody reads the access log while the test runs, and a full pipe
     # would stall the server.
-    log = runs_db.with_name("serve.log")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "serve", "--runs-db", str(runs_db),
-         "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "ALEXNET_TOKEN": token},
-        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
-    )
+    proc = subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + "/healthz", proc, log)
@@ -54,3 +47,13 @@ def serving(runs_db: Path, token: str = "deploy-check-token-0123456789"):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def serving(runs_db: Path, token: str = "deploy-check-token-0123456789"):
+    """Yield the base URL of `trainer serve --runs-db RUNS_DB`; stop it afterwards."""
+    port = free_port()
+    argv = [sys.executable, "-m", "trainer", "serve", "--runs-db", str(runs_db),
+            "--host", "127.0.0.1", "--port", str(port)]
+    with running(argv, {**os.environ, "ALEXNET_TOKEN": token}, runs_db.with_name("serve.log"), port) as base:
+        yield base

@@ -1,5 +1,6 @@
 """docker/trainer-entrypoint.sh: with ImageNet shards the trainer's command runs as given;
-without them the demo corpus is built and its flags override the command's data and run."""
+without them, or in the CPU variant (DEMO_ONLY=1), the demo corpus is built and its flags
+override the command's data and run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.compose import REPO, resolved
+from tests.deploy.compose import CPU, REPO, resolved
 from trainer.cli import build_parser
 
 ENTRYPOINT = REPO / "docker/trainer-entrypoint.sh"
@@ -20,25 +21,30 @@ ENTRYPOINT = REPO / "docker/trainer-entrypoint.sh"
 ECHO_ARGV = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"]
 
 
-def run_entrypoint(tmp_path: Path, command_args: list[str]) -> list[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+def run_entrypoint(tmp_path: Path, command_args: list[str], service_env: dict | None = None) -> list[str]:
+    env = {**os.environ, "DEMO_DEVICE": "cpu", **(service_env or {}),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "IMAGENET_SHARDS": str(tmp_path / "imagenet-shards"), "DEMO_ROOT": str(tmp_path / "demo"),
-           "RUNS_ROOT": str(tmp_path / "runs"), "DEMO_DEVICE": "cpu", "DEMO_PREPARE_ARGS": "--quick"}
+           "RUNS_ROOT": str(tmp_path / "runs"), "DEMO_PREPARE_ARGS": "--quick"}
     out = subprocess.run(["sh", str(ENTRYPOINT), *ECHO_ARGV, *command_args], env=env,
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def trainer_command_args() -> list[str]:
-    argv = shlex.split(resolved()["services"]["trainer"]["command"])
+def trainer_command_args(service: str = "trainer", files=None) -> list[str]:
+    argv = shlex.split(resolved(**({"files": files} if files else {}))["services"][service]["command"])
     return argv[argv.index("train") + 1:]  # what torchrun hands to `trainer train`
 
 
-def test_imagenet_shards_are_trained_as_the_command_says(tmp_path):
+def fake_imagenet_shards(tmp_path: Path) -> None:
     shards = tmp_path / "imagenet-shards"
     shards.mkdir()
     (shards / "dataset.json").write_text("{}")
+
+
+def test_imagenet_shards_are_trained_as_the_command_says(tmp_path):
+    fake_imagenet_shards(tmp_path)
     args = trainer_command_args()
     assert run_entrypoint(tmp_path, args) == args
     assert not (tmp_path / "demo").exists()
@@ -53,3 +59,14 @@ def test_without_imagenet_the_demo_corpus_is_trained(tmp_path):
     assert data.is_relative_to(tmp_path / "demo") and (data / "dataset.json").exists()
     assert Path(config.run_dir) == tmp_path / "runs" / "demo"
     assert config.demo and config.resume == "auto"
+
+
+@pytest.mark.slow
+def test_cpu_variant_trains_the_demo_on_the_cpu_even_beside_imagenet_shards(tmp_path):
+    fake_imagenet_shards(tmp_path)
+    service = resolved(files=CPU)["services"]["trainer-cpu"]
+    args = run_entrypoint(tmp_path, trainer_command_args("trainer-cpu", CPU), service["environment"])
+    parser, _ = build_parser("train")
+    config = parser.parse_args(args)
+    assert Path(config.data).is_relative_to(tmp_path / "demo") and config.demo
+    assert config.device == "cpu" and config.backend == "reference" and config.resume == "auto"

@@ -36,6 +36,19 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def token_line(settings, token: str, generated: bool) -> str:
+    """One log line saying where the operator token is; the token itself only when it was just
+    generated (printed this once: later starts read the file). One line, so that
+    `docker compose logs control | grep token` finds it."""
+    if generated:
+        return f"operator token: {token}  (generated; kept in {settings.default_token_file()}, mode 0600)"
+    if settings.token is not None:
+        return "operator token: from ALEXNET_TOKEN"
+    if settings.token_file is not None:
+        return f"operator token: from {settings.token_file}"
+    return f"operator token: kept in {settings.default_token_file()} (generated at the first start)"
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -49,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, TokenError) as e:
         print(f"trainer serve: {e}", file=sys.stderr)
         return 2
-    if generated:
-        # Printed this once only; later starts read the file.
-        print(f"operator token (kept in {settings.default_token_file()}, mode 0600):\n{token}", flush=True)
+    print(token_line(settings, token, generated), flush=True)
     if not _is_loopback(settings.host):
         print(f"warning: listening on {settings.host}: the token travels in clear over plain HTTP; "
               "put a TLS proxy in front for remote operators", file=sys.stderr)

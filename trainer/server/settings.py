@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,15 @@ class ServerSettings(BaseSettings):
     # Empty: no CORS headers at all, so a page on another origin cannot call the API.
     cors_origins: list[str] = []
     refresh_s: float = Field(3.0, gt=0, description="how often the page polls for new data")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value):
+        # docker compose hands an ALEXNET_TOKEN that .env leaves unset to the container as
+        # "": that means "no token given" (generate one), not a 0-character token.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     def default_token_file(self) -> Path:
         """Where `trainer serve` keeps the token it generated: beside the run store."""

@@ -1,6 +1,7 @@
 import {esc} from "./format.js";
 
-// Time-series panels on uPlot (served from /static/vendor): x is the optimizer step.
+// Time-series panels on uPlot (served from /static/vendor): x is the optimizer step (or,
+// in the run comparison, the epoch).
 // Each panel draws dashed vertical markers for LR changes, restarts and checkpoints,
 // and a Grafana-like tooltip with every series' value at the hovered step.
 
@@ -9,36 +10,70 @@ const MARKER_NAMES = {lr_change: "LR change", restart: "restart", checkpoint: "c
 const GRID = {stroke: "#2c3235", width: 1};
 const AXIS = {stroke: "#8e8e9e", grid: GRID, ticks: GRID, font: "11px Inter, Arial, sans-serif"};
 
+// A log axis that spans whole decades, with a grid line at each power of ten and nowhere
+// else: uPlot's own log splits add a line at every 2..9 multiple, a wall of lines for a
+// learning rate that only ever moves by factors of 10. The data never touches the edges.
+const EPS = 1e-9;  // log10 of an exact power of ten may come out a hair off the integer
+function decadeRange(u, min, max) {
+  if (!(min > 0) || !(max > 0)) return [1e-4, 1e-1];
+  return [10 ** (Math.ceil(Math.log10(min) - EPS) - 1), 10 ** (Math.floor(Math.log10(max) + EPS) + 1)];
+}
+function decadeSplits(u, axisIdx, min, max) {
+  const splits = [];
+  for (let e = Math.round(Math.log10(min)); 10 ** e <= max * (1 + EPS); e++) splits.push(10 ** e);
+  return splits;
+}
+
+// A fraction (an error rate) never leaves [0, 1]: uPlot's own padding around one point
+// would show an axis from 0% to 150%.
+function fractionRange(u, min, max) {
+  if (min == null || max == null) return [0, 1];
+  const pad = Math.max(0.02, 0.1 * (max - min));
+  return [Math.max(0, min - pad), Math.min(1, max + pad)];
+}
+
 export class TimeChart {
-  // series: [{label, color, fmt, scale}] ; opts: {log, yFmt, y2Fmt}
+  // series: [{label, color, fmt, scale, stepped, points}]
+  // opts: {log, fraction (y is in [0, 1]), yFmt(value, tickIncrement), y2Fmt,
+  //        xName (what x is: "step", the default, or "epoch")}
   constructor(el, series, opts = {}) {
     this.el = el;
     this.series = series;
     this.markers = [];
     this.stepsPerEpoch = null;
+    this.xName = opts.xName || "step";
     this.points = 0;
     this.note = Object.assign(document.createElement("div"), {className: "empty-note", textContent: "no data yet"});
     el.appendChild(this.note);
-    const scales = {x: {time: false}, y: opts.log ? {distr: 3, log: 10} : {}};
-    const axes = [{...AXIS}, {...AXIS, size: opts.log ? 76 : 60, values: (u, ticks) => ticks.map(opts.yFmt || String)}];
+    const scales = {x: {time: false},
+                    y: opts.log ? {distr: 3, log: 10, range: decadeRange} : opts.fraction ? {range: fractionRange} : {}};
+    const axes = [{...AXIS}, {...AXIS, size: 60, values: (u, ticks, i, space, incr) => ticks.map(v => (opts.yFmt || String)(v, incr)),
+                              ...(opts.log ? {splits: decadeSplits} : {})}];
     if (series.some(s => s.scale === "y2")) {
       scales.y2 = {range: [0, 1]};
       axes.push({...AXIS, scale: "y2", side: 1, grid: {show: false}, size: 50,
-                 values: (u, ticks) => ticks.map(opts.y2Fmt || String)});
+                 values: (u, ticks, i, space, incr) => ticks.map(v => (opts.y2Fmt || String)(v, incr))});
     }
     this.u = new uPlot({
       width: Math.max(200, el.clientWidth), height: this.height(),
       scales, axes,
       cursor: {points: {size: 6}, drag: {x: true, y: false}},
       legend: {show: true, live: false},
-      series: [{label: "step"}, ...series.map(s => ({
+      series: [{label: this.xName}, ...series.map(s => ({
         label: s.label, stroke: s.color, width: 1.5, scale: s.scale || "y", spanGaps: true,
         // The LR is piecewise constant: a stepped line shows the drop at its step.
         ...(s.stepped ? {paths: uPlot.paths.stepped({align: 1})} : {}),
         points: {show: s.points || false, size: 5, fill: s.color}}))],
       plugins: [this.markerPlugin(), this.tooltipPlugin()],
     }, [[], ...series.map(() => [])], el);
-    new ResizeObserver(() => this.u.setSize({width: Math.max(200, el.clientWidth), height: this.height()})).observe(el);
+    this.resize = new ResizeObserver(() => this.u.setSize({width: Math.max(200, el.clientWidth), height: this.height()}));
+    this.resize.observe(el);
+  }
+
+  destroy() {
+    this.resize.disconnect();
+    this.u.destroy();
+    this.note.remove();
   }
 
   height() { return window.innerWidth < 600 ? 200 : 240; }
@@ -91,7 +126,7 @@ export class TimeChart {
         if (idx == null || left < 0) { tip.style.display = "none"; return; }
         const step = u.data[0][idx];
         const epoch = chart.stepsPerEpoch ? ` · epoch ${(step / chart.stepsPerEpoch).toFixed(2)}` : "";
-        const rows = [`<b>step ${step}</b>${epoch}`];
+        const rows = [`<b>${chart.xName} ${+step.toFixed(2)}</b>${epoch}`];
         chart.series.forEach((s, i) => {
           const v = nearestValue(u.data[i + 1], idx);
           rows.push(`<span class="sw" style="background:${s.color}"></span>${s.label}: ${v == null ? "–" : (s.fmt || String)(v)}`);

@@ -1,8 +1,10 @@
-// The progress page: stat panels, time-series panels, events and the conv1 kernels,
-// refreshed every few seconds without reloading (only new rows are fetched).
+// The progress page: stat panels, time-series panels, events, the conv1 kernels and the
+// run comparison, refreshed every few seconds without reloading (only new rows are fetched).
 import {TimeChart} from "./charts.js";
+import {Comparison} from "./compare.js";
 import {initDivide} from "./divide.js";
 import * as fmt from "./format.js";
+import {readHash, updateHash} from "./hashstate.js";
 
 const MAX_POINTS = 1000;
 const METRICS = ["train_loss", "val_top1_error", "val_top5_error", "lr", "images_per_sec", "data_wait_frac"];
@@ -12,9 +14,11 @@ const $ = id => document.getElementById(id);
 let refreshMs = 3000;
 let state = freshState(null);
 let charts = {};
+let comparison = null;
 
 function freshState(runId) {
-  return {runId, run: null, series: {}, events: [], markers: [], lastEventId: 0, filtersUrl: null};
+  // filtersUrl undefined, not null: the first render of a run always sets the conv1 panel.
+  return {runId, run: null, series: {}, events: [], markers: [], lastEventId: 0, filtersUrl: undefined};
 }
 
 async function getJSON(url) {
@@ -30,12 +34,12 @@ function makeCharts() {
                         {yFmt: v => v.toFixed(2)}),
     val: new TimeChart($("chart-val"), [
       {label: "top-1 error", color: orange, fmt: fmt.pct, points: true},
-      {label: "top-5 error", color: yellow, fmt: fmt.pct, points: true}], {yFmt: v => fmt.pct(v, 0)}),
+      {label: "top-5 error", color: yellow, fmt: fmt.pct, points: true}], {yFmt: fmt.pctTick, fraction: true}),
     lr: new TimeChart($("chart-lr"), [{label: "learning rate", color: blue, fmt: fmt.lr, stepped: true}],
-                      {log: true, yFmt: fmt.lr}),
+                      {log: true, yFmt: fmt.decade}),
     ips: new TimeChart($("chart-ips"), [
       {label: "images/s", color: green, fmt: v => fmt.num(v, 0)},
-      {label: "data wait", color: "#b877d9", fmt: fmt.pct, scale: "y2"}], {yFmt: v => fmt.num(v), y2Fmt: v => fmt.pct(v, 0)}),
+      {label: "data wait", color: "#b877d9", fmt: fmt.pct, scale: "y2"}], {yFmt: v => fmt.num(v), y2Fmt: fmt.pctTick}),
   };
 }
 
@@ -45,12 +49,13 @@ async function loadRuns() {
   const select = $("run-select"), chosen = state.runId;
   select.replaceChildren(...runs.map(r => new Option(`${r.name} (#${r.id}, ${r.status})`, r.id)));
   if (chosen != null) select.value = String(chosen);
+  comparison.setRuns(runs);
   return runs;
 }
 
 function runFromHash() {
-  const m = /run=(\d+)/.exec(location.hash);
-  return m ? Number(m[1]) : null;
+  const id = readHash().get("run");
+  return /^\d{1,15}$/.test(id || "") ? Number(id) : null;
 }
 
 async function pickRun() {
@@ -67,7 +72,7 @@ function selectRun(id) {
   state = freshState(id);
   if (id != null) {
     $("run-select").value = String(id);
-    history.replaceState(null, "", `#run=${id}`);
+    updateHash({run: id});
   }
   Object.values(charts).forEach(c => { c.setMarkers([]); c.setData(c.series.map(() => ({steps: [], values: []}))); });
   $("events").tBodies[0].replaceChildren();
@@ -150,9 +155,11 @@ function renderCharts(run) {
 }
 
 function renderEvents() {
+  const runDir = state.run?.config?.run_dir;
+  const shown = v => typeof v === "object" ? JSON.stringify(v) : fmt.runRelative(v, runDir);
   const rows = state.events.slice(-50).reverse().map(e => {
     const tr = document.createElement("tr");
-    const detail = Object.entries(e.payload || {}).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+    const detail = Object.entries(e.payload || {}).map(([k, v]) => `${k}=${shown(v)}`).join(" ");
     for (const [text, cls] of [[e.step ?? fmt.dash, ""], [fmt.clock(e.wall), ""], [e.kind, ""], [detail, "detail"]]) {
       const td = document.createElement("td");
       td.textContent = text;  // textContent: payloads hold operators' free text
@@ -165,12 +172,25 @@ function renderEvents() {
   $("events").tBodies[0].replaceChildren(...rows);
 }
 
+// The picture is shown only once it has loaded: before the first checkpoint, or while a
+// request for it fails, the panel shows its placeholder, never a broken-image icon.
+function showFilters(loaded) {
+  $("filters-img").hidden = !loaded;
+  $("filters-none").hidden = loaded;
+}
+
 function renderFilters(run) {
   if (run.filters_url === state.filtersUrl) return;
-  state.filtersUrl = run.filters_url;
-  $("filters-img").hidden = !run.filters_url;
-  $("filters-none").hidden = Boolean(run.filters_url);
-  if (run.filters_url) $("filters-img").src = run.filters_url;
+  const st = state, img = $("filters-img");
+  st.filtersUrl = run.filters_url;
+  if (!run.filters_url) {
+    showFilters(false);
+    img.removeAttribute("src");
+    return;
+  }
+  img.onload = () => { if (st === state) showFilters(true); };
+  img.onerror = () => { if (st === state) { showFilters(false); st.filtersUrl = null; } };  // retried next refresh
+  img.src = run.filters_url;
 }
 
 // -- loop --------------------------------------------------------------------------------
@@ -194,6 +214,7 @@ async function refresh() {
     renderCharts(run);
     renderEvents();
     renderFilters(run);
+    await comparison.refresh();
     $("banner").hidden = true;
     $("refresh-info").textContent = `refreshed ${fmt.clock(Date.now() / 1000)}`;
     document.body.dataset.loaded = "true";
@@ -207,8 +228,16 @@ async function refresh() {
 
 async function main() {
   makeCharts();
+  comparison = new Comparison(getJSON);
   initDivide(() => state.run);
   $("run-select").addEventListener("change", ev => { selectRun(Number(ev.target.value)); schedule(0); });
+  // A link pasted into this tab's address bar: show the view it names.
+  window.addEventListener("hashchange", () => {
+    comparison.readUrl();
+    const id = runFromHash();
+    if (id != null && id !== state.runId) selectRun(id);
+    schedule(0);
+  });
   try {
     refreshMs = 1000 * (await getJSON("/api/server")).refresh_s;
     await pickRun();

@@ -5,6 +5,8 @@ import * as fmt from "./format.js";
 
 const TOKEN_KEY = "alexnet-operator-token";
 const FACTOR = 10;
+// The paper's reason for every division; pre-filled and selected, so that typing replaces it.
+export const DEFAULT_REASON = "validation error stopped improving";
 const $ = id => document.getElementById(id);
 
 function newKey() {
@@ -26,8 +28,11 @@ export function initDivide(getRun) {
     $("divide-run").textContent = `Run ${runAtOpen.name} (#${runAtOpen.id}), step ${fmt.int(runAtOpen.step)}`;
     $("token-row").hidden = Boolean(sessionStorage.getItem(TOKEN_KEY));
     error.textContent = "";
+    const reason = $("divide-reason");
+    if (!reason.value.trim()) reason.value = DEFAULT_REASON;  // a reason typed and cancelled stays
     dialog.showModal();
-    $("divide-reason").focus();
+    reason.focus();
+    reason.select();
   });
   $("divide-cancel").addEventListener("click", () => dialog.close());
 

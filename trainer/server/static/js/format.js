@@ -9,6 +9,13 @@ export function pct(v, digits = 1) {
   return v == null ? dash : (100 * v).toFixed(digits) + "%";
 }
 
+// An axis label in percent with as many decimals as the ticks' spacing needs (89.5%, 90.0%,
+// not 90%, 90%).
+export function pctTick(v, incr) {
+  const digits = incr > 0 ? Math.ceil(-Math.log10(incr * 100) - 1e-9) : 0;
+  return pct(v, Math.min(3, Math.max(0, digits)));
+}
+
 export function num(v, digits = 0) {
   if (v == null) return dash;
   const a = Math.abs(v);
@@ -43,4 +50,19 @@ export function ago(wall) {
 // Text from the run store (an operator's reason, a run name) is never trusted as HTML.
 export function esc(s) {
   return String(s).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
+}
+
+// A power of ten as the LR axis labels it: 1e−3.
+export function decade(v) {
+  return `1e${Math.round(Math.log10(v))}`.replace("-", "−");
+}
+
+// A path the trainer wrote under the run directory, relative to it (checkpoints/epoch-001.pt):
+// the server's absolute paths say nothing to someone reading the page. Others stay as they are.
+export function runRelative(path, runDir) {
+  const norm = p => String(p).replace(/^\.\//, "").replace(/\/+$/, "");
+  if (!runDir || typeof path !== "string") return path;
+  const dir = norm(runDir) + "/";
+  const p = norm(path);
+  return p.startsWith(dir) && p.length > dir.length ? p.slice(dir.length) : path;
 }
