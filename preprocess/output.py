@@ -19,6 +19,7 @@ from pathlib import Path
 
 from preprocess.contract import (
     FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, SPLITS, STATS_NAME, WORK_DIR, index_name, shard_name,
+    write_manifest,
 )
 from preprocess.stats import Moments, merge_all
 
@@ -171,5 +172,5 @@ class Output:
         tmp.replace(self.out / REJECTS_NAME)
         if train_moments:
             merge_all(train_moments, params["image_size"]).finish().save(self.out / STATS_NAME)
-        _write_json(self.out / MANIFEST_NAME, manifest)
+        write_manifest(self.out, manifest)
         return manifest

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preprocess import image
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, format_index
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, write_index
 from preprocess.sources import Sample, Source
 from preprocess.stats import Moments
 
@@ -121,11 +121,7 @@ class PieceWriter:
         self._hash.update(end)
         self._file.close()
         self._file = None
-        idx_text = format_index(self._index).encode()
-        idx_path = self._tar_path.with_suffix(".idx")
-        idx_tmp = idx_path.with_name(f"{idx_path.name}.tmp{os.getpid()}")
-        idx_tmp.write_bytes(idx_text)
-        idx_tmp.replace(idx_path)
+        idx_text = write_index(self._tar_path.with_suffix(".idx"), self._index)
         self._tmp.replace(self._tar_path)
         self.pieces.append({
             "count": len(self._index),

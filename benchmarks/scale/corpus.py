@@ -12,7 +12,6 @@ DALI's index parsing, decoding) runs on it for real, with repeated samples.
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess.contract import (
-    MANIFEST_NAME, STATS_NAME, format_index, index_name, load_manifest, parse_index, shard_name,
+    STATS_NAME, index_name, load_manifest, read_index, read_index_count, shard_name, write_index, write_manifest,
 )
 
 IMAGENET_TRAIN = 1_281_167
@@ -73,19 +72,19 @@ def build_source(root: Path, pool: list[Path], n_train: int, n_val: int, classes
 
 def _cut_shard(tar: Path, idx: Path, count: int, dst_tar: Path) -> None:
     """The first `count` samples of a shard as a whole tar with its index."""
-    samples = parse_index(idx.read_text())[:count]
+    samples = read_index(idx)[:count]
     end = max(offset + size for members in samples for _, offset, size, _ in members)
     end += -end % TAR_BLOCK
     with open(tar, "rb") as f:
         data = f.read(end)
     dst_tar.write_bytes(data + b"\0" * (2 * TAR_BLOCK))
-    dst_tar.with_name(index_name(dst_tar)).write_text(format_index(samples))
+    write_index(dst_tar.with_name(index_name(dst_tar)), samples)
 
 
 def _link_split(src: Path, dst: Path, split: str, total: int) -> list[dict]:
     tar = src / shard_name(split, 0)
     idx = tar.with_name(index_name(tar))
-    per = len(parse_index(idx.read_text()))
+    per = read_index_count(idx)
     shards, n = [], 0
     while n < total:
         out = dst / shard_name(split, len(shards))
@@ -110,7 +109,7 @@ def link_full_split(src: Path, dst: Path, n_train: int = IMAGENET_TRAIN, n_val: 
         splits[split] = {"count": total, "bytes": sum(s["bytes"] for s in shards), "shards": shards}
     manifest["splits"] = splits
     manifest["totals"] = {"count": n_train + n_val, "bytes": sum(s["bytes"] for s in splits.values())}
-    (dst / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_manifest(dst, manifest)
     os.link(src / STATS_NAME, dst / STATS_NAME)
     return dst
 
