@@ -54,16 +54,18 @@ def _worker_usage(pid: int) -> list[dict]:
 
 
 def lookup_us(loader, batch_size: int, rank: int = 7, world_size: int = 8, samples: int = 2048) -> float:
-    """Seconds per sample, in µs, of the reference loader's lookup of its positions."""
+    """Seconds per sample, in µs, of the reference loader's lookup of its positions: a
+    batch at a time, as its sampler does (`EpochPlan.locate`, then global sample numbers)."""
     from pipeline.reference import rank_positions
     from pipeline.sharding import plan_epoch
 
-    plan = plan_epoch([s.size for s in loader.shards], train=True, batch_size=batch_size, rank=rank,
-                      world_size=world_size, seed=0, epoch=1)
+    index = loader.index
+    plan = plan_epoch(index.sizes, train=True, batch_size=batch_size, rank=rank, world_size=world_size, seed=0,
+                      epoch=1)
     positions = rank_positions(plan, batch_size, True, seed=1)[:samples]
     t0 = time.perf_counter()
-    for p in positions:
-        plan.locate(loader.shards, int(p))
+    for b in range(0, len(positions), batch_size):
+        index.global_id(*plan.locate(positions[b : b + batch_size]))
     return (time.perf_counter() - t0) / len(positions) * 1e6
 
 
