@@ -117,7 +117,7 @@ def _work(args) -> dict:
 
 
 def _run_units(todo, cfg: ShardConfig, output: Output, records: dict, on_done) -> None:
-    total = sum(len(u.samples) for u in todo)
+    total = sum(u.count for u in todo)
     bar = Progress(total, "preprocess shard", cfg.progress)
     try:
         if cfg.workers <= 1 or len(todo) <= 1:
@@ -173,7 +173,7 @@ def shard(cfg: ShardConfig) -> Summary:
     reasons = collections.Counter(r["reason"] for r in info["rejects"])
     reasons.update(r["reason"] for u in mine for r in records[u.name]["rejects"])
     return Summary(manifest, dict(reasons), sum(info["inputs"].values()),
-                   sum(len(u.samples) for u in todo), time.monotonic() - start)
+                   sum(u.count for u in todo), time.monotonic() - start)
 
 
 def default_workers() -> int:
