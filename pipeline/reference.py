@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from pipeline.augment import (
     TEN_CROPS,
@@ -40,6 +40,7 @@ from pipeline.augment import (
     mean_array,
 )
 from pipeline.base import DAMAGED, BaseLoader, parse_label
+from pipeline.hostmem import empty_shared
 from pipeline.sharding import EpochPlan, derive_seed
 from pipeline.splitindex import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES, SplitIndex
 from preprocess.contract import CROP_SIZE, IMAGE_SIZE, DataError
@@ -183,14 +184,16 @@ class BatchMaker(Dataset):
             self._reader = ShardReader(self.index)
         p = self.params(epoch, b)
         offsets = lighting_offset(p.alpha, self.matrix)
-        # The batch is written once, in its final layout and dtype (damaged rows stay 0).
-        out = torch.zeros(self.shape(len(ids)), dtype=self.dtype)
+        # The batch is written once, in its final layout and dtype, where the rank will read it.
+        in_worker = get_worker_info() is not None
+        out = (empty_shared if in_worker else torch.zeros)(self.shape(len(ids)), dtype=self.dtype)
         images = out.numpy()
         labels, damaged = np.empty(len(ids), np.int64), []
         for j, g in enumerate(ids.tolist()):
             image, labels[j], name = self._reader.sample_id(g)
             if image is None:
                 damaged.append(name)
+                images[j] = 0
                 continue
             if self.mode == "tencrop":
                 row = np.stack([augment_image(image, self.mean, x, y, f) for x, y, f in TEN_CROPS])
