@@ -12,7 +12,8 @@ hour on this machine) and the private memory of the rank and of each worker afte
 for the reference loader the lookup time per sample on the last of 8 ranks; and
 `trainer train` from its start to the first optimizer step. `--full` adds ImageNet's own
 count (1,281,167 train samples in 1,282 shards, 50,000 val) as hard links of the largest
-size's first shard, where the loaders and the trainer run for real; preprocess figures at
+size's first shard, where the loaders and the trainer run for real (DALI also as rank 7 of
+8, what one rank of an 8-GPU node holds); preprocess figures at
 1.28 M, and every figure at the Fall 2011 release (15 M images, 21,841 classes), are
 extrapolated by least squares, linear in N, from the sizes measured (named in
 `extrapolated`). A class sweep (`--class-sweep`) runs `preprocess shard` on 1,000 to
@@ -77,9 +78,12 @@ def measure_size(n: int, work: Path, pool, args, keep_shards: bool) -> dict:
     return row
 
 
-def measure_loaders(shards: Path, work: Path, args) -> dict:
+def measure_loaders(shards: Path, work: Path, args, last_of_8: bool = False) -> dict:
     row = {b: probes.loader_run(shards, b, args.batch_size, args.workers, args.epochs, args.batches)
            for b in args.backends}
+    if last_of_8 and "dali" in args.backends:  # what one rank of an 8-GPU node holds
+        row["dali8"] = probes.loader_run(shards, "dali", args.batch_size, args.workers, args.epochs,
+                                         args.batches, rank=RANKS_PER_NODE - 1, world_size=RANKS_PER_NODE)
     run_dir = work / f"runs-{shards.name}" / "run"
     row["trainer_first_step_s"] = probes.trainer_first_step(shards, run_dir)
     shutil.rmtree(run_dir.parent)
@@ -94,7 +98,7 @@ def flat(row: dict) -> dict:
         out.update({"preprocess_wall_s": p["wall_s"], "preprocess_parent_peak_mb": p["parent_peak_mb"],
                     "preprocess_worker_private_mb": p["worker_private_mb"], "preprocess_state_mb": p["state_mb"],
                     "manifest_kb": p["manifest_kb"]})
-    for b, key in (("reference", "ref"), ("dali", "dali")):
+    for b, key in (("reference", "ref"), ("dali", "dali"), ("dali8", "dali_rank7of8")):
         r = row.get(b)
         if r is None:
             continue
@@ -106,7 +110,7 @@ def flat(row: dict) -> dict:
         out[f"{key}_rank_rss_mb"] = max(x["rss_mb"] for x in e)
         out[f"{key}_rss_growth_mb_3_epochs"] = e[-1]["rss_mb"] - e[0]["rss_mb"]
         out[f"{key}_images_per_s"] = max(x["images_per_s"] for x in e)
-        if b == "reference":
+        if b == "reference" and "lookup_us_last_rank" in r:
             out["ref_worker_private_mb"] = max(x["worker_private_mb"] for x in e)
             out["ref_worker_private_floor_mb"] = max(x["worker_private_floor_mb"] for x in e)
             out["ref_lookup_us"] = r["lookup_us_last_rank"]
@@ -194,8 +198,8 @@ def machine(args) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
-        data, backend, batch, workers, epochs, batches = argv[1:7]
-        print(json.dumps(probes.loader_child(data, backend, int(batch), int(workers), int(epochs), int(batches))))
+        data, backend, *numbers = argv[1:]
+        print(json.dumps(probes.loader_child(data, backend, *map(int, numbers))))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10000,40000,160000")
@@ -218,7 +222,7 @@ def main(argv=None) -> int:
         full = None
         if args.full:
             linked = corpus.link_full_split(work / f"shards-{sizes[-1]}", work / "shards-full", n_train=args.full)
-            full = measure_loaders(linked, work, args)
+            full = measure_loaders(linked, work, args, last_of_8=True)
             shutil.rmtree(linked)
             shutil.rmtree(work / f"shards-{sizes[-1]}")
         sweep = class_sweep(work, pool, [int(c) for c in args.class_sweep.split(",")], args.workers) \

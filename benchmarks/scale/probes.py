@@ -69,7 +69,8 @@ def lookup_us(loader, batch_size: int, rank: int = 7, world_size: int = 8, sampl
     return (time.perf_counter() - t0) / len(positions) * 1e6
 
 
-def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs: int, batches: int) -> dict:
+def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs: int, batches: int,
+                 rank: int = 0, world_size: int = 1) -> dict:
     """Runs in its own process (`scale_bench.py --child`): one rank's loader over `epochs`
     epoch starts, `batches` batches each (a whole epoch of 1.28 M images takes an hour here)."""
     import os
@@ -81,7 +82,8 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
 
     base = self_usage()
     t0 = time.perf_counter()
-    loader = make_loader(data, backend=backend, batch_size=batch_size, num_workers=workers, seed=0)
+    loader = make_loader(data, backend=backend, batch_size=batch_size, num_workers=workers, seed=0, rank=rank,
+                         world_size=world_size)
     out = {"backend": loader.backend, "make_loader_s": time.perf_counter() - t0, "base_rss_mb": base["rss_mb"],
            "epochs": []}
     for epoch in range(epochs):
@@ -104,7 +106,7 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
                               "private_mb": rank["private_mb"], "worker_private_mb": max(private, default=0.0),
                               "worker_private_floor_mb": min(private, default=0.0), "workers": len(seen[-1])})
         del it
-    if backend == "reference":
+    if backend == "reference" and world_size == 1:
         out["lookup_us_last_rank"] = lookup_us(loader, batch_size)
         out["lookup_us_rank0"] = lookup_us(loader, batch_size, rank=0)
     out["first_batch_s"] = out["make_loader_s"] + out["epochs"][0]["start_s"]
@@ -112,9 +114,9 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
 
 
 def loader_run(data: Path, backend: str, batch_size: int, workers: int, epochs: int, batches: int,
-               timeout: float = 1800) -> dict:
+               rank: int = 0, world_size: int = 1, timeout: float = 1800) -> dict:
     cmd = [sys.executable, str(REPO / "benchmarks" / "scale_bench.py"), "--child", str(data), backend,
-           str(batch_size), str(workers), str(epochs), str(batches)]
+           str(batch_size), str(workers), str(epochs), str(batches), str(rank), str(world_size)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"loader child ({backend}, {data}) failed:\n{proc.stderr[-3000:]}")
