@@ -13,7 +13,7 @@ import signal
 import sys
 
 
-def _inside_forkserver() -> bool:
+def inside_forkserver() -> bool:
     frame = sys._getframe()
     while frame is not None:
         if frame.f_code.co_name == "main" and frame.f_globals.get("__name__") == "multiprocessing.forkserver":
@@ -22,5 +22,5 @@ def _inside_forkserver() -> bool:
     return False
 
 
-if _inside_forkserver():
+if inside_forkserver():
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -203,7 +203,9 @@ class BatchMaker(Dataset):
         return b, out, torch.from_numpy(labels), damaged
 
 
-_PRELOAD = ["pipeline.forkserver_signals", "numpy", "torch", "PIL.Image", "pipeline.reference"]
+# forkserver_freeze last: it freezes what the others created (see its docstring).
+_PRELOAD = ["pipeline.forkserver_signals", "numpy", "torch", "PIL.Image", "pipeline.reference",
+            "pipeline.forkserver_freeze"]
 
 
 def worker_context():

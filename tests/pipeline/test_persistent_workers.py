@@ -67,3 +67,23 @@ def test_resume_mid_epoch_on_live_workers(even_dir):
     next(it)  # abandon epoch 2 after one batch, with more prefetched
     loader.set_epoch(2)
     assert [y.tolist() for _, y in loader] == want_next
+
+
+def _frozen_objects(queue) -> None:
+    import gc
+
+    queue.put(gc.get_freeze_count())
+
+
+def test_workers_never_collect_what_the_forkserver_preloaded():
+    """Inherited objects sit in the permanent generation: a worker's collections do not write
+    to (and so copy) the forkserver's pages (pipeline/forkserver_freeze.py)."""
+    from pipeline.reference import worker_context
+
+    ctx = worker_context()
+    queue = ctx.Queue()
+    child = ctx.Process(target=_frozen_objects, args=(queue,))
+    child.start()
+    frozen = queue.get(timeout=60)
+    child.join()
+    assert frozen > 50_000  # torch alone leaves some 100,000 objects
