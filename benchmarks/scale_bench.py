@@ -135,16 +135,17 @@ def class_sweep(work: Path, pool, counts: list[int], workers: int) -> list[dict]
 def report(rows: list[dict], full: dict | None, sweep: list[dict], args) -> dict:
     sizes = [r["n"] for r in rows]
     per = [flat(r) for r in rows]
-    names = sorted({k for f in per for k in f})
-    print(f"{'figure':<34}" + "".join(f"{n:>12,}" for n in sizes) + (f"{args.full:>12,}" if full else ""))
     full_flat = flat(full) if full else {}
+    names = sorted({k for f in per for k in f} | full_flat.keys())
+    print(f"{'figure':<40}" + "".join(f"{n:>12,}" for n in sizes) + (f"{args.full:>12,}" if full else ""))
     for k in names:
         vals = "".join(f"{f.get(k, float('nan')):>12.3f}" for f in per)
-        print(f"{k:<34}{vals}" + (f"{full_flat.get(k, float('nan')):>12.3f}" if full else ""))
+        print(f"{k:<40}{vals}" + (f"{full_flat.get(k, float('nan')):>12.3f}" if full else ""))
     print("growth exponents (log ratio of figures / log ratio of sizes), between consecutive sizes:")
     for k in names:
         ex = [exponent(sizes[i], per[i].get(k, 0), sizes[i + 1], per[i + 1].get(k, 0)) for i in range(len(sizes) - 1)]
-        print(f"  {k:<32}" + "".join(f"{e:>8.2f}" if e is not None else f"{'-':>8}" for e in ex))
+        if any(e is not None for e in ex):
+            print(f"  {k:<38}" + "".join(f"{e:>8.2f}" if e is not None else f"{'-':>8}" for e in ex))
     figures, extrapolated = {}, []
     n_full = args.full or sizes[-1]
     for k in names:
@@ -160,10 +161,17 @@ def report(rows: list[dict], full: dict | None, sweep: list[dict], args) -> dict
             figures[f"fall2011_{k}"] = fit(xs, ys)(FALL2011_IMAGES)
             extrapolated.append(f"fall2011_{k}")
     if "ref_worker_private_mb" in figures:
-        figures["ref_node_worker_private_gb"] = figures["ref_worker_private_mb"] * RANKS_PER_NODE * WORKERS_PER_RANK / 1024
+        per_node = RANKS_PER_NODE * WORKERS_PER_RANK / 1024
+        figures["ref_node_worker_private_gb"] = figures["ref_worker_private_mb"] * per_node
+    if {"dali_rank7of8_rank_rss_mb", "fall2011_dali_rank_rss_mb", "dali_rank_rss_mb"} <= figures.keys():
+        # One of 8 ranks parses 1/8 of what a lone rank does: scale the lone rank's growth.
+        grown = (figures["fall2011_dali_rank_rss_mb"] - figures["dali_rank_rss_mb"]) / RANKS_PER_NODE
+        figures["fall2011_dali_rank7of8_rss_mb"] = figures["dali_rank7of8_rank_rss_mb"] + grown
+        extrapolated.append("fall2011_dali_rank7of8_rss_mb")
     if sweep:
         c0, c1 = sweep[0], sweep[-1]
-        figures["class_sweep_manifest_exponent"] = exponent(c0["classes"], c0["manifest_kb"], c1["classes"], c1["manifest_kb"])
+        figures["class_sweep_manifest_exponent"] = exponent(c0["classes"], c0["manifest_kb"], c1["classes"],
+                                                            c1["manifest_kb"])
         figures["class_sweep_wall_exponent"] = exponent(c0["classes"], c0["wall_s"], c1["classes"], c1["wall_s"])
         # The sweep adds one image per class: its slope bounds the per-class cost from above.
         for k, key in (("manifest_kb", "manifest_kb"), ("preprocess_parent_peak_mb", "parent_peak_mb")):
@@ -172,7 +180,8 @@ def report(rows: list[dict], full: dict | None, sweep: list[dict], args) -> dict
                 figures[f"fall2011_{k}"] += max(slope, 0.0) * (FALL2011_CLASSES - corpus.IMAGENET_CLASSES)
         print("class sweep (one image a class):", json.dumps(sweep))
     figures = {k: round(v, 4) for k, v in figures.items() if v is not None}
-    ratios = {f"{k}_target_over_measured": round(t / max(figures[k], 1e-9), 3) for k, t in TARGETS.items() if k in figures}
+    ratios = {f"{k}_target_over_measured": round(t / max(figures[k], 1e-9), 3)
+              for k, t in TARGETS.items() if k in figures}
     print("at 1.28 M (extrapolated: " + ", ".join(extrapolated) + "):")
     for k in sorted(figures):
         print(f"  {k:<44}{figures[k]:>14,.3f}")

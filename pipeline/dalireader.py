@@ -100,7 +100,8 @@ class RankReader:
         path, _, member = source_info.rsplit(":", 2)
         for s, tar in enumerate(self.index.tars):
             if str(tar) == path:
-                names = [next(n for e, _, _, n in members if e == EXT_IMAGE) for members in read_index(self.index.idx[s])]
+                samples = read_index(self.index.idx[s])
+                names = [next(n for e, _, _, n in members if e == EXT_IMAGE) for members in samples]
                 if member in names:
                     return s, names.index(member)
         raise DataError(f"DALI reported a sample from an unknown file: {source_info}")
