@@ -93,3 +93,10 @@ def test_dali_rank_reads_only_the_index_of_its_shards(shard_dir):
                     s = walk(plan.shard_order, TRAIN_SIZES, p)[0]
                     touched += [] if s in touched else [s]
                 assert kw["paths"] == [str(loader.index.tars[s]) for s in touched]
+
+
+def test_dali_loader_keeps_no_offsets_table(shard_dir):
+    """DALI parses the index files itself: the Python side holds the counts alone."""
+    loader = make_loader(shard_dir, backend="dali", batch_size=8)
+    assert len([y for _, y in loader]) == len(loader)
+    assert loader.index._table is None
