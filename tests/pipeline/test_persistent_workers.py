@@ -3,6 +3,11 @@ every rank count, resume mid-epoch unchanged, nothing from an abandoned epoch le
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 from synthetic_shards import make_dataset
@@ -87,3 +92,43 @@ def test_workers_never_collect_what_the_forkserver_preloaded():
     frozen = queue.get(timeout=60)
     child.join()
     assert frozen > 50_000  # torch alone leaves some 100,000 objects
+
+
+_RANK = """
+import sys
+from pipeline import make_loader
+if __name__ == "__main__":
+    loader = make_loader(sys.argv[1], backend="reference", batch_size=4, num_workers=2)
+    it = iter(loader)
+    next(it)
+    workers = [w.pid for w in loader.data_loader()._iterator._workers]
+    print(" ".join(map(str, workers)), flush=True)
+    sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_and_forkserver_die_with_a_killed_rank(even_dir, tmp_path):
+    """SIGKILL of the rank (an OOM kill, say) leaves no worker or forkserver behind."""
+    script = tmp_path / "rank.py"
+    script.write_text(_RANK)
+    rank = subprocess.Popen([sys.executable, str(script), str(even_dir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    workers = [int(p) for p in rank.stdout.readline().split()]
+    forkservers = {int(open(f"/proc/{w}/stat").read().split(") ", 1)[1].split()[1]) for w in workers}
+    assert len(workers) == 2 and all(map(_alive, workers))
+    rank.kill()
+    rank.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(map(_alive, workers + sorted(forkservers))):
+        time.sleep(0.1)
+    assert not any(map(_alive, workers + sorted(forkservers))), "a worker or the forkserver outlived the rank"
