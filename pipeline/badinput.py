@@ -2,31 +2,30 @@
 
 Used by the DALI backend of `pipeline.make_loader` (`trainer train`/`evaluate`). DALI's
 decoder fails the whole batch and cannot drop a sample (NVIDIA/DALI#3913), so when a
-batch fails this module (1) replays the epoch's reader, without decoding, from the last
-periodic checkpoint up to that batch and decodes its samples one by one, on the loader's
-device, to find the bad ones; (2) writes a patched copy
-of that shard's index in which the bad sample's JPEG points at a good sample of the same
-shard and its label at bytes that are not a number, so the row comes out labelled
-DAMAGED and the loader drops (train) or masks (eval) it, while sample counts, the
-reader's order and DALI checkpoints stay valid; (3) rebuilds the pipeline from the last
-periodic checkpoint and replays to the failed batch. Rare by construction:
-`preprocess shard` re-encodes every image, so this is for disk or copy corruption.
+batch fails, the loader (`pipeline/dali.py`) drops its pipeline and asks `DaliRecovery`
+to (1) replay the epoch's reader, without decoding, from the last periodic checkpoint up
+to that batch and decode its samples one by one, on the loader's device, to find the bad
+ones; (2) patch the rank's reader (`pipeline/dalireader.py`) so that the bad sample's
+JPEG points at a good sample of the same shard and its label at bytes that are not a
+number: the row comes out labelled DAMAGED and the loader drops (train) or masks (eval)
+it, while sample counts, the reader's order and DALI checkpoints stay valid. The loader
+then rebuilds its pipeline from the last periodic checkpoint and replays to the failed
+batch. Rare by construction: `preprocess shard` re-encodes every image, so this is for
+disk or copy corruption. Recovery gets plain arguments (the rank's reader, the batch
+size, the device), not the loader.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import weakref
-from pathlib import Path
 
 import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
+from pipeline.dalireader import READER, RankReader
 from pipeline.readerstate import graft_reader_state
-from preprocess.contract import DataError, EXT_IMAGE
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError, read_index
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 64  # batches between recovery checkpoints (one costs a few ms)
@@ -34,145 +33,73 @@ MAX_FAILURES_PER_BATCH = 8
 
 
 class DaliRecovery:
-    """Runs a loader's DALI pipeline batch by batch, recovering from damaged samples."""
+    """Finds the damaged samples of a failed batch and patches them out of the rank's reader."""
 
-    def __init__(self, loader):
-        self.loader = loader
-        self.index_paths = [str(s.idx) for s in loader.shards]  # by shard number
-        self.pipe: Pipeline | None = None
-        self._checkpoint: tuple[int, bytes | None] = (0, None)  # (batch, state before it)
-        self._patch_dir: Path | None = None
-        self._bad: dict[int, set[int]] = {}  # shard number -> damaged sample numbers
+    def __init__(self, reader: RankReader, batch_size: int, device_id: int | None):
+        self.reader, self.batch_size, self.device_id = reader, batch_size, device_id
 
-    def release(self) -> None:
-        """Drop the pipeline before another is built. DALI frees a pipeline's decoder and
-        buffers (GPU memory, on a GPU) only when the object dies, and the loader keeps no
-        other reference: two at once, at an epoch start or a rebuild, may not fit."""
-        pipe, self.pipe = self.pipe, None
-        del pipe
-
-    def start(self, plan, start: int, checkpoint: str | None) -> Pipeline:
-        """Build the epoch's pipeline positioned before batch `start`."""
-        self.release()
-        self.pipe = self.loader.build(plan, checkpoint)
-        self._checkpoint = (start if checkpoint is not None else 0, checkpoint)
-        if checkpoint is None:
-            for b in range(start):  # no DALI checkpoint: deterministic replay
-                self.run(plan, b)
-        return self.pipe
-
-    def run(self, plan, b: int):
-        """The outputs of batch `b`, replacing damaged samples as often as needed."""
-        for _ in range(MAX_FAILURES_PER_BATCH):
-            try:
-                outs = self.pipe.run()
-            except RuntimeError as err:
-                self.release()  # it is rebuilt below; the probe's decoder needs the room
-                found = self._locate(plan, b)
-                if not found:
-                    raise DataError(f"DALI failed on batch {b} of epoch {self.loader.epoch} "
-                                    f"and no undecodable sample was found in it: {err}") from err
-                self._patch(found)
-                self._rebuild(plan, b)
-                continue
-            if (b + 1) % CHECKPOINT_EVERY == 0:
-                self._checkpoint = (b + 1, self.pipe.checkpoint())
-            return outs
-        raise DataError(f"batch {b} kept failing after {MAX_FAILURES_PER_BATCH} repairs")
-
-    def _rebuild(self, plan, b: int) -> None:
-        at, checkpoint = self._checkpoint
-        self.release()
-        self.pipe = self.loader.build(plan, checkpoint)
-        for _ in range(at, b):  # these batches decoded before; replay restores RNG states
-            self.pipe.run()
+    def repair(self, reader_kwargs: dict, epoch: int, b: int, checkpoint: tuple[int, bytes | None], err) -> list[str]:
+        """Patch the damaged samples of batch b out of the reader; their "shard:key" names.
+        `checkpoint` is (batch, DALI checkpoint before it) of the failed pipeline."""
+        found = self._locate(reader_kwargs, epoch, b, checkpoint)
+        if not found:
+            raise DataError(f"DALI failed on batch {b} of epoch {epoch} "
+                            f"and no undecodable sample was found in it: {err}") from err
+        return [self._patch(s, i) for s, i in found]
 
     # -- finding the damaged samples ---------------------------------------------------
-    def _locate(self, plan, b: int) -> list[tuple[int, int]]:
+    def _locate(self, reader_kwargs: dict, epoch: int, b: int, checkpoint) -> list[tuple[int, int]]:
         """(shard number, sample number) of each sample of batch b that does not decode."""
-        probe, first = self._probe(plan)
+        probe, first = self._probe(reader_kwargs, checkpoint)
         for _ in range(first, b):
             probe.run()
         jpgs, infos = probe.run()
         decoder = self.decoder()
-        found = [self._sample_of(bytes(np.array(info)).decode())
+        found = [self.reader.sample_of(bytes(np.array(info)).decode())
                  for data, info in zip(jpgs, infos) if not decoder.decodes(np.array(data))]
         log.info("batch %d of epoch %d failed: reader replayed from batch %d, %d samples decoded one by one "
-                 "(%d decoder builds), %d damaged", b, self.loader.epoch, first, len(jpgs), decoder.builds,
-                 len(found))
+                 "(%d decoder builds), %d damaged", b, epoch, first, len(jpgs), decoder.builds, len(found))
         return found
 
     def decoder(self) -> SampleDecoder:
-        return SampleDecoder(self.loader.device_id)  # the loader's GPU, where it decodes
+        return SampleDecoder(self.device_id)  # the loader's GPU, where it decodes
 
-    def _probe(self, plan) -> tuple[Pipeline, int]:
+    def _probe(self, reader_kwargs: dict, checkpoint) -> tuple[Pipeline, int]:
         """A reading-only copy of the epoch's pipeline, and the batch it stands before: the
         last periodic checkpoint's, so that a failure late in an epoch does not replay the
         whole epoch; batch 0 where there is none yet (or DALI refuses the graft)."""
-        from pipeline.dali import READER, reader_args
 
-        cfg = self.loader.cfg
-
-        def probe(checkpoint: bytes | None = None) -> Pipeline:
-            pipe = Pipeline(batch_size=cfg.batch_size, num_threads=1, device_id=None,
-                            enable_checkpointing=True, checkpoint=checkpoint)
+        def probe(state: bytes | None = None) -> Pipeline:
+            pipe = Pipeline(batch_size=self.batch_size, num_threads=1, device_id=None,
+                            enable_checkpointing=True, checkpoint=state)
             with pipe:
-                jpg, _ = fn.readers.webdataset(**reader_args(self.loader, plan, self.index_paths))
+                jpg, _ = fn.readers.webdataset(**reader_kwargs)
                 pipe.set_outputs(jpg, fn.get_property(jpg, key="source_info"))
             pipe.build()
             return pipe
 
-        at, checkpoint = self._checkpoint
-        if checkpoint is not None:
+        at, state = checkpoint
+        if state is not None:
             # DALI refuses the training pipeline's checkpoint as it is (other operators):
             # only the reader's state moves over (pipeline.readerstate).
             try:
-                return probe(graft_reader_state(checkpoint, probe().checkpoint(), READER)), at
+                return probe(graft_reader_state(state, probe().checkpoint(), READER)), at
             except (RuntimeError, ValueError, TypeError) as err:
                 log.warning("the reader's checkpoint did not restore in the probe (%s): replaying from batch 0", err)
         return probe(), 0
 
-    def _sample_of(self, source_info: str) -> tuple[int, int]:
-        # source_info is "PATH.tar:OFFSET:KEY.jpg"
-        path, _, member = source_info.rsplit(":", 2)
-        for s, shard in enumerate(self.loader.shards):
-            if str(shard.tar) == path:
-                names = [line.split()[3] for line in shard.lines]
-                return s, names.index(member)
-        raise DataError(f"DALI reported a sample from an unknown file: {source_info}")
-
-    # -- patching the index ------------------------------------------------------------
-    def _patch(self, found: list[tuple[int, int]]) -> None:
-        if self._patch_dir is None:
-            self._patch_dir = Path(tempfile.mkdtemp(prefix="pipeline-idx-"))
-            weakref.finalize(self, shutil.rmtree, self._patch_dir, True)
-        for s, i in found:
-            shard = self.loader.shards[s]
-            _, _, member = shard.component(i, EXT_IMAGE)
-            name = f"{shard.tar.name}:{member.split('.', 1)[0]}"
-            log.warning("damaged JPEG %s (shard %s, key %s): skipped", name, shard.tar.name, member)
-            if name not in self.loader.skipped:
-                self.loader.skipped.append(name)
-            self._bad.setdefault(s, set()).add(i)
-        for s, bad in self._bad.items():
-            self.index_paths[s] = str(self._write_index(s, bad))
-
-    def _write_index(self, s: int, bad: set[int]) -> Path:
-        shard = self.loader.shards[s]
-        good = [i for i in range(shard.size) if i not in bad]
-        if not good:
-            raise DataError(f"every JPEG in {shard.tar} is damaged: re-run `preprocess shard`")
-        lines = list(shard.lines)
-        for i in bad:
-            sub = min(good, key=lambda g: abs(g - i))
-            offset, size, _ = shard.component(sub, EXT_IMAGE)
-            member = shard.component(i, EXT_IMAGE)[2]
-            key = member.split(".", 1)[0]
-            # Label bytes = the substitute JPEG's SOI marker: not ASCII, so it parses as DAMAGED.
-            lines[i] = f"{EXT_IMAGE} {offset} {size} {member} cls {offset} 2 {key}.cls"
-        path = self._patch_dir / shard.idx.name
-        path.write_text(f"v1.2 {len(lines)}\n" + "".join(line + "\n" for line in lines))
-        return path
+    # -- patching the reader -----------------------------------------------------------
+    def _patch(self, s: int, i: int) -> str:
+        index = self.reader.index
+        samples = read_index(index.idx[s])  # recovery alone needs the members as Python objects
+        image = {e: (offset, size, name) for e, offset, size, name in samples[i]}[EXT_IMAGE]
+        sub = {e: (offset, size) for e, offset, size, _ in samples[self.reader.nearest_good(s, i)]}[EXT_IMAGE]
+        key = image[2].split(".", 1)[0]
+        # Label bytes = the substitute JPEG's SOI marker: not ASCII, so it parses as DAMAGED.
+        self.reader.patch(s, i, [(EXT_IMAGE, sub[0], sub[1], image[2]), (EXT_LABEL, sub[0], 2, f"{key}.{EXT_LABEL}")])
+        name = f"{index.tars[s].name}:{key}"
+        log.warning("damaged JPEG %s (shard %s, key %s): skipped", name, index.tars[s].name, image[2])
+        return name
 
 
 class SampleDecoder:

@@ -4,10 +4,14 @@
 One graph serves CPU (`device_id=None`, CPU decode) and GPU (`mixed` decode, GPU
 arithmetic): only the placement differs, except that in train mode on the CPU the graph
 stops at the mirrored uint8 windows and `pipeline.host_normalize` does the float step.
-A pipeline is built per epoch, its reader and random-op seeds derived from (seed, epoch, rank), so epoch e is reproducible without
-running epochs 0..e-1; mid-epoch resume restores DALI's own checkpoint
-(`enable_checkpointing=True`). The random crop offsets, flips and lighting alphas are
-pipeline outputs too, which is what lets the tests check them against the reference.
+A pipeline is built per epoch, its reader and random-op seeds derived from (seed, epoch,
+rank), so epoch e is reproducible without running epochs 0..e-1; its reader gets only the
+rank's shards of that epoch (`pipeline/dalireader.py`), so a build parses 1/w of the
+split's index, and the previous epoch's pipeline is gone before the next is built (one
+alive at a time). Mid-epoch resume restores DALI's own checkpoint
+(`enable_checkpointing=True`); a failed batch is repaired by `pipeline/badinput.py`. The
+random crop offsets, flips and lighting alphas are pipeline outputs too, which is what
+lets the tests check them against the reference.
 """
 
 from __future__ import annotations
@@ -18,15 +22,14 @@ from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
+from pipeline import badinput
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
+from pipeline.base import BaseLoader, parse_label
+from pipeline.dalireader import RankReader
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_host
-from pipeline.loader import BaseLoader, parse_label
-from preprocess.contract import CROP_SIZE, EXT_IMAGE, EXT_LABEL
-
-READER = "Reader"  # the reader's name, for checkpoints and error reports
-SHUFFLE_BUFFER = 4096  # samples; DALI's buffer shuffle mixes about this far in a rank's range
+from preprocess.contract import CROP_SIZE, DataError
 TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
 # Share of the JPEGs the mixed decoder sends to the GPU's hardware JPEG engine (A100/H100);
 # the rest are Huffman-decoded on the pipeline's CPU threads. 0.65, DALI's own default, is
@@ -48,26 +51,6 @@ def dali_device_id(device: str) -> int | None:
     if dev.type != "cuda":
         raise ValueError(f"the DALI loader runs on the CPU or a CUDA device, not {device!r}")
     return dev.index if dev.index is not None else torch.cuda.current_device()
-
-
-def reader_args(loader: BaseLoader, plan, index_paths: list[str]) -> dict:
-    train = loader.cfg.mode == "train"
-    order = plan.shard_order
-    return dict(
-        paths=[str(loader.shards[s].tar) for s in order],
-        index_paths=[index_paths[s] for s in order],
-        ext=[EXT_IMAGE, EXT_LABEL],
-        missing_component_behavior="error",
-        shard_id=loader.cfg.rank,
-        num_shards=loader.cfg.world_size,
-        stick_to_shard=True,
-        random_shuffle=train,
-        initial_fill=SHUFFLE_BUFFER if train else 1,
-        # Eval repeats the last sample to fill the last batch; those rows are masked invalid.
-        pad_last_batch=not train,
-        seed=loader.epoch_seed(plan_salt=1),
-        name=READER,
-    )
 
 
 def _crop(centered, x, y, flip, layout: str, dtype):
@@ -170,10 +153,16 @@ class DaliLoader(BaseLoader):
         self.device_id = dali_device_id(cfg.device)
         if self.device_id is not None:
             self.device = torch.device("cuda", self.device_id)
-        self.recovery = DaliRecovery(self)
+        self.reader = RankReader(self.index)
+        self.recovery = DaliRecovery(self.reader, cfg.batch_size, self.device_id)
+        self.pipe: Pipeline | None = None
+        self._checkpoint: tuple[int, bytes | None] = (0, None)  # (batch, DALI state before it)
         self._host_normalize = None  # the CPU train graph ends with uint8 windows
         if cfg.mode == "train" and self.device_id is None:
             self._host_normalize = HostNormalizer(mean_array(self.stats, cfg.mean), cfg.channels_last)
+
+    def reader_kwargs(self, plan) -> dict:
+        return self.reader.kwargs(plan, self.epoch_seed(plan_salt=1), train=self.cfg.mode == "train")
 
     def pipeline(self, plan, checkpoint: str | None = None) -> Pipeline:
         """The epoch's pipeline, defined but not built (building it needs its device)."""
@@ -188,7 +177,7 @@ class DaliLoader(BaseLoader):
             checkpoint=checkpoint,
         )
         with pipe:
-            pipe.set_outputs(*define_graph(self, reader_args(self, plan, self.recovery.index_paths)))
+            pipe.set_outputs(*define_graph(self, self.reader_kwargs(plan)))
         return pipe
 
     def build(self, plan, checkpoint: str | None = None) -> Pipeline:
@@ -196,19 +185,57 @@ class DaliLoader(BaseLoader):
         pipe.build()
         return pipe
 
+    def release(self) -> None:
+        """Drop the pipeline before another is built. DALI frees a pipeline's decoder and
+        buffers (GPU memory, on a GPU) only when the object dies, and the loader keeps no
+        other reference: two at once, at an epoch start or a rebuild, may not fit."""
+        pipe, self.pipe = self.pipe, None
+        del pipe
+
     def _iterate(self, start: int):
         plan = self.plan()
-        self.recovery.start(plan, start, self._take_resume_checkpoint(start))
+        self._start(plan, start, self._take_resume_checkpoint(start))
         for b in range(start, plan.num_batches):
-            outs = self.recovery.run(plan, b)
-            yield b, self._batch(outs, plan, b)
+            yield b, self._batch(self._run(plan, b), plan, b)
+
+    def _start(self, plan, start: int, checkpoint: str | None) -> None:
+        """Build the epoch's pipeline positioned before batch `start`."""
+        self.release()
+        self.pipe = self.build(plan, checkpoint)
+        self._checkpoint = (start if checkpoint is not None else 0, checkpoint)
+        if checkpoint is None:
+            for b in range(start):  # no DALI checkpoint: deterministic replay
+                self._run(plan, b)
+
+    def _run(self, plan, b: int):
+        """The outputs of batch `b`, repairing damaged samples as often as needed."""
+        for _ in range(badinput.MAX_FAILURES_PER_BATCH):
+            try:
+                outs = self.pipe.run()
+            except RuntimeError as err:
+                self.release()  # rebuilt below; the probe's decoder needs the room
+                for name in self.recovery.repair(self.reader_kwargs(plan), self.epoch, b, self._checkpoint, err):
+                    if name not in self.skipped:
+                        self.skipped.append(name)
+                self._rebuild(plan, b)
+                continue
+            if (b + 1) % badinput.CHECKPOINT_EVERY == 0:
+                self._checkpoint = (b + 1, self.pipe.checkpoint())
+            return outs
+        raise DataError(f"batch {b} kept failing after {badinput.MAX_FAILURES_PER_BATCH} repairs")
+
+    def _rebuild(self, plan, b: int) -> None:
+        at, checkpoint = self._checkpoint
+        self.release()
+        self.pipe = self.build(plan, checkpoint)
+        for _ in range(at, b):  # these batches decoded before; replay restores RNG states
+            self.pipe.run()
 
     def _extra_state(self) -> dict:
-        pipe = self.recovery.pipe
-        return {"dali": pipe.checkpoint() if pipe is not None else None}
+        return {"dali": self.pipe.checkpoint() if self.pipe is not None else None}
 
     def _batch(self, outs, plan, b: int):
-        pipe = self.recovery.pipe
+        pipe = self.pipe
         zero_copy = bool(pipe and pipe.exec_dynamic)
         labels = torch.tensor([parse_label(np.array(t)) for t in outs[1]], dtype=torch.int64)
         self.last_params = None

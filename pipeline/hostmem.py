@@ -1,9 +1,11 @@
-"""Fresh host tensors for whole batches, backed by transparent huge pages where the kernel
-allows: used by `pipeline.dali` and `pipeline.host_normalize` for each batch they hand out."""
+"""Fresh host tensors for whole batches: backed by transparent huge pages where the kernel
+allows (`pipeline.dali` and `pipeline.host_normalize`, for each batch they hand out), or
+in shared memory (`pipeline.reference`, for each batch a worker sends the rank)."""
 
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 
 import torch
@@ -40,3 +42,13 @@ def empty_host(shape, dtype: torch.dtype) -> torch.Tensor:
         end = (out.data_ptr() + nbytes) & ~(_HUGE - 1)
         _MADVISE(start, end - start, _MADV_HUGEPAGE)  # failure is harmless: normal pages
     return out
+
+
+def empty_shared(shape, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor in fresh shared memory (zero-filled, pages touched only when written), for a
+    DataLoader worker's batch: torch moves an ordinary tensor into shared memory when a
+    worker sends it, a copy of the whole batch (77 MB at 128 images) held beside the first
+    one until it is done. torch's own default_collate allocates worker batches this way."""
+    numel = math.prod(shape)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=dtype).new(storage).view(shape)

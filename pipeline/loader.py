@@ -1,186 +1,23 @@
-"""`make_loader`: the one constructor the trainer calls, and what both backends share.
+"""`make_loader`: the one constructor the trainer calls, above both backends.
 
-Used by `trainer train` and `trainer evaluate`. Both backends subclass `BaseLoader`, which
-owns the interface: the epoch plan (`pipeline/sharding.py`), `len`, `num_samples`,
-`set_epoch`, `state_dict`/`load_state_dict`, and turning a decoded batch into the
-tensors the trainer gets (dtype, layout, device, the `valid` mask, damaged rows).
+Used by `trainer train` and `trainer evaluate`. The backends (`pipeline/dali.py`,
+`pipeline/reference.py`) share `pipeline/base.py`; this module picks one, falls back to
+the reference loader where DALI does not import, and resolves `--num-workers 0` (auto).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pipeline.augment import MEANS, MODES
-from pipeline.sharding import EpochPlan, derive_seed, plan_epoch, read_split
-from preprocess.contract import SPLITS, load_stats
+from pipeline.base import BaseLoader, LoaderConfig
+from pipeline.reference import ReferenceLoader
 
 log = logging.getLogger(__name__)
 BACKENDS = ("dali", "reference")
-STATE_VERSION = 1
-DAMAGED = -1  # label of a row whose JPEG could not be decoded
-
-
-@dataclass(frozen=True)
-class LoaderConfig:
-    data_dir: Path
-    split: str = "train"
-    mode: str = "train"
-    batch_size: int = 128
-    device: str = "cpu"
-    rank: int = 0
-    world_size: int = 1
-    seed: int = 0
-    num_workers: int = 2
-    dtype: torch.dtype = torch.float32
-    channels_last: bool = False
-    lighting_std: float = 0.1
-    mean: str = "image"
-
-    def __post_init__(self):
-        if self.split not in SPLITS or self.mode not in MODES or self.mean not in MEANS:
-            raise ValueError(f"split/mode/mean must be in {SPLITS}/{MODES}/{MEANS}: {self}")
-        if self.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {self.dtype}")
-        if self.batch_size < 1 or self.num_workers < 1:
-            raise ValueError("batch_size and num_workers must be >= 1")
-
-
-def parse_label(raw) -> int:
-    """A `.cls` payload (ASCII decimal) as int; DAMAGED where it is not one."""
-    try:
-        return int(bytes(np.asarray(raw, np.uint8)).decode("ascii"))
-    except (ValueError, UnicodeDecodeError):
-        return DAMAGED
-
-
-class BaseLoader:
-    """The loader interface; subclasses implement `_iterate(start)` -> (batch number, batch)."""
-
-    backend = "base"
-
-    def __init__(self, cfg: LoaderConfig):
-        self.cfg = cfg
-        self.shards = read_split(cfg.data_dir, cfg.split)
-        self.stats = load_stats(cfg.data_dir)
-        self.device = torch.device(cfg.device)
-        # DALI has no bfloat16: both backends produce float32 and cast on the device.
-        self._transfer_dtype = torch.float16 if cfg.dtype == torch.float16 else torch.float32
-        self.epoch = 0
-        self.skipped: list[str] = []  # "shard:key" of each damaged sample met, once
-        self._consumed = 0  # batches of the current epoch handed out
-        self._resume: dict | None = None  # a loaded state not yet used by __iter__
-        self._plan0 = self.plan(0)
-
-    # -- the epoch ---------------------------------------------------------------------
-    def plan(self, epoch: int | None = None) -> EpochPlan:
-        c = self.cfg
-        return plan_epoch(
-            [s.size for s in self.shards],
-            train=c.mode == "train",
-            batch_size=c.batch_size,
-            rank=c.rank,
-            world_size=c.world_size,
-            seed=c.seed,
-            epoch=self.epoch if epoch is None else epoch,
-        )
-
-    def epoch_seed(self, plan_salt: int) -> int:
-        return derive_seed(self.cfg.seed, self.epoch, self.cfg.rank, plan_salt)
-
-    def __len__(self) -> int:
-        return self._plan0.num_batches
-
-    @property
-    def num_samples(self) -> int:
-        return self._plan0.num_samples
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch the next iteration runs; a loaded state for this epoch is kept."""
-        if self._resume is not None and self._resume["epoch"] != epoch:
-            self._resume = None
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        start = self._resume["batch"] if self._resume is not None else 0
-        self._consumed = start
-        for b, batch in self._iterate(start):
-            self._consumed = b + 1
-            yield batch
-        self._resume = None
-
-    # -- resume ------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        c = self.cfg
-        return {
-            "version": STATE_VERSION,
-            "backend": self.backend,
-            "epoch": self.epoch,
-            "batch": self._consumed,
-            "seed": c.seed,
-            "rank": c.rank,
-            "world_size": c.world_size,
-            "batch_size": c.batch_size,
-            "skipped": list(self.skipped),
-            **self._extra_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        c = self.cfg
-        for key in ("seed", "world_size", "batch_size", "rank"):
-            if state[key] != getattr(c, key):
-                raise ValueError(f"loader state has {key}={state[key]}, this loader {getattr(c, key)}")
-        self.epoch = int(state["epoch"])
-        self.skipped = list(state.get("skipped", []))
-        self._resume = dict(state)
-        self._consumed = int(state["batch"])
-
-    def _take_resume_checkpoint(self, start: int) -> str | None:
-        state, self._resume = self._resume, None
-        if start and state is not None and state.get("backend") == self.backend:
-            return state.get(self.backend)
-        return None
-
-    def _extra_state(self) -> dict:
-        return {}
-
-    def _iterate(self, start: int):
-        raise NotImplementedError
-
-    # -- batches -----------------------------------------------------------------------
-    def finish(self, images: torch.Tensor, labels: torch.Tensor, plan: EpochPlan, b: int):
-        """Final tensors: (images, labels) for train, (images, labels, valid) for eval.
-
-        `images` arrive as (B, [10,] C, H, W), or (B, [10,] H, W, C) when channels_last.
-        Damaged rows (label DAMAGED) are dropped in train and masked in eval; eval rows past
-        this rank's share of the split are padding and masked too.
-        """
-        damaged = labels == DAMAGED
-        if self.cfg.channels_last:
-            images = images.movedim(-1, -3)  # NHWC memory, NCHW shape: torch's channels_last
-        if images.dtype != self.cfg.dtype:
-            images = images.to(self.cfg.dtype)
-        if self.cfg.mode == "train":
-            if damaged.any():
-                keep = ~damaged
-                images, labels = images[keep.to(images.device)], labels[keep]
-            return images, self._to_device(labels)
-        position = b * self.cfg.batch_size + torch.arange(len(labels))
-        valid = (position < plan.size) & ~damaged
-        return images, self._to_device(labels), self._to_device(valid)
-
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        # From pageable memory even a non_blocking copy waits for the work queued on the
-        # stream before it (on an H100 the trainer spent 42% of its time in next() for a
-        # 1 KB label tensor); from pinned memory it is queued and returns at once.
-        if self.device.type != "cuda":
-            return t
-        return t.pin_memory().to(self.device, non_blocking=True)
 
 
 # DALI threads per GPU by default: on an H100 (16 cores) 8 threads fed 20,590 images/s at
@@ -230,6 +67,4 @@ def make_loader(
             log.warning("DALI is not importable (%s); using the reference loader", err)
         else:
             return DaliLoader(cfg)
-    from pipeline.reference import ReferenceLoader
-
     return ReferenceLoader(cfg)

@@ -2,24 +2,33 @@
 
 `pipeline.make_loader(backend="reference")` returns it: the fallback where DALI is not
 installed, and the baseline in `benchmarks/pipeline_bench.py`. It reads the same
-per-rank sample ranges as DALI (`pipeline/sharding.py`), each sample by its offset in
-the shard's DALI index, and applies the augmentation of `pipeline/augment.py`. Within
-a rank, batch start+k goes to DataLoader worker k % num_workers, and its random parameters
-are drawn from (seed, epoch, rank, b): the output does not depend on the number of
-workers, and resuming at batch k is exact and costs nothing.
+per-rank sample ranges as DALI (`pipeline/sharding.py`), each sample by its offsets in
+the split's shared index (`pipeline/splitindex.py`), and applies the augmentation of
+`pipeline/augment.py`. Within a rank, batch start+k goes to DataLoader worker
+k % num_workers, and its random parameters are drawn from (seed, epoch, rank, b): the
+output does not depend on the number of workers, and resuming at batch k is exact and
+costs nothing.
+
+What scales with the dataset stays in the rank: the sampler (`EpochBatches`, in the rank's
+process) turns each batch's epoch positions into global sample numbers, one binary
+search a position, and sends a worker just (epoch, batch, sample numbers). Workers start
+once per loader and persist across epochs; each maps the rank's shared offsets table, so
+a worker's own memory does not grow with the number of samples.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import multiprocessing
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from pipeline.augment import (
     TEN_CROPS,
@@ -30,38 +39,68 @@ from pipeline.augment import (
     lighting_offset,
     mean_array,
 )
-from pipeline.loader import DAMAGED, BaseLoader, parse_label
-from pipeline.sharding import EpochPlan, ShardIndex, derive_seed
-from preprocess.contract import CROP_SIZE, EXT_IMAGE, EXT_LABEL, IMAGE_SIZE, DataError
+from pipeline.base import DAMAGED, BaseLoader, parse_label
+from pipeline.hostmem import empty_shared
+from pipeline.sharding import EpochPlan, derive_seed
+from pipeline.splitindex import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES, SplitIndex
+from preprocess.contract import CROP_SIZE, IMAGE_SIZE, DataError
 
 log = logging.getLogger(__name__)
+# Shard files a worker keeps open at once. A rank's batch touches up to batch-size shards
+# of 1,282, and a persistent worker would otherwise end up holding them all (over a
+# common `ulimit -n` of 1024); reopening one costs microseconds against a decode's ms.
+MAX_OPEN_SHARDS = 64
+TAR_HEADER = 512
 
 
 class ShardReader:
-    """Random access to samples through the DALI index; one per worker process."""
+    """Random access to samples through the split's offsets table; one per worker process."""
 
-    def __init__(self, shards: list[ShardIndex]):
-        self.shards = shards
-        self._fds: dict[int, int] = {}
+    def __init__(self, index: SplitIndex, max_open: int = MAX_OPEN_SHARDS):
+        self.index, self.max_open = index, max_open
+        self.table = index.table
+        self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()
 
-    def raw(self, s: int, i: int, ext: str) -> bytes:
-        offset, size, _ = self.shards[s].component(i, ext)
-        if s not in self._fds:
-            self._fds[s] = os.open(self.shards[s].tar, os.O_RDONLY)
-        return os.pread(self._fds[s], size, offset)
+    def _fd(self, s: int) -> int:
+        if s in self._fds:
+            self._fds.move_to_end(s)
+        else:
+            if len(self._fds) >= self.max_open:
+                os.close(self._fds.popitem(last=False)[1])
+            self._fds[s] = os.open(self.index.tars[s], os.O_RDONLY)
+        return self._fds[s]
 
-    def sample(self, s: int, i: int) -> tuple[np.ndarray | None, int, str]:
-        """(uint8 HWC image or None if it does not decode, label, "shard:key")."""
-        name = f"{self.shards[s].tar.name}:{self.shards[s].component(i, EXT_IMAGE)[2].split('.', 1)[0]}"
-        label = parse_label(np.frombuffer(self.raw(s, i, EXT_LABEL), np.uint8))
+    def _shard_of(self, g: int) -> int:
+        return int(np.searchsorted(self.index.starts, g, side="right") - 1)
+
+    def name(self, g: int) -> str:
+        """"shard:key" of a sample, from its JPEG member's tar header (read only for reports)."""
+        s = self._shard_of(g)
+        header = os.pread(self._fd(s), 100, int(self.table[g, IMAGE_OFFSET]) - TAR_HEADER)
+        member = header.split(b"\0", 1)[0].decode(errors="replace")
+        return f"{self.index.tars[s].name}:{member.split('.', 1)[0]}"
+
+    def sample_id(self, g: int) -> tuple[np.ndarray | None, int, str | None]:
+        """(uint8 HWC image or None if it does not decode, label, "shard:key" if it does not)."""
+        fd = self._fd(self._shard_of(g))
+        row = self.table[g]
+        label = parse_label(np.frombuffer(os.pread(fd, int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET])), np.uint8))
+        data = os.pread(fd, int(row[IMAGE_SIZE_BYTES]), int(row[IMAGE_OFFSET]))
         try:
-            with Image.open(io.BytesIO(self.raw(s, i, EXT_IMAGE))) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 image = np.asarray(im.convert("RGB"))
         except (OSError, ValueError, SyntaxError):
-            return None, DAMAGED, name
+            return None, DAMAGED, self.name(g)
         if image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-            raise DataError(f"{name} is {image.shape}, the contract says 256x256 RGB: re-run `preprocess shard`")
-        return image, label, name
+            raise DataError(f"{self.name(g)} is {image.shape}, the contract says 256x256 RGB: "
+                            f"re-run `preprocess shard`")
+        return image, label, None
+
+    def sample(self, s: int, i: int) -> tuple[np.ndarray | None, int, str]:
+        """Sample i of shard s: (image or None, label, "shard:key")."""
+        g = int(self.index.global_id(s, i))
+        image, label, name = self.sample_id(g)
+        return image, label, name or self.name(g)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -81,57 +120,92 @@ def rank_positions(plan: EpochPlan, batch_size: int, train: bool, seed: int) -> 
     return plan.start + local
 
 
-class EpochDataset(IterableDataset):
-    """One rank's epoch from batch `start` on; worker w makes batches b = w mod workers."""
+class EpochBatches(Sampler):
+    """The DataLoader's sampler, in the rank's process: (epoch, b, global sample numbers) for
+    each batch b of the current epoch from `start` on. The loader sets the epoch before each
+    iteration; the persistent workers get only these small tuples."""
 
-    def __init__(self, loader: "ReferenceLoader", plan: EpochPlan, start: int):
-        cfg = loader.cfg
-        self.cfg, self.plan, self.start, self.epoch = cfg, plan, start, loader.epoch
-        self.shards = loader.shards
-        self.positions = rank_positions(plan, cfg.batch_size, cfg.mode == "train", loader.epoch_seed(3))
-        self.mean = mean_array(loader.stats, cfg.mean)
-        self.matrix = lighting_matrix(loader.stats)
+    def __init__(self, index: SplitIndex, batch_size: int):
+        self.index, self.batch_size = index, batch_size
+        self.epoch, self.plan, self.positions, self.start = 0, None, np.zeros(0, np.int64), 0
 
-    def params(self, b: int):
-        c = self.cfg
-        if c.mode != "train":
-            return center_params(c.batch_size)
-        rng = np.random.default_rng(derive_seed(c.seed, self.epoch, c.rank, b, 4))
-        return draw_train_params(rng, c.batch_size, c.lighting_std)
+    def set_epoch(self, epoch: int, plan: EpochPlan, positions: np.ndarray, start: int) -> None:
+        self.epoch, self.plan, self.positions, self.start = epoch, plan, positions, start
+
+    def ids(self, b: int) -> np.ndarray:
+        rows = self.positions[b * self.batch_size : (b + 1) * self.batch_size]
+        return self.index.global_id(*self.plan.locate(rows))
 
     def __iter__(self):
-        info = get_worker_info()
-        w, n = (info.id, info.num_workers) if info is not None else (0, 1)
-        reader = ShardReader(self.shards)
-        try:  # DataLoader takes from workers round-robin, so worker w makes start + w + k*n
-            for b in range(self.start + w, self.plan.num_batches, n):
-                yield b, *self.batch(reader, b)
-        finally:
-            reader.close()
+        for b in range(self.start, self.plan.num_batches):
+            yield self.epoch, b, self.ids(b)
 
-    def batch(self, reader: ShardReader, b: int):
-        c = self.cfg
-        rows = self.positions[b * c.batch_size : (b + 1) * c.batch_size]
-        p = self.params(b)
+    def __len__(self) -> int:
+        return max(0, self.plan.num_batches - self.start) if self.plan is not None else 0
+
+
+@dataclass
+class BatchMaker(Dataset):
+    """Worker side: decodes and augments the samples of one batch into its final layout."""
+
+    index: SplitIndex
+    mode: str
+    batch_size: int
+    seed: int
+    rank: int
+    lighting_std: float
+    channels_last: bool
+    dtype: torch.dtype  # float32, or float16 when the loader's dtype is float16
+    mean: np.ndarray
+    matrix: np.ndarray
+
+    def __post_init__(self):
+        self._reader: ShardReader | None = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_reader"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _reader=None)
+
+    def params(self, epoch: int, b: int):
+        if self.mode != "train":
+            return center_params(self.batch_size)
+        rng = np.random.default_rng(derive_seed(self.seed, epoch, self.rank, b, 4))
+        return draw_train_params(rng, self.batch_size, self.lighting_std)
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        crop = (CROP_SIZE, CROP_SIZE, 3) if self.channels_last else (3, CROP_SIZE, CROP_SIZE)
+        return (n, 10, *crop) if self.mode == "tencrop" else (n, *crop)
+
+    def __getitem__(self, item):
+        epoch, b, ids = item
+        if self._reader is None:
+            self._reader = ShardReader(self.index)
+        p = self.params(epoch, b)
         offsets = lighting_offset(p.alpha, self.matrix)
-        shape = (10, CROP_SIZE, CROP_SIZE, 3) if c.mode == "tencrop" else (CROP_SIZE, CROP_SIZE, 3)
-        images = np.zeros((len(rows), *shape), np.float32)
-        labels, damaged = np.empty(len(rows), np.int64), []
-        for j, pos in enumerate(rows):
-            image, labels[j], name = reader.sample(*self.plan.locate(self.shards, int(pos)))
+        # The batch is written once, in its final layout and dtype, where the rank will read it.
+        in_worker = get_worker_info() is not None
+        out = (empty_shared if in_worker else torch.zeros)(self.shape(len(ids)), dtype=self.dtype)
+        images = out.numpy()
+        labels, damaged = np.empty(len(ids), np.int64), []
+        for j, g in enumerate(ids.tolist()):
+            image, labels[j], name = self._reader.sample_id(g)
             if image is None:
                 damaged.append(name)
-            elif c.mode == "tencrop":
-                images[j] = np.stack([augment_image(image, self.mean, x, y, f) for x, y, f in TEN_CROPS])
+                images[j] = 0
+                continue
+            if self.mode == "tencrop":
+                row = np.stack([augment_image(image, self.mean, x, y, f) for x, y, f in TEN_CROPS])
             else:
-                images[j] = augment_image(image, self.mean, p.x[j], p.y[j], p.flip[j], offsets[j])
-        out = torch.from_numpy(images)
-        if not c.channels_last:
-            out = out.movedim(-1, -3).contiguous()
-        return out.to(torch.float16) if c.dtype == torch.float16 else out, torch.from_numpy(labels), damaged
+                row = augment_image(image, self.mean, p.x[j], p.y[j], p.flip[j], offsets[j])
+            images[j] = row if self.channels_last else np.moveaxis(row, -1, -3)
+        return b, out, torch.from_numpy(labels), damaged
 
 
-_PRELOAD = ["pipeline.forkserver_signals", "numpy", "torch", "PIL.Image", "pipeline.reference"]
+# forkserver_freeze last: it freezes what the others created (see its docstring).
+_PRELOAD = ["pipeline.forkserver_signals", "numpy", "torch", "PIL.Image", "pipeline.reference",
+            "pipeline.forkserver_freeze"]
 
 
 def worker_context():
@@ -147,20 +221,45 @@ class ReferenceLoader(BaseLoader):
 
     backend = "reference"
 
-    def dataset(self, start: int = 0) -> EpochDataset:
-        return EpochDataset(self, self.plan(), start)
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.index.table  # noqa: B018 -- parsed now, into shared memory, before any worker starts
+        self.batches = EpochBatches(self.index, cfg.batch_size)
+        self.maker = BatchMaker(self.index, cfg.mode, cfg.batch_size, cfg.seed, cfg.rank, cfg.lighting_std,
+                                cfg.channels_last, self._transfer_dtype, mean_array(self.stats, cfg.mean),
+                                lighting_matrix(self.stats))
+        self._loader: DataLoader | None = None
+
+    def params(self, b: int):
+        """The random parameters of batch b of the current epoch."""
+        return self.maker.params(self.epoch, b)
+
+    def data_loader(self) -> DataLoader:
+        """One DataLoader for the loader's life: its workers persist across epochs."""
+        if self._loader is None:
+            self._loader = DataLoader(
+                self.maker,
+                batch_size=None,
+                sampler=self.batches,
+                num_workers=self.cfg.num_workers,
+                persistent_workers=True,
+                pin_memory=self.device.type == "cuda",
+                multiprocessing_context=worker_context(),
+            )
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the workers now rather than when the loader is collected."""
+        loader, self._loader = self._loader, None
+        if loader is not None and loader._iterator is not None:
+            loader._iterator._shutdown_workers()
 
     def _iterate(self, start: int):
         self._take_resume_checkpoint(start)  # the position alone is enough here
         plan = self.plan()
-        loader = DataLoader(
-            self.dataset(start),
-            batch_size=None,
-            num_workers=self.cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            multiprocessing_context=worker_context(),
-        )
-        for b, images, labels, damaged in loader:
+        positions = rank_positions(plan, self.cfg.batch_size, self.cfg.mode == "train", self.epoch_seed(3))
+        self.batches.set_epoch(self.epoch, plan, positions, start)
+        for b, images, labels, damaged in self.data_loader():
             for name in damaged:
                 log.warning("damaged JPEG %s: skipped", name)
                 if name not in self.skipped:

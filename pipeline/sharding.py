@@ -11,50 +11,10 @@ sees a different part of the data every epoch and every sample goes to exactly o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from preprocess.contract import DataError, index_name, require_shards
-
-
-@dataclass(frozen=True)
-class ShardIndex:
-    """One shard: its tar path, its DALI index path and the per-sample index lines."""
-
-    tar: Path
-    idx: Path
-    lines: tuple[str, ...]  # "jpg OFF SIZE KEY.jpg cls OFF SIZE KEY.cls", one per sample
-
-    @property
-    def size(self) -> int:
-        return len(self.lines)
-
-    def component(self, i: int, ext: str) -> tuple[int, int, str]:
-        """(offset, size, member name) of sample i's component `ext`."""
-        f = self.lines[i].split()
-        for j in range(0, len(f), 4):
-            if f[j] == ext:
-                return int(f[j + 1]), int(f[j + 2]), f[j + 3]
-        raise DataError(f"{self.idx}: sample {i} has no .{ext} component")
-
-
-def read_split(data_dir: str | Path, split: str) -> list[ShardIndex]:
-    """The split's shards with their indexes; a missing index is a DataError naming the fix."""
-    shards = []
-    for tar in require_shards(data_dir, split):
-        idx = tar.with_name(index_name(tar))
-        if not idx.is_file():
-            raise DataError(
-                f"{tar} has no DALI index {idx.name}: re-run `preprocess shard --src IMAGENET_DIR "
-                f"--out {data_dir}` (it writes both), or `wds2idx {tar} {idx}`"
-            )
-        head, *lines = idx.read_text().splitlines()
-        version, count = head.split()
-        if version != "v1.2" or int(count) != len(lines):
-            raise DataError(f"{idx}: expected `v1.2 {len(lines)}`, found `{head}`; regenerate it")
-        shards.append(ShardIndex(tar, idx, tuple(lines)))
-    return shards
+from preprocess.contract import DataError
 
 
 def derive_seed(*parts: int) -> int:
@@ -84,13 +44,18 @@ class EpochPlan:
     num_batches: int  # batches this rank yields (equal on all ranks)
     num_samples: int  # train: num_batches * batch_size; eval: real samples of this rank
 
-    def locate(self, shards: list[ShardIndex], position: int) -> tuple[int, int]:
-        """(shard number, sample number in that shard) of a position in the epoch sequence."""
-        for s in self.shard_order:
-            if position < shards[s].size:
-                return s, position
-            position -= shards[s].size
-        raise IndexError("position past the end of the split")
+    ends: np.ndarray  # (S,) cumulative shard sizes in shard_order: where each shard ends
+
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard numbers, sample numbers in those shards) of positions in the epoch sequence:
+        one binary search per position over the epoch's cumulative shard sizes, O(log S),
+        instead of a walk over the shard order (158 µs a sample at ImageNet size)."""
+        positions = np.asarray(positions, np.int64)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self.ends[-1]):
+            raise IndexError("position outside the epoch's sample sequence")
+        k = np.searchsorted(self.ends, positions, side="right")
+        first = np.concatenate([[0], self.ends[:-1]])[k]
+        return np.asarray(self.shard_order, np.int64)[k], positions - first
 
 
 def plan_epoch(
@@ -112,4 +77,5 @@ def plan_epoch(
     else:
         num_batches = -(-largest // batch_size)
         num_samples = end - start
-    return EpochPlan(order, start, end - start, num_batches, num_samples)
+    ends = np.cumsum(np.asarray(sizes, np.int64)[order])
+    return EpochPlan(order, start, end - start, num_batches, num_samples, ends)

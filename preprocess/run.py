@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -117,7 +118,7 @@ def _work(args) -> dict:
 
 
 def _run_units(todo, cfg: ShardConfig, output: Output, records: dict, on_done) -> None:
-    total = sum(len(u.samples) for u in todo)
+    total = sum(u.count for u in todo)
     bar = Progress(total, "preprocess shard", cfg.progress)
     try:
         if cfg.workers <= 1 or len(todo) <= 1:
@@ -130,25 +131,37 @@ def _run_units(todo, cfg: ShardConfig, output: Output, records: dict, on_done) -
                 image.set_threads(before)
             return
         image.set_threads(None)  # import torch once here; forked workers share its pages
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        counter = ctx.Value("q", 0)
-        with ctx.Pool(min(cfg.workers, len(todo)), _init_worker, (counter,)) as pool:
-            pending = [(u, pool.apply_async(_work, ((u, cfg.src, output.work, cfg.options),))) for u in todo]
-            seen = 0
-            while pending:
-                pending[0][1].wait(0.25)
-                still = []
-                for unit, result in pending:
-                    if result.ready():
-                        records[unit.name] = result.get()  # re-raises a worker's exception
-                    else:
-                        still.append((unit, result))
-                pending = still
-                bar.update(counter.value - seen)
-                seen = counter.value
-                on_done()
+        # ... and keep sharing them: a worker's full collection would otherwise write to
+        # (copy) every page holding an object made before the fork (what gc.freeze is for;
+        # measured: 52 -> 14 MB private a worker).
+        gc.collect()
+        gc.freeze()
+        try:
+            _run_pool(todo, cfg, output, records, on_done, bar)
+        finally:
+            gc.unfreeze()
     finally:
         bar.close()
+
+
+def _run_pool(todo, cfg: ShardConfig, output: Output, records: dict, on_done, bar) -> None:
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    counter = ctx.Value("q", 0)
+    with ctx.Pool(min(cfg.workers, len(todo)), _init_worker, (counter,)) as pool:
+        pending = [(u, pool.apply_async(_work, ((u, cfg.src, output.work, cfg.options),))) for u in todo]
+        seen = 0
+        while pending:
+            pending[0][1].wait(0.25)
+            still = []
+            for unit, result in pending:
+                if result.ready():
+                    records[unit.name] = result.get()  # re-raises a worker's exception
+                else:
+                    still.append((unit, result))
+            pending = still
+            bar.update(counter.value - seen)
+            seen = counter.value
+            on_done()
 
 
 def shard(cfg: ShardConfig) -> Summary:
@@ -173,7 +186,7 @@ def shard(cfg: ShardConfig) -> Summary:
     reasons = collections.Counter(r["reason"] for r in info["rejects"])
     reasons.update(r["reason"] for u in mine for r in records[u.name]["rejects"])
     return Summary(manifest, dict(reasons), sum(info["inputs"].values()),
-                   sum(len(u.samples) for u in todo), time.monotonic() - start)
+                   sum(u.count for u in todo), time.monotonic() - start)
 
 
 def default_workers() -> int:

@@ -15,12 +15,14 @@ import json
 import os
 import random
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from preprocess import image
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, format_index
-from preprocess.sources import Sample, Source
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, write_index
+from preprocess.sources import SampleTable, Source
 from preprocess.stats import Moments
 
 _BLOCK = 512
@@ -55,23 +57,39 @@ class Options:
 class Unit:
     split: str
     index: int  # position among the split's units
-    samples: tuple[Sample, ...]
+    table: SampleTable = field(repr=False)  # the split's samples (or, in a worker, this unit's alone)
+    ids: np.ndarray = field(repr=False)  # this unit's rows of `table`, in shard order
 
     @property
     def name(self) -> str:
         return f"{self.split}-u{self.index:06d}"
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def samples(self) -> SampleTable:
+        return self.table.take(self.ids)
+
+    def __reduce__(self):
+        # A worker gets its own ~1,000 rows, not the split's table.
+        return Unit, (self.split, self.index, self.samples, np.arange(self.count))
 
 
 def plan(source: Source, options: Options) -> list[Unit]:
     """All units, train first; the same source and options always give the same plan."""
     units = []
     for split, samples in source.samples.items():
-        ordered = list(samples)
+        # Shuffling the row numbers draws the same permutation as shuffling the samples
+        # (random.shuffle uses only the length), so plans match those made before.
+        order = list(range(len(samples)))
         if split == "train":
-            random.Random(options.seed).shuffle(ordered)
+            random.Random(options.seed).shuffle(order)
+        order = np.array(order, np.int64)
         step = options.shard_max_count
-        for i in range(0, len(ordered), step):
-            units.append(Unit(split, i // step, tuple(ordered[i : i + step])))
+        for i in range(0, len(order), step):
+            units.append(Unit(split, i // step, samples, order[i : i + step]))
     return units
 
 
@@ -121,11 +139,7 @@ class PieceWriter:
         self._hash.update(end)
         self._file.close()
         self._file = None
-        idx_text = format_index(self._index).encode()
-        idx_path = self._tar_path.with_suffix(".idx")
-        idx_tmp = idx_path.with_name(f"{idx_path.name}.tmp{os.getpid()}")
-        idx_tmp.write_bytes(idx_text)
-        idx_tmp.replace(idx_path)
+        idx_text = write_index(self._tar_path.with_suffix(".idx"), self._index)
         self._tmp.replace(self._tar_path)
         self.pieces.append({
             "count": len(self._index),
@@ -169,7 +183,7 @@ def process_unit(unit: Unit, src: Path, workdir: Path, options: Options, progres
                 moments.add(pixels)
         if progress is not None:
             progress(1)
-    record = {"unit": unit.name, "split": unit.split, "inputs": len(unit.samples),
+    record = {"unit": unit.name, "split": unit.split, "inputs": unit.count,
               "pieces": writer.close(), "rejects": rejects}
     if moments is not None:
         moments.save(workdir / f"{unit.name}.moments.npz")

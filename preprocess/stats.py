@@ -10,6 +10,7 @@ what makes stats.npz independent of the number of workers and parts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +82,8 @@ class Moments:
     def n_pixels(self) -> int:
         return self.n_images * self.size * self.size
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, **extra: np.ndarray) -> None:
+        """Write the moments (and any `extra` arrays) atomically."""
         path = Path(path)
         self._flush()
         tmp = path.with_name(f"{path.name}.tmp")
@@ -90,7 +92,7 @@ class Moments:
         image = self.sum_image.astype(np.uint32) if self.n_images * 255 < 2**32 else self.sum_image
         with open(tmp, "wb") as f:
             np.savez(f, n_images=np.int64(self.n_images), sum_rgb=self.sum_rgb, sum_outer=self.sum_outer,
-                     sum_image=image)
+                     sum_image=image, **extra)
         tmp.replace(path)
 
     @classmethod
@@ -120,8 +122,10 @@ class Moments:
         return DatasetStats(n, mean, cov, eigvals, eigvecs, mean_image)
 
 
-def merge_all(moments: list[Moments], size: int = IMAGE_SIZE) -> Moments:
-    total = Moments(size)
+def merge_all(moments: Iterable[Moments], size: int = IMAGE_SIZE, total: Moments | None = None) -> Moments:
+    """The sum of `moments`, taken one at a time: pass a generator (of `Moments.load`s, say)
+    and only the running total and one term are ever in memory, however many there are."""
+    total = Moments(size) if total is None else total
     for m in moments:
         total.merge(m)
     return total

@@ -17,7 +17,7 @@ import simplejpeg
 
 from preprocess.contract import (
     EXT_IMAGE, EXT_LABEL, EXT_META, SPLITS, DataError, index_name, list_shards, load_manifest, load_stats,
-    parse_index,
+    read_index,
 )
 from preprocess.output import sha256_file
 
@@ -77,8 +77,8 @@ def _check_shard(shard: Path, entry: dict, classes: list[dict], size: int, keys:
         problems += _check_sample(f"{shard.name}:{key}", fields, classes, size)
     index = shard.with_name(index_name(shard))
     try:
-        listed = parse_index(index.read_text())
-    except (OSError, ValueError) as err:
+        listed = read_index(index)
+    except (OSError, DataError) as err:
         return problems + [f"{index.name}: unreadable ({err})"]
     actual = [[(ext, off, n, name) for ext, off, n, name, _ in members] for members in samples]
     if listed != actual:

@@ -106,7 +106,7 @@ def check_against_cpu(data_dir: Path, device: str, batch: int, workers: int) -> 
     """
     from pipeline.augment import augment_image, lighting_matrix, lighting_offset, mean_array
     from pipeline.reference import ShardReader
-    from pipeline.sharding import read_split
+    from pipeline.splitindex import SplitIndex
 
     loader = open_loader(data_dir, "dali", device, batch, workers, lighting_std=CHECK_LIGHTING_STD)
     loader.set_epoch(0)
@@ -114,15 +114,12 @@ def check_against_cpu(data_dir: Path, device: str, batch: int, workers: int) -> 
     images, labels = next(it)
     params = loader.last_params
     got = images.float().permute(0, 2, 3, 1).cpu().numpy()  # NHWC, 0-255 units minus mean
-    reader = ShardReader(read_split(data_dir, "train"))
-    sizes = [s.size for s in reader.shards]
-    starts = np.cumsum([0, *sizes])
+    reader = ShardReader(SplitIndex.read(data_dir, "train"))
     mean = mean_array(loader.stats, "image")
     offsets = lighting_offset(params["alpha"], lighting_matrix(loader.stats))
     err, wrong, residual = [], [], []
     for row, n in enumerate(labels.tolist()):
-        s = int(np.searchsorted(starts, n, side="right") - 1)
-        src, label, _ = reader.sample(s, n - int(starts[s]))
+        src, label, _ = reader.sample_id(n)  # sample n is the n-th in file order
         assert label == n, (label, n)
         x, y, flip = int(params["x"][row]), int(params["y"][row]), bool(params["flip"][row])
         want = augment_image(src, mean, x, y, flip, offsets[row])

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess.contract import EXT_IMAGE, EXT_LABEL, IMAGE_SIZE, DatasetStats, index_name, shard_name
+from preprocess.contract import write_index as contract_write_index
 
 
 def synthetic_image(rng: np.random.Generator) -> np.ndarray:
@@ -41,22 +42,20 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_index(tar_path: Path) -> Path:
-    """Write the DALI index (`v1.2 N`, then per sample `ext offset size name ...`)."""
-    samples: list[list[str]] = []
+    """Write the DALI index of a tar, through `preprocess.contract` (its only writer)."""
+    samples: list[list[tuple[str, int, int, str]]] = []
     last_key = None
     with tarfile.open(tar_path) as tar:
         for m in tar:
             if not m.isfile():
                 continue
             key, ext = m.name.split(".", 1)
-            entry = f"{ext} {m.offset_data} {m.size} {m.name}"
             if key != last_key:
-                samples.append([entry])
+                samples.append([])
                 last_key = key
-            else:
-                samples[-1].append(entry)
+            samples[-1].append((ext, m.offset_data, m.size, m.name))
     idx = tar_path.with_name(index_name(tar_path))
-    idx.write_text(f"v1.2 {len(samples)}\n" + "".join(" ".join(s) + "\n" for s in samples))
+    contract_write_index(idx, samples)
     return idx
 
 

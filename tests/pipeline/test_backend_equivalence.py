@@ -23,7 +23,7 @@ GPU_DECODER_BOUND_MEAN = 2.0  # nvJPEG vs libjpeg-turbo: mean |diff| (IDCT/upsam
 
 def reference_rows(loader, labels, params, sizes, first):
     """What the reference computation gives for each row, from the same JPEG bytes."""
-    reader = ShardReader(loader.shards)
+    reader = ShardReader(loader.index)
     mean = mean_array(loader.stats, loader.cfg.mean)
     matrix = lighting_matrix(loader.stats)
     rows = []
@@ -79,7 +79,7 @@ def test_reference_loader_batches_match_its_own_definition(shard_dir):
     """The reference loader's batch b is augment_image with its drawn params (no hidden step)."""
     loader = make_loader(shard_dir, batch_size=8, backend="reference", num_workers=1)
     images, labels = next(iter(loader))
-    p = loader.dataset().params(0)
+    p = loader.params(0)
     params = {"x": p.x, "y": p.y, "flip": p.flip, "alpha": p.alpha}
     want = reference_rows(loader, labels, params, TRAIN_SIZES, 0)
     assert np.abs(as_hwc(images) - want).max() == 0

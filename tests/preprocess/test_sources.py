@@ -95,3 +95,16 @@ def test_errors_name_the_problem(tmp_path, case, message):
         _touch(src / "val" / ("b.JPEG" if case == "flat_val_no_labels" else "n09/b.JPEG"))
     with pytest.raises(SourceError, match=message):
         discover(src)
+
+
+def test_samples_in_path_order_whatever_the_folder_names(tmp_path):
+    """Keys (and their clash suffixes) are assigned in path order: "train/n01 b/" and
+    "train/n01-x/" sort before "train/n01/" although "n01" is the first wnid."""
+    for wnid in ("n01", "n01-x", "n01 b", "n01a"):
+        for name in ("a.JPEG", "b"):
+            _touch(tmp_path / "train" / wnid / name)
+    train = discover(tmp_path).samples["train"]
+    rels = [s.rel for s in train]
+    assert rels == sorted(rels) and len(rels) == 8
+    assert [s.key for s in train][:3] == ["a", "b", "a_2"]
+    assert {s.wnid for s in train if s.rel.startswith("train/n01/")} == {"n01"}

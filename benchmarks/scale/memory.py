@@ -1,0 +1,90 @@
+"""Memory of a process and its descendants, read from /proc (Linux only; no psutil here).
+
+"Private" is what `smaps_rollup` counts as Private_Clean + Private_Dirty: pages that this
+process alone maps. A page a forked worker still shares with its parent, or a shared index
+mapped by several workers, is not private to any of them; a copy a worker made (a pickled
+index it unpickled, an object whose refcount it touched) is. That is the figure that
+multiplies with the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+MB = 1024 * 1024
+
+
+def _kb_fields(path: str) -> dict[str, int]:
+    out = {}
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if len(parts) == 2 and parts[1] == "kB":
+            out[name.strip()] = int(parts[0])
+    return out
+
+
+def usage(pid: int) -> dict[str, float] | None:
+    """{rss_mb, private_mb, hwm_mb} of one process, or None once it is gone."""
+    smaps = _kb_fields(f"/proc/{pid}/smaps_rollup")
+    status = _kb_fields(f"/proc/{pid}/status")
+    if not smaps or not status:
+        return None
+    return {"rss_mb": smaps["Rss"] / 1024, "private_mb": (smaps["Private_Clean"] + smaps["Private_Dirty"]) / 1024,
+            "hwm_mb": status.get("VmHWM", 0) / 1024}
+
+
+def children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every descendant pid with its depth (1: a child)."""
+    out, frontier, depth = {}, [pid], 0
+    while frontier:
+        depth += 1
+        frontier = [k for p in frontier for k in children(p)]
+        out.update({k: depth for k in frontier})
+    return out
+
+
+class TreeSampler:
+    """Polls a process's children every `period` seconds in a thread; keeps each one's peak
+    private memory (the workers of `preprocess shard` live only while the run does)."""
+
+    def __init__(self, pid: int, period: float = 0.2):
+        self.pid, self.period = pid, period
+        self.peak_private: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            for kid in children(self.pid):
+                u = usage(kid)
+                if u is not None:
+                    self.peak_private[kid] = max(self.peak_private.get(kid, 0.0), u["private_mb"])
+
+    def __enter__(self) -> "TreeSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def self_usage() -> dict[str, float]:
+    return usage(os.getpid()) or {}
