@@ -14,7 +14,6 @@ import dataclasses
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from trainer.lrn import LocalResponseNorm
 
@@ -24,32 +23,6 @@ INIT_STD = 0.01  # section 5: weights ~ N(0, 0.01)
 def _channels(base: int, width: float) -> int:
     """Scaled layer width, kept even so that both groups=1 and groups=2 divide it."""
     return max(2, int(round(base * width / 2)) * 2)
-
-
-class ColumnConv2d(nn.Conv2d):
-    """A grouped convolution (the paper's two columns) that can run as one convolution per
-    column. Same parameters and state_dict as nn.Conv2d; only the kernels called differ.
-
-    Why: on an H100 a quarter of the bf16 channels-last step went to a generic cuDNN
-    weight-gradient engine (`wgrad_alg1_engine_NHWC`, 3x3 filters) that dense kernels may
-    avoid. Not measured yet as a whole step, so the grouped kernels (measured) stay the
-    default; `benchmarks/gpu/levers.py` times both, and NCHW, in one call.
-    """
-
-    split = False  # class-wide switch; the GPU check's levers flip it
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split = self.split
-        if not split or self.groups == 1:
-            return super().forward(x)
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not \
-            x.is_contiguous() else torch.contiguous_format
-        xs = x.chunk(self.groups, dim=1)
-        ws = self.weight.chunk(self.groups, dim=0)
-        bs = self.bias.chunk(self.groups, dim=0) if self.bias is not None else [None] * self.groups
-        outs = [F.conv2d(xi.contiguous(memory_format=fmt), wi, bi, self.stride, self.padding, self.dilation)
-                for xi, wi, bi in zip(xs, ws, bs)]
-        return torch.cat(outs, dim=1).contiguous(memory_format=fmt)
 
 
 class AlexNet(nn.Module):
@@ -78,10 +51,10 @@ class AlexNet(nn.Module):
         pool = (lambda: nn.MaxPool2d(3, 2)) if overlap_pool else (lambda: nn.MaxPool2d(2, 2))
 
         self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=2)
-        self.conv2 = ColumnConv2d(c1, c2, 5, padding=2, groups=groups)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, groups=groups)
         self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)  # connected to both columns
-        self.conv4 = ColumnConv2d(c3, c4, 3, padding=1, groups=groups)
-        self.conv5 = ColumnConv2d(c4, c5, 3, padding=1, groups=groups)
+        self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=groups)
+        self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=groups)
         self.fc1 = nn.Linear(c5 * 6 * 6, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
         self.fc3 = nn.Linear(hidden, num_classes)

@@ -3,10 +3,10 @@
 Each variant is the paper's model at batch 128 on a batch already on the GPU, built and
 timed on its own with the same budget; the ratios are over the variant the trainer runs
 (`product`) and over the trainer as it was before these levers (`before`).
-The levers: torch's `nn.LocalResponseNorm` against `trainer.lrn`; the grouped layers as
-cuDNN grouped kernels or one convolution per column (`ColumnConv2d.split`);
-`cudnn.benchmark`; channels-last or NCHW; CUDA graphs of the forward and backward; and,
-for scale, one column (groups=1, another model: more weights).
+The levers: torch's `nn.LocalResponseNorm` against `trainer.lrn`; `cudnn.benchmark`;
+channels-last or NCHW; CUDA graphs of the forward and backward; and, for scale, one
+column (groups=1, another model: more weights). One convolution per column instead of
+cuDNN's grouped kernels was measured at 1.00x on an H100 and dropped (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import contextlib
 import torch
 from torch.nn import functional as F
 
-from trainer.model import AlexNet, ColumnConv2d, configure_cuda
+from trainer.model import AlexNet, configure_cuda
 from trainer.optim import PaperSGD
 
 from gpu.timing import Budget, sync, throughput
@@ -24,10 +24,9 @@ from gpu.timing import Budget, sync, throughput
 # name -> the switches it changes from `product`, what the trainer runs on a GPU;
 # `before` is the trainer before this check's levers (the first H100 run's figures).
 VARIANTS = {
-    "before": {"torch_lrn": True, "split": False, "benchmark": False},
+    "before": {"torch_lrn": True, "benchmark": False},
     "product": {},
     "torch_lrn": {"torch_lrn": True},
-    "split_columns": {"split": True},
     "no_cudnn_benchmark": {"benchmark": False},
     "nchw": {"channels_last": False},
     "cuda_graphs": {"graphed": True},
@@ -36,17 +35,15 @@ VARIANTS = {
 
 
 @contextlib.contextmanager
-def _switches(split, benchmark):
-    old_split, old_bench = ColumnConv2d.split, torch.backends.cudnn.benchmark
+def _switches(benchmark):
+    old_bench = torch.backends.cudnn.benchmark
     configure_cuda()  # the product's settings, then the variant's changes
-    if split is not None:
-        ColumnConv2d.split = split
     if benchmark is not None:
         torch.backends.cudnn.benchmark = benchmark
     try:
         yield
     finally:
-        ColumnConv2d.split, torch.backends.cudnn.benchmark = old_split, old_bench
+        torch.backends.cudnn.benchmark = old_bench
 
 
 def _model(classes, width, device, channels_last, groups, torch_lrn):
@@ -81,7 +78,7 @@ def _step_fn(model, opt, images, labels, amp, graphed):
 def measure(name, classes, width, batch, device, amp, channels_last, budget: Budget) -> dict:
     v = VARIANTS[name]
     cl = v.get("channels_last", channels_last)
-    with _switches(v.get("split"), v.get("benchmark")):
+    with _switches(v.get("benchmark")):
         model, opt = _model(classes, width, device, cl, v.get("groups", 2), v.get("torch_lrn", False))
         fmt = torch.channels_last if cl else torch.contiguous_format
         images = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=fmt)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainer.lrn import local_response_norm
-from trainer.model import AlexNet, ColumnConv2d
+from trainer.model import AlexNet
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
@@ -64,21 +64,6 @@ def test_even_window_is_refused():
         local_response_norm(torch.ones(1, 4, 2, 2), size=4)
 
 
-@pytest.mark.parametrize("fmt", LAYOUTS)
-def test_column_conv_split_equals_grouped(fmt, monkeypatch):
-    torch.manual_seed(3)
-    conv = ColumnConv2d(8, 12, 3, padding=1, groups=2).double()
-    x = torch.randn(2, 8, 7, 7, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
-    grouped = conv(x)
-    (gx,) = torch.autograd.grad(grouped.sum(), x)
-    monkeypatch.setattr(ColumnConv2d, "split", True)
-    split = conv(x)
-    (sx,) = torch.autograd.grad(split.sum(), x)
-    assert torch.allclose(split, grouped, rtol=1e-12) and torch.allclose(sx, gx, rtol=1e-12)
-    assert split.is_contiguous(memory_format=fmt)
-    assert set(conv.state_dict()) == {"weight", "bias"}
-
-
 def test_model_uses_this_lrn():
     model = AlexNet(num_classes=4, width=0.125)
     a = torch.rand(1, model.conv1.out_channels, 3, 3, dtype=torch.float64) * 300
@@ -87,7 +72,7 @@ def test_model_uses_this_lrn():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_on_cuda_channels_last_bf16_and_split_columns_match_the_cpu():
+def test_on_cuda_channels_last_bf16_matches_the_cpu():
     torch.manual_seed(4)
     a = (torch.rand(8, 96, 27, 27, dtype=torch.float64) * 300)
     g = torch.randn_like(a)
@@ -100,14 +85,3 @@ def test_on_cuda_channels_last_bf16_and_split_columns_match_the_cpu():
         assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
         assert torch.allclose(out.double().cpu(), papers_formula(a), rtol=tol, atol=tol * 10), dtype
         assert torch.allclose(x.grad.double().cpu(), ref.grad, rtol=tol * 10, atol=tol), dtype
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        conv = ColumnConv2d(96, 256, 5, padding=2, groups=2).cuda().to(memory_format=torch.channels_last)
-        x = torch.randn(4, 96, 27, 27, device="cuda").contiguous(memory_format=torch.channels_last)
-        ColumnConv2d.split = True
-        split = conv(x)
-        grouped = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=2, groups=2)
-        assert torch.allclose(split, grouped, rtol=1e-4, atol=1e-4)
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
-        ColumnConv2d.split = False
