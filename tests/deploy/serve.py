@@ -31,15 +31,15 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 60
 
 
 @contextlib.contextmanager
-def serving(runs_db: Path, token: str = "deploy-check-token-0123456789"):
-    """Yield the base URL of `trainer serve --runs-db RUNS_DB`; stop it afterwards."""
+def serving(runs_db: Path, token: str = "deploy-check-token-0123456789", flags: tuple[str, ...] = ()):
+    """Yield the base URL of `trainer serve --runs-db RUNS_DB [FLAGS]`; stop it afterwards."""
     port = free_port()
     # A file, not a pipe: nobody reads the access log while the test runs, and a full pipe
     # would stall the server.
     log = runs_db.with_name("serve.log")
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", "serve", "--runs-db", str(runs_db),
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), *flags],
         env={**os.environ, "ALEXNET_TOKEN": token},
         stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
     )
