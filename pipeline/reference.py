@@ -11,10 +11,13 @@ workers, and resuming at batch k is exact and costs nothing.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import multiprocessing
 import os
+import select
+import threading
 
 import numpy as np
 import torch
@@ -134,6 +137,30 @@ class EpochDataset(IterableDataset):
 _PRELOAD = ["pipeline.forkserver_signals", "numpy", "torch", "PIL.Image", "pipeline.reference"]
 
 
+def exit_with(trainer_pid: int, worker_id: int = 0) -> None:
+    """DataLoader worker_init_fn: end this worker when the trainer process ends.
+
+    A forkserver's worker is the forkserver's child, not the trainer's, so neither
+    DataLoader's own watchdog (it watches the worker's parent) nor the kernel notices a
+    trainer killed with SIGKILL (an OOM kill, `kill -9`): the worker would wait for work
+    forever, and keep the forkserver alive with it. A thread waits on the trainer's pidfd."""
+
+    def watch():
+        try:
+            fd = os.pidfd_open(trainer_pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel): poll once a second
+            while True:
+                try:
+                    os.kill(trainer_pid, 0)
+                except ProcessLookupError:
+                    os._exit(0)
+                threading.Event().wait(1.0)
+        select.select([fd], [], [])  # readable once the process has exited
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-trainer", daemon=True).start()
+
+
 def worker_context():
     """forkserver, with the heavy imports done once in the server: DALI's threads may hold
     locks at fork time, so plain fork is unsafe, and spawn would import torch per worker."""
@@ -159,6 +186,7 @@ class ReferenceLoader(BaseLoader):
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             multiprocessing_context=worker_context(),
+            worker_init_fn=functools.partial(exit_with, os.getpid()),
         )
         for b, images, labels, damaged in loader:
             for name in damaged:
