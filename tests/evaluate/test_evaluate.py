@@ -147,7 +147,8 @@ def test_ddp_two_ranks_give_the_single_process_numbers(tiny_shards, trained_chec
     for world in (1, 2):
         out = tmp_path / f"eval{world}.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world),
-               "--master-port", str(29500 + os.getpid() % 1000), "-m", "trainer", "evaluate",
+               "--master-port", str(29500 + os.getpid() % 1000), "--log-dir", str(tmp_path / f"elastic{world}"),
+               "-m", "trainer", "evaluate",
                "--checkpoint", str(trained_checkpoint), "--batch-size", "2", "--workers", "1",
                "--backend", "reference", "--device", "cpu", "--json", str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

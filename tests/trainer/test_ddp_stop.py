@@ -17,7 +17,7 @@ from trainer_helpers import REPO, TINY, checkpoint, env, last_step, read_trace, 
 @pytest.mark.slow
 def test_sigint_to_torchrun_checkpoints_both_ranks_at_one_step(id_shards, tmp_path):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "trainer", "train", "--data", str(id_shards), "--run-dir", str(tmp_path / "ddp"), *TINY,
+            "--log-dir", str(tmp_path / "elastic"), "-m", "trainer", "train", "--data", str(id_shards), "--run-dir", str(tmp_path / "ddp"), *TINY,
             "--batch-size", "16", "--epochs", "100", "--val-every", "0", "--no-tencrop",
             "--checkpoint-minutes", "60", "--step-delay", "0.2", "--trace", str(tmp_path / "t")]
     log = tmp_path / "torchrun.log"
