@@ -178,6 +178,8 @@ def run_demo(args, children: Supervisor) -> int:
 
     token = operator_token(runs_db)
     port = pick_port(args.host, args.port)
+    if port != args.port:
+        say(f"port {args.port} is taken; using {port}")
     serve = children.start("serve", _python("trainer", "serve", "--runs-db", str(runs_db),
                                             "--host", args.host, "--port", str(port)),
                            env={"ALEXNET_TOKEN": token}, log=runs_dir / SERVE_LOG)

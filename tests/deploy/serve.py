@@ -50,10 +50,10 @@ def running(argv: list[str], env: dict[str, str], log: Path, port: int):
 
 
 @contextlib.contextmanager
-def serving(runs_db: Path, token: str = "deploy-check-token-0123456789"):
-    """Yield the base URL of `trainer serve --runs-db RUNS_DB`; stop it afterwards."""
+def serving(runs_db: Path, token: str = "deploy-check-token-0123456789", flags: tuple[str, ...] = ()):
+    """Yield the base URL of `trainer serve --runs-db RUNS_DB [FLAGS]`; stop it afterwards."""
     port = free_port()
     argv = [sys.executable, "-m", "trainer", "serve", "--runs-db", str(runs_db),
-            "--host", "127.0.0.1", "--port", str(port)]
+            "--host", "127.0.0.1", "--port", str(port), *flags]
     with running(argv, {**os.environ, "ALEXNET_TOKEN": token}, runs_db.with_name("serve.log"), port) as base:
         yield base

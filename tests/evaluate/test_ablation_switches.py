@@ -54,3 +54,39 @@ def test_a_trained_ablation_run_records_its_switches(tiny_shards, tmp_path, caps
     assert trainer_main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"),
                          "--backend", "reference", "--workers", "1", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["count"] == 9
+
+
+def _fraction_off_whole_levels(images: torch.Tensor, mean_rgb) -> float:
+    """Largest distance from an integer of (batch + per-channel mean): 0 when the batch is
+    uint8 pixels minus the per-channel mean and nothing else."""
+    x = images.double() + torch.as_tensor(mean_rgb, dtype=torch.float64).view(1, 3, 1, 1)
+    return float((x - x.round()).abs().max())
+
+
+@pytest.mark.parametrize("flags, train_whole, val_whole", [
+    (["--mean", "channel", "--lighting-std", "0"], True, True),
+    (["--mean", "channel"], False, True),  # lighting offsets are fractions of a level
+    (["--lighting-std", "0"], False, False),  # the mean image is fractional per pixel
+])
+def test_the_trainers_loaders_use_the_mean_and_lighting_switches(tiny_shards, tmp_path, flags, train_whole,
+                                                                 val_whole):
+    """What the trainer feeds the net, not what it records: with --mean channel and
+    --lighting-std 0 a batch is whole pixel levels minus the per-channel mean."""
+    from preprocess.contract import load_stats
+    from trainer.distributed import setup
+    from trainer.train import Trainer, check_inputs
+
+    parser, _ = build_parser("train")
+    cfg = from_args(parser.parse_args(["--data", str(tiny_shards), "--run-dir", str(tmp_path / "run"),
+                                       "--device", "cpu", "--backend", "reference", "--width", "0.0625",
+                                       "--batch-size", "4", "--num-workers", "1", *flags]))
+    trainer = Trainer(check_inputs(cfg), setup("cpu"))
+    try:
+        mean_rgb = load_stats(tiny_shards).mean_rgb
+        train_images, _ = next(iter(trainer.train_loader))
+        val_images = next(iter(trainer.make_loader("val", "center")))[0]
+    finally:
+        trainer.session.finish("stopped")
+    for images, whole in ((train_images, train_whole), (val_images, val_whole)):
+        off = _fraction_off_whole_levels(images, mean_rgb)
+        assert off < 1e-3 if whole else off > 0.1, (flags, off)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 
 import numpy as np
@@ -34,10 +35,19 @@ def _first_train_image(data, out):
     return path, member.name[: -len(".jpg")]
 
 
+def _own_checkpoint(trained_checkpoint, tmp_path):
+    """A copy of the session's checkpoint, so that its feature index is this test's alone."""
+    path = tmp_path / "checkpoints" / "last.pt"
+    path.parent.mkdir()
+    shutil.copy(trained_checkpoint, path)
+    return path
+
+
 def test_training_image_finds_itself_and_index_is_reused(tiny_shards, trained_checkpoint, tmp_path, capsys):
+    checkpoint = _own_checkpoint(trained_checkpoint, tmp_path)
     query, key = _first_train_image(tiny_shards, tmp_path)
     sheet = tmp_path / "sheet.png"
-    args = ["neighbors", "--checkpoint", str(trained_checkpoint), "--workers", "0", "-o", str(sheet), str(query)]
+    args = ["neighbors", "--checkpoint", str(checkpoint), "--workers", "0", "-o", str(sheet), str(query)]
     assert trainer_main(args) == 0
     out = capsys.readouterr().out
     assert "building the feature index" in out
@@ -48,7 +58,7 @@ def test_training_image_finds_itself_and_index_is_reused(tiny_shards, trained_ch
     # The query is a stored training image; only the JPEG round trip separates them.
     assert nearest_key == key and float(distance) < 0.5
 
-    index_dir = index_dir_for(trained_checkpoint)
+    index_dir = index_dir_for(checkpoint)
     meta = json.loads((index_dir / "meta.json").read_text())
     index = open_index(index_dir)
     assert meta["count"] == 12 == len(index["keys"]) == len(set(index["keys"]))
@@ -63,14 +73,20 @@ def test_training_image_finds_itself_and_index_is_reused(tiny_shards, trained_ch
     assert image.width > 6 * image.height // 2  # one row: the query and six neighbours
 
 
-def test_hidden_features_are_what_the_index_holds(tiny_shards, trained_checkpoint):
+def test_hidden_features_are_what_the_index_holds(tiny_shards, trained_checkpoint, tmp_path, capsys):
+    """The index this test builds itself with `trainer neighbors` (no other test's files)."""
     from tests.evaluate.helpers import train_inputs
     from trainer.inference import load_model
 
-    model, config = load_model(trained_checkpoint)
+    checkpoint = _own_checkpoint(trained_checkpoint, tmp_path)
+    query, _ = _first_train_image(tiny_shards, tmp_path)
+    assert trainer_main(["neighbors", "--checkpoint", str(checkpoint), "--workers", "0",
+                         "-o", str(tmp_path / "sheet.png"), str(query)]) == 0
+    assert "building the feature index" in capsys.readouterr().out
+    model, config = load_model(checkpoint)
     x, _, keys = train_inputs(tiny_shards, config)
     with torch.no_grad():
         expected = model.hidden(x).numpy()
-    index = open_index(index_dir_for(trained_checkpoint))
+    index = open_index(index_dir_for(checkpoint))
     order = [index["keys"].index(k) for k in keys]
     assert np.allclose(np.asarray(index["features"])[order], expected, rtol=1e-2, atol=1e-2)

@@ -17,7 +17,7 @@ N = 21  # 120 images over 2 ranks at 8 per rank: 7 batches a rank per epoch, 3 e
 @pytest.mark.slow
 def test_torchrun_two_ranks(id_shards, tmp_path):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "trainer", "train", "--data", str(id_shards), "--run-dir", str(tmp_path / "ddp"), *TINY,
+            "--log-dir", str(tmp_path / "elastic"), "-m", "trainer", "train", "--data", str(id_shards), "--run-dir", str(tmp_path / "ddp"), *TINY,
             "--batch-size", "16", "--max-steps", str(N), "--val-every", "1", "--no-tencrop",
             "--checkpoint-minutes", "60", "--trace", str(tmp_path / "t")]
     log = open(tmp_path / "torchrun.log", "w")

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from paper_forward import paper_forward
+
 from trainer.model import AlexNet, build_model
 
 
@@ -63,11 +65,48 @@ def test_dropout_acts_on_hidden_outputs_and_hidden_is_the_last_hidden_layer():
     assert not torch.allclose(a, model(x))
 
 
-@pytest.mark.parametrize("kw", [dict(lrn=False), dict(overlap_pool=False), dict(activation="tanh"),
-                                dict(groups=1), dict(dropout=0.0)])
-def test_switches_build_and_run(kw):
-    model = build_model(dict(num_classes=7, width=0.125, **kw))
-    assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 7)
+SWITCHES = {"paper": {}, "no_lrn": dict(lrn=False), "pool_2x2": dict(overlap_pool=False),
+            "tanh": dict(activation="tanh"), "one_column": dict(groups=1)}
+
+
+def _scaled_model(**kw) -> AlexNet:
+    """A small AlexNet with weights large enough that every switch changes its output
+    (at N(0, 0.01) the LRN denominator is k = 2 to within 1e-6)."""
+    torch.manual_seed(0)
+    model = build_model(dict(num_classes=7, width=0.125, bias_const=0.1, **kw)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(30.0)
+    return model
+
+
+def _reference(model: AlexNet, x: torch.Tensor, kw: dict) -> torch.Tensor:
+    return paper_forward(model.state_dict(), x, groups=kw.get("groups", 2), lrn_on=kw.get("lrn", True),
+                         overlap_pool=kw.get("overlap_pool", True), activation=kw.get("activation", "relu"))
+
+
+@pytest.mark.parametrize("switch", list(SWITCHES))
+def test_each_switch_computes_the_papers_network_with_that_change(switch):
+    kw = SWITCHES[switch]
+    model = _scaled_model(**kw)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 60
+    with torch.no_grad():
+        got, want = model(x), _reference(model, x, kw)
+        assert got.shape == (2, 7)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item()), switch
+        # The switch matters for these weights, so a model that ignored it would fail above
+        # (one column: the two-column weights would not even fit the reference's groups=1).
+        if switch not in ("paper", "one_column"):
+            default = _reference(model, x, {})
+            assert not torch.allclose(want, default, rtol=1e-3, atol=1e-3 * want.abs().max().item())
+
+
+def test_dropout_zero_trains_deterministically_and_half_does_not():
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 60
+    for p, same in ((0.0, True), (0.5, False)):
+        model = _scaled_model(dropout=p).train()
+        with torch.no_grad():
+            assert torch.allclose(model(x), _reference(model, x, {}), rtol=1e-4, atol=1e-2) == same, p
 
 
 def test_switches_change_the_network():

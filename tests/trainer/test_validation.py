@@ -1,12 +1,23 @@
-"""evaluate_loader is exact: padding masked, the same errors whatever the batch size and
-however many ranks share the split (counts summed)."""
+"""evaluate_loader is exact: padding masked, top-5 counted as top-5, and under DDP the
+counts of both ranks summed, whatever the batch size.
+
+The model is a lookup table (`lookup_model.py`): each val image gets prescribed logits
+that put its true class at a chosen rank, so the right errors are known by hand and
+differ from what a missing mask, a top-1-only count or a missing reduction would give.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+
+import pytest
 import torch
+import torch.multiprocessing as mp
+from lookup_model import expected_errors, lookup_model
 
 from pipeline import make_loader
-from trainer.model import AlexNet
 from trainer.validation import evaluate_loader
 
 
@@ -15,17 +26,75 @@ def _loader(data, mode, batch, rank=0, world=1):
                        world_size=world, num_workers=1)
 
 
-def test_center_and_tencrop_errors_are_exact_over_ranks_and_batch_sizes(demo_shards):
-    torch.manual_seed(0)
-    model = AlexNet(num_classes=10, width=0.0625)
-    model.fc3.bias.data = torch.linspace(-1, 1, 10)  # not all ties: top-1 picks a class
-    whole = evaluate_loader(model, _loader(demo_shards, "center", 40), "cpu")
-    assert whole["count"] == 40
-    # 40 images in batches of 3 over two ranks: padded last batches, summed by hand here.
-    parts = [evaluate_loader(model, _loader(demo_shards, "center", 3, r, 2), "cpu") for r in (0, 1)]
-    assert sum(p["count"] for p in parts) == 40
-    top1 = sum(p["top1_error"] * p["count"] for p in parts) / 40
-    assert abs(top1 - whole["top1_error"]) < 1e-9
-    ten = evaluate_loader(model, _loader(demo_shards, "tencrop", 4), "cpu", max_batches=1)
-    assert ten["count"] == 4 and 0 <= ten["top5_error"] <= ten["top1_error"] <= 1
+@pytest.fixture(scope="module")
+def models(demo_shards):
+    return {mode: lookup_model(demo_shards, mode) for mode in ("center", "tencrop")}
+
+
+def _hits_with_and_without_mask(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """[top-1 hits, top-5 hits] over valid rows, and over all rows (padding included)."""
+    masked, unmasked = torch.zeros(2), torch.zeros(2)
+    with torch.no_grad():
+        for images, labels, valid in loader:
+            x = images.flatten(0, 1) if images.dim() == 5 else images
+            probs = model(x).softmax(1)
+            if images.dim() == 5:
+                probs = probs.view(len(images), 10, -1).mean(1)
+            top = probs.topk(5, 1).indices == labels[:, None]
+            hits = torch.stack([top[:, 0], top.any(1)]).float()
+            masked += (hits * valid).sum(1)
+            unmasked += hits.sum(1)
+    return masked, unmasked
+
+
+@pytest.mark.parametrize("mode", ["center", "tencrop"])
+def test_errors_equal_the_hand_count_with_padding_masked(demo_shards, models, mode):
+    model = models[mode]
+    want = expected_errors(demo_shards)
+    assert want["top1_error"] != want["top5_error"], "the prescribed ranks must separate top-1 from top-5"
+    # 40 images in batches of 3: 14 batches, the last one padded with two repeated rows.
+    # Those rows are hits, so counting them would change both errors (checked here, so that
+    # this test keeps the power to see a missing mask).
+    masked, unmasked = _hits_with_and_without_mask(model, _loader(demo_shards, mode, 3))
+    assert (unmasked > masked).all(), "the padding rows must be top-1 and top-5 hits"
+    got = evaluate_loader(model, _loader(demo_shards, mode, 3), "cpu")
+    assert got["count"] == 40
+    assert got["top1_error"] == pytest.approx(want["top1_error"], abs=1e-12)
+    assert got["top5_error"] == pytest.approx(want["top5_error"], abs=1e-12)
     assert model.training  # the mode is restored
+
+
+def _rank_main(rank: int, data: str, port: int, out_dir: str) -> None:
+    """One DDP rank: join a real gloo group, evaluate its share, write what it got."""
+    from trainer.distributed import setup, teardown
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    world = setup("cpu")
+    try:
+        model = lookup_model(data, "center")
+        got = evaluate_loader(model, _loader(data, "center", 3, rank, 2), "cpu", world=world)
+    finally:
+        teardown(world)
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(got, f)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_ranks_each_report_the_whole_split(demo_shards, tmp_path):
+    """Two gloo ranks, 20 images each in batches of 3 (one padding row each): every rank
+    reports the errors over all 40 images, equal to the hand count."""
+    mp.start_processes(_rank_main, args=(str(demo_shards), _free_port(), str(tmp_path)), nprocs=2,
+                       join=True, start_method="spawn")
+    want = expected_errors(demo_shards)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["count"] == 40, f"rank {rank} counted only its own share"
+        assert got["top1_error"] == pytest.approx(want["top1_error"], abs=1e-12)
+        assert got["top5_error"] == pytest.approx(want["top5_error"], abs=1e-12)
