@@ -10,11 +10,11 @@ import shlex
 
 import pytest
 
-from tests.deploy.compose import resolved
+from tests.deploy.compose import CPU, GPU, resolved
 
 
-def _command(service: str, env: dict[str, str] | None = None) -> list[str]:
-    command = resolved(env)["services"][service]["command"]
+def _command(service: str, env: dict[str, str] | None = None, files=GPU) -> list[str]:
+    command = resolved(env, files=files)["services"][service]["command"]
     return shlex.split(command) if isinstance(command, str) else list(command)
 
 
@@ -87,3 +87,12 @@ def test_preprocess_command_parses_with_preprocess_shard(capsys):
 def test_a_bad_flag_in_train_args_is_refused(bad, capsys):
     with pytest.raises(AssertionError, match="refused"):
         _trainer_train(_command("trainer", {"TRAIN_ARGS": bad}), capsys)
+
+
+def test_cpu_variants_trainer_command_parses_with_trainer_train(capsys):
+    from trainer.cli import build_parser
+
+    argv = _command("trainer-cpu", {"TRAIN_ARGS": "--max-steps 5"}, files=CPU)
+    assert argv[:2] == ["trainer", "train"]
+    args = _parse(build_parser("train")[0], argv[2:], capsys)
+    assert (args.device, args.backend, args.resume, args.max_steps) == ("cpu", "reference", "auto", 5)
