@@ -80,12 +80,17 @@ class ShardReader:
         member = header.split(b"\0", 1)[0].decode(errors="replace")
         return f"{self.index.tars[s].name}:{member.split('.', 1)[0]}"
 
+    def jpeg_bytes(self, g: int) -> bytes:
+        """Sample g's stored JPEG, as it is in the shard (for decoders other than Pillow)."""
+        row = self.table[g]
+        return os.pread(self._fd(self._shard_of(g)), int(row[IMAGE_SIZE_BYTES]), int(row[IMAGE_OFFSET]))
+
     def sample_id(self, g: int) -> tuple[np.ndarray | None, int, str | None]:
         """(uint8 HWC image or None if it does not decode, label, "shard:key" if it does not)."""
         fd = self._fd(self._shard_of(g))
         row = self.table[g]
         label = parse_label(np.frombuffer(os.pread(fd, int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET])), np.uint8))
-        data = os.pread(fd, int(row[IMAGE_SIZE_BYTES]), int(row[IMAGE_OFFSET]))
+        data = self.jpeg_bytes(g)
         try:
             with Image.open(io.BytesIO(data)) as im:
                 image = np.asarray(im.convert("RGB"))

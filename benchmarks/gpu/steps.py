@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-
 from gpu import data, decode, levers, loaders, report, train
 
 

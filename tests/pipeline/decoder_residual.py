@@ -35,7 +35,7 @@ def train_rows(loader, labels, params: dict, locate, decode=None, *, mean: np.nd
     """The reference rows (N, 224, 224, 3) for a train batch: each row's image decoded by
     `decode(jpeg_bytes)` (default Pillow, as the reference loader) and augmented with the
     batch's own crop, flip and alpha. `locate(label)` gives (shard, sample)."""
-    reader = ShardReader(loader.shards)
+    reader = ShardReader(loader.index)
     matrix = lighting_matrix(loader.stats)
     rows = []
     try:
@@ -45,7 +45,7 @@ def train_rows(loader, labels, params: dict, locate, decode=None, *, mean: np.nd
                 image, got_label, _ = reader.sample(s, i)
                 assert got_label == label
             else:
-                image = decode(reader.raw(s, i, "jpg"))
+                image = decode(reader.jpeg_bytes(int(loader.index.global_id(s, i))))
             offset = lighting_sign * lighting_offset(params["alpha"][j], matrix)
             rows.append(augment_image(image, mean, int(params["x"][j]), int(params["y"][j]),
                                       bool(params["flip"][j]), offset))
