@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, set_rn
 from trainer.commands import Control
 from trainer.config import TrainConfig
 from trainer.distributed import World, all_gather_object, all_reduce_sum, setup, teardown
+from trainer.loaders import loader_options
 from trainer.lr_policy import LRPolicy
 from trainer.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.optim import create_optimizer, set_lr
@@ -80,20 +80,6 @@ def train(cfg: TrainConfig) -> int:
         return Trainer(cfg, world).fit()
     finally:
         teardown(world)
-
-
-def loader_options(cfg: TrainConfig, world: World, split: str, mode: str, backend: str, channels_last: bool) -> dict:
-    """`pipeline.make_loader`'s arguments for this rank. The device is the rank's own
-    ("cuda:k"): a bare "cuda" would put every rank's DALI pipeline on GPU 0."""
-    from pipeline.loader import auto_workers
-
-    per_rank = cfg.batch_size // world.world_size
-    batch = per_rank if mode != "tencrop" else max(1, per_rank // 4)
-    workers = cfg.num_workers or auto_workers(backend, world.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return dict(data_dir=cfg.data, split=split, mode=mode, batch_size=batch, backend=backend,
-                device=str(world.device), rank=world.rank, world_size=world.world_size, seed=cfg.seed,
-                num_workers=workers, channels_last=channels_last, lighting_std=cfg.lighting_std,
-                mean=cfg.mean)
 
 
 class Trainer:

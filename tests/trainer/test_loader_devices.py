@@ -11,7 +11,7 @@ import torch
 from pipeline import make_loader
 from trainer.config import TrainConfig
 from trainer.distributed import World
-from trainer.train import loader_options
+from trainer.loaders import loader_options
 
 MODES = [("train", "train"), ("val", "center"), ("val", "tencrop")]
 
