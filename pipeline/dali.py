@@ -32,12 +32,10 @@ from pipeline.hostmem import empty_host
 from preprocess.contract import CROP_SIZE, DataError
 TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
 # Share of the JPEGs the mixed decoder sends to the GPU's hardware JPEG engine (A100/H100);
-# the rest are Huffman-decoded on the pipeline's CPU threads. 0.65, DALI's own default, is
-# what was measured on an H100: 20,590 images/s at batch 256 with 8 threads (the trainer's
-# default there, pipeline.loader.DALI_GPU_THREADS). Raising it moves work off the CPU
-# threads; DALI's maintainers measured 0.9 at +1.8% end to end with a worse p99 decode
-# latency (NVIDIA/DALI#6366). benchmarks/gpu/steps.py (dali_levers) measures 0.9 and 1.0
-# against it, and 4 and 16 threads, in the same call.
+# the rest are Huffman-decoded on the pipeline's CPU threads. 0.65, DALI's own default, was
+# the best of the settings timed together on an H100 (benchmarks/README.md, GPU check): at
+# batch 256 and 8 threads 23,235 images/s, against 20,975 at 0.9 and 16,804 at 1.0. DALI's
+# maintainers saw the same trade: 0.9 gained 1.8% end to end with a worse p99 (NVIDIA/DALI#6366).
 HW_DECODER_LOAD = 0.65
 
 

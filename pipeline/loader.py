@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 BACKENDS = ("dali", "reference")
 
 
-# DALI threads per GPU by default: on an H100 (16 cores) 8 threads fed 20,590 images/s at
-# batch 256 with DALI's hw_decoder_load (benchmarks/README.md, GPU check), three times what
-# the model trains at; an 8-GPU node has 14-16 cores per GPU, and one stays with the trainer.
+# DALI threads per GPU by default: on an H100 (16 cores) 8 threads fed 23,235 images/s at
+# batch 256, against 16,933 with 4 and 14,848 with 16 (benchmarks/README.md, GPU check); an
+# 8-GPU node has 14-16 cores per GPU, and one stays with the trainer.
 DALI_GPU_THREADS = 8
 # Everything else (reference worker processes, DALI on the CPU): the earlier default.
 OTHER_WORKERS = 4

@@ -10,10 +10,12 @@ avg_pool3d, which on a channels-last tensor first copies it to NCHW and back, fo
 backward, and under CUDA autocast its `pow` returns float32, so the layer hands float32
 to the pooling that follows (in an H100 profile of the bf16 channels-last step, its
 pooling, multiplies, divides and copies were about a third of the device time; with this
-module the paper's model trains at 13,696 images/s there instead of 8,056, 1.70x). Here the window sum is a 1-D pool over the channel axis where
-that axis lies in memory (innermost for channels-last, a plain row for NCHW), every step
-runs in the input's dtype with autocast off (bf16 in, bf16 out, as the conv around it),
-and the backward is written out so that autograd keeps two tensors, not six.
+module the paper's model trains at 13,696 images/s there instead of 8,056, 1.70x).
+
+Here the window sum is a 1-D pool over the channel axis where that axis lies in memory
+(innermost for channels-last, a plain row for NCHW), every step runs in the input's dtype
+with autocast off (bf16 in, bf16 out, as the conv around it), and the backward is written
+out so that autograd keeps two tensors, not six.
 """
 
 from __future__ import annotations

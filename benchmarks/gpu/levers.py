@@ -98,7 +98,8 @@ def run(classes, width, batch, device, amp, channels_last, budget: Budget, log) 
             results[name] = measure(name, classes, width, batch, device, amp, channels_last, budget)
         except Exception as exc:  # a lever that cannot run here must not cost the others
             results[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        torch.cuda.empty_cache() if device.startswith("cuda") else None
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()  # each variant starts from the same free memory
         log(f"  {name:<20} {results[name].get('items_per_s', results[name].get('error'))}")
     base, old = (results.get(k, {}).get("items_per_s") for k in ("product", "before"))
     for r in results.values():
