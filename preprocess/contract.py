@@ -6,6 +6,7 @@ Shard names, sample fields, manifest and statistics names live here once; see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -171,6 +172,16 @@ def split_count(manifest: dict, split: str) -> int:
 
 def num_classes(manifest: dict) -> int:
     return len(manifest["classes"])
+
+
+def class_digest(classes: list[dict]) -> str:
+    """sha256 of the class list in label order (wnids only: names may be re-labelled).
+
+    Two datasets with the same digest give every label the same meaning; checkpoints record
+    it so that resume, evaluate and predict refuse shards whose labels mean other classes.
+    """
+    wnids = [c["wnid"] for c in sorted(classes, key=lambda c: int(c["index"]))]
+    return hashlib.sha256(json.dumps(wnids, separators=(",", ":")).encode()).hexdigest()
 
 
 # --- DALI index files ---------------------------------------------------------------------
