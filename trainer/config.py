@@ -37,6 +37,8 @@ class TrainConfig:
     dropout: float = 0.5
     activation: str = "relu"
     bias_const: float = 1.0
+    extra_conv: bool = False
+    init: str = "paper"
     # LR policy: manual (the operator divides it, as the authors did), plateau, step.
     lr_policy: str = "manual"
     patience: int = 3
@@ -112,12 +114,16 @@ HELP = {
     "name": "run name in the run store (default: the run dir's name)",
     "num_workers": "DALI threads or reference loader processes per rank; 0: auto (8 DALI threads "
                    "per GPU, fewer on a machine with under 9 cores per GPU; 4 otherwise)",
+    "extra_conv": "section 6's sixth conv layer over the last pooling layer (3x3, 256 kernels, "
+                  "see trainer/model.py)",
+    "init": "paper: weights N(0, 0.01), biases 1 where section 5 says; kaiming: torchvision's "
+            "(PyTorch's layer defaults)",
     "backend": "loader: dali, reference (webdataset + Pillow), auto: dali on GPU, reference on CPU",
 }
 CHOICES = {
     "optimizer": ("paper", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2),
     "lr_policy": ("manual", "plateau", "step"), "backend": ("auto", "dali", "reference"),
-    "mean": ("image", "channel"), "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "off"),
+    "mean": ("image", "channel"), "init": ("paper", "kaiming"), "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "off"),
     "channels_last": ("auto", "on", "off"),
 }
 

@@ -4,8 +4,15 @@ Used by `trainer train` (and `trainer evaluate`, `filters`, `neighbors`). With d
 arguments: 60,965,224 parameters; layer outputs 290,400-186,624-64,896-64,896-43,264-
 4096-4096-1000 at 224x224 (conv1 padding 2, so that 224 divides as the paper's counts
 from conv2 on require). The switches exist for the paper's comparisons: one or two
-columns (`groups`), LRN, overlapping pooling, dropout rate, ReLU or tanh, and a width
-multiplier plus `num_classes` for small runs.
+columns (`groups`), LRN, overlapping pooling, dropout rate, ReLU or tanh, the sixth conv
+layer of section 6's pre-trained nets (`extra_conv`), the initialisation (`init`), and a
+width multiplier plus `num_classes` for small runs.
+
+The sixth conv layer. Section 6 says only "an extra sixth convolutional layer over the last
+pooling layer". We take conv5's shape (3x3, 256 kernels, padding 1, within each column,
+bias 1 as conv5) applied to pool5's 6x6x256 output and followed by a ReLU: the shape keeps
+6x6x256, so the classifier is the plain net's and fine-tuning (`--init-from`) between the two
+copies every FC layer. A second pooling would leave 2x2, a classifier the paper never shows.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from torch import nn
 from trainer.lrn import LocalResponseNorm
 
 INIT_STD = 0.01  # section 5: weights ~ N(0, 0.01)
+INITS = ("paper", "kaiming")
 
 
 def _channels(base: int, width: float) -> int:
@@ -36,8 +44,12 @@ class AlexNet(nn.Module):
         dropout: float = 0.5,
         activation: str = "relu",
         bias_const: float = 1.0,
+        extra_conv: bool = False,
+        init: str = "paper",
     ):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, not {init!r}")
         if groups not in (1, 2):
             raise ValueError(f"groups must be 1 (one column) or 2 (the paper's two GPUs), not {groups}")
         if activation not in ("relu", "tanh"):
@@ -45,6 +57,7 @@ class AlexNet(nn.Module):
         c1, c2, c3, c4, c5 = (_channels(c, width) for c in (96, 256, 384, 384, 256))
         hidden = _channels(4096, width)
         self.bias_const = bias_const
+        self.init = init
         act = nn.ReLU if activation == "relu" else nn.Tanh
         norm = LocalResponseNorm if lrn else nn.Identity  # section 3.3's constants
         # 3/2 overlapping pooling, or the traditional 2/2 it is compared against (same output size here).
@@ -55,6 +68,7 @@ class AlexNet(nn.Module):
         self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)  # connected to both columns
         self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=groups)
         self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=groups)
+        self.conv6 = nn.Conv2d(c5, c5, 3, padding=1, groups=groups) if extra_conv else None
         self.fc1 = nn.Linear(c5 * 6 * 6, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
         self.fc3 = nn.Linear(hidden, num_classes)
@@ -65,13 +79,22 @@ class AlexNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.reset_parameters()
 
+    def learned_layers(self) -> list[tuple[str, nn.Module]]:
+        names = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2", "fc3")
+        return [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
+
     def reset_parameters(self) -> None:
-        """Section 5: weights N(0, 0.01); biases `bias_const` in conv2, conv4, conv5 and the
-        hidden FC layers, 0 elsewhere (Caffe's reproduction needed 0.1: `--bias-const`)."""
-        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3"):
-            layer = getattr(self, name)
+        """`paper` (section 5): weights N(0, 0.01); biases `bias_const` in conv2, conv4, conv5
+        (conv6) and the hidden FC layers, 0 elsewhere (Caffe's reproduction needed 0.1:
+        `--bias-const`). `kaiming`: torchvision's AlexNet, which keeps PyTorch's layer defaults
+        (Kaiming-uniform with a = sqrt(5), uniform biases); it leaves chance far sooner on
+        small corpora (benchmarks/ablations.py counts the steps)."""
+        for name, layer in self.learned_layers():
+            if self.init == "kaiming":
+                layer.reset_parameters()
+                continue
             nn.init.normal_(layer.weight, 0.0, INIT_STD)
-            one = name in ("conv2", "conv4", "conv5", "fc1", "fc2")
+            one = name in ("conv2", "conv4", "conv5", "conv6", "fc1", "fc2")
             nn.init.constant_(layer.bias, self.bias_const if one else 0.0)
 
     def _layers(self, x: torch.Tensor):
@@ -84,7 +107,11 @@ class AlexNet(nn.Module):
         x = self.conv3(x); yield x
         x = self.conv4(self.act(x)); yield x
         x = self.conv5(self.act(x)); yield x
-        x = torch.flatten(self.pool(self.act(x)), 1)
+        x = self.pool(self.act(x))
+        if self.conv6 is not None:
+            x = self.conv6(x); yield x
+            x = self.act(x)
+        x = torch.flatten(x, 1)
         x = self.fc1(x); yield x
         x = self.fc2(self.dropout(self.act(x))); yield x
         yield self.act(x)  # the last hidden layer, before its dropout
@@ -112,7 +139,8 @@ def configure_cuda() -> None:
     torch.backends.cudnn.benchmark = True
 
 
-MODEL_FIELDS = ("num_classes", "width", "groups", "lrn", "overlap_pool", "dropout", "activation", "bias_const")
+MODEL_FIELDS = ("num_classes", "width", "groups", "lrn", "overlap_pool", "dropout", "activation", "bias_const",
+                "extra_conv", "init")
 
 
 def build_model(config) -> AlexNet:

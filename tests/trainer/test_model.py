@@ -116,3 +116,26 @@ def test_switches_change_the_network():
     assert n_params(AlexNet(groups=1)) > n_params(AlexNet())
     with pytest.raises(ValueError):
         AlexNet(groups=3)
+
+
+def test_extra_conv_adds_one_conv5_shaped_layer_and_keeps_the_classifier():
+    plain, six = AlexNet(), AlexNet(extra_conv=True)
+    assert six.conv6.weight.shape == (256, 128, 3, 3) and six.conv6.groups == 2  # 3x3, 256, per column
+    assert n_params(six) - n_params(plain) == six.conv6.weight.numel() + 256
+    assert six.fc1.weight.shape == plain.fc1.weight.shape  # fine-tuning copies every FC layer
+    with torch.no_grad():
+        sizes = six.eval().layer_outputs(torch.zeros(1, 3, 224, 224))
+    assert sizes == [290_400, 186_624, 64_896, 64_896, 43_264, 9216, 4096, 4096, 1000]
+    assert torch.all(six.conv6.bias == 1.0) and abs(six.conv6.weight.std().item() - 0.01) < 0.001
+    assert build_model({"num_classes": 5, "width": 0.25, "extra_conv": True}).conv6 is not None
+
+
+def test_kaiming_init_is_pytorchs_layer_default_and_unknown_init_is_refused():
+    torch.manual_seed(0)
+    model = AlexNet(init="kaiming")
+    bound = 1 / (3 * 11 * 11) ** 0.5  # kaiming_uniform(a=sqrt(5)) on conv1's fan-in
+    assert model.conv1.weight.abs().max().item() <= bound
+    assert model.conv1.weight.abs().max().item() > 0.9 * bound
+    assert not torch.all(model.fc1.bias == 1.0)
+    with pytest.raises(ValueError, match="init must be"):
+        AlexNet(init="xavier")
