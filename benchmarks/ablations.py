@@ -6,7 +6,8 @@
 
 Each variant flips one switch that sections 3 and 4 discuss (one column instead of two,
 no LRN, 2/2 instead of 3/2 pooling, no dropout, no PCA lighting, per-channel instead of
-per-pixel mean, tanh instead of ReLU) and is trained from the same seed with every other
+per-pixel mean, tanh instead of ReLU; and section 6's sixth conv layer, and torchvision's
+initialisation instead of the paper's) and is trained from the same seed with every other
 setting equal. For each run this script checks that the switch is recorded in the run's
 config in the run store (what the progress page shows), evaluates `last.pt` with
 `trainer evaluate` (ten-patch and center top-1/top-5), and takes the trainer's own
@@ -45,7 +46,13 @@ VARIANTS: dict[str, tuple[list[str], tuple[str, object] | None]] = {
     "no_lighting": (["--lighting-std", "0"], ("lighting_std", 0.0)),
     "channel_mean": (["--mean", "channel"], ("mean", "channel")),
     "tanh": (["--activation", "tanh"], ("activation", "tanh")),
+    "kaiming": (["--init", "kaiming"], ("init", "kaiming")),
+    "extra_conv": (["--extra-conv"], ("extra_conv", True)),
 }
+# A run "leaves chance" at the first step where the mean training loss over the last
+# CHANCE_WINDOW logged steps is CHANCE_MARGIN below ln(classes), the loss of a uniform guess.
+CHANCE_WINDOW = 10
+CHANCE_MARGIN = 0.1
 
 
 def _python(*args: str) -> list[str]:
@@ -106,11 +113,27 @@ def run_store_facts(db: Path, run_name: str) -> dict:
     try:
         run = store.get_run_by_name(run_name)
         series = [p["value"] for p in store.metric_series(run["id"], rs.IMAGES_PER_SEC)]
+        losses = [(p["step"], p["value"]) for p in store.metric_series(run["id"], rs.LOSS, max_points=100_000)]
     finally:
         store.close()
     steady = series[1:] or series
     config = run["config"] if isinstance(run["config"], dict) else json.loads(run["config"])
-    return {"images_per_sec": statistics.median(steady) if steady else float("nan"), "config": config}
+    return {"images_per_sec": statistics.median(steady) if steady else float("nan"), "config": config,
+            "steps_to_leave_chance": steps_to_leave_chance(losses, int(config.get("num_classes") or 0))}
+
+
+def steps_to_leave_chance(losses: list[tuple[int, float]], classes: int) -> int | None:
+    """The first step whose trailing mean loss is CHANCE_MARGIN under ln(classes); None if never."""
+    if classes < 2:
+        return None
+    import math
+
+    bar = math.log(classes) - CHANCE_MARGIN
+    for i in range(CHANCE_WINDOW, len(losses) + 1):
+        window = [v for _, v in losses[i - CHANCE_WINDOW:i]]
+        if sum(window) / CHANCE_WINDOW < bar:
+            return losses[i - 1][0]
+    return None
 
 
 def machine(device: str) -> dict:
@@ -162,7 +185,7 @@ def main(argv=None) -> int:
         results[name] = r
         print(f"{name:<13} top-1 {100 * r['top1_error']:5.1f}%  top-5 {100 * r['top5_error']:5.1f}%  "
               f"center top-1 {100 * r['center_top1_error']:5.1f}%  {r['images_per_sec']:8.1f} images/s  "
-              f"({r['train_seconds']:.0f} s)", flush=True)
+              f"leaves chance at step {r['steps_to_leave_chance']}  ({r['train_seconds']:.0f} s)", flush=True)
     print_result(results, args)
     return 0
 
@@ -174,6 +197,7 @@ def print_result(results: dict, args) -> None:
         figures[f"{name}_top1_error"] = round(r["top1_error"], 4)
         figures[f"{name}_top5_error"] = round(r["top5_error"], 4)
         figures[f"{name}_images_per_sec"] = round(r["images_per_sec"], 2)
+        figures[f"{name}_steps_to_leave_chance"] = r["steps_to_leave_chance"]
         if name == "paper":
             continue
         if paper["top1_error"] > 0:
