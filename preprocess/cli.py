@@ -1,6 +1,7 @@
 """The `preprocess` console script: `shard`, `verify`, `stats --merge`, `demo-corpus`.
 
     preprocess shard --src IMAGENET_DIR --out SHARDS_DIR [--workers N] [--part i --parts n]
+                     [--holdout-fraction F --holdout-seed S]   (a source with train/ only)
     preprocess verify SHARDS_DIR
     preprocess stats --merge PART_DIR... [--out SHARDS_DIR]
     preprocess demo-corpus --out DIR [--classes 10]
@@ -46,6 +47,9 @@ def _add_shard(sub) -> None:
     p.add_argument("--max-reject-fraction", type=float, default=0.001)
     p.add_argument("--part", type=int, default=0, help="this job's part, 0 <= i < --parts")
     p.add_argument("--parts", type=_positive, default=1)
+    p.add_argument("--holdout-fraction", type=float, default=None,
+                   help="for a source with train/ only: hold out this fraction of each class as val")
+    p.add_argument("--holdout-seed", type=int, default=0, help="which files --holdout-fraction holds out")
     p.add_argument("--overwrite", action="store_true", help="replace output made with other options (not with parts sharing one --out)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto")
 
@@ -78,7 +82,10 @@ def cmd_shard(args) -> int:
         raise SourceError(f"--part {args.part} is not in 0..{args.parts - 1}")
     if not 1 <= args.quality <= 100:
         raise SourceError("--quality must be between 1 and 100")
-    options = shards.Options(args.seed, args.quality, args.shard_max_count, args.shard_max_bytes, args.max_pixels)
+    if args.holdout_fraction is not None and not 0.0 < args.holdout_fraction < 1.0:
+        raise SourceError(f"--holdout-fraction must be between 0 and 1 (exclusive), got {args.holdout_fraction}")
+    options = shards.Options(args.seed, args.quality, args.shard_max_count, args.shard_max_bytes, args.max_pixels,
+                             holdout_fraction=args.holdout_fraction or 0.0, holdout_seed=args.holdout_seed)
     cfg = run.ShardConfig(args.src, args.out, options, args.workers, args.part, args.parts,
                           args.val_labels, args.synsets, args.overwrite, args.max_reject_fraction, args.progress)
     summary = run.shard(cfg)

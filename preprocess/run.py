@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from preprocess import image, shards, sources
+from preprocess import holdout, image, shards, sources
 from preprocess.output import Output
 from preprocess.progress import Progress
 
@@ -167,7 +167,11 @@ def _run_pool(todo, cfg: ShardConfig, output: Output, records: dict, on_done, ba
 def shard(cfg: ShardConfig) -> Summary:
     """The whole `preprocess shard` job; raises SourceError/OutputError with one-line messages."""
     start = time.monotonic()
+    if cfg.options.holdout_fraction:
+        holdout.check(cfg.src)
     source = sources.discover(cfg.src, cfg.val_labels, cfg.synsets)
+    if cfg.options.holdout_fraction:
+        source = holdout.split(source, cfg.options.holdout_fraction, cfg.options.holdout_seed)
     units = shards.plan(source, cfg.options)
     output = Output(cfg.out)
     settings = {"params": cfg.options.params(), "source_digest": source.digest()}

@@ -38,6 +38,8 @@ class Options:
     shard_max_bytes: int | None = None
     max_pixels: int = image.DEFAULT_MAX_PIXELS
     size: int = IMAGE_SIZE
+    holdout_fraction: float = 0.0  # 0: no holdout (preprocess.holdout)
+    holdout_seed: int = 0
 
     def params(self) -> dict:
         return {
@@ -50,6 +52,8 @@ class Options:
             "shard_max_count": self.shard_max_count,
             "shard_max_bytes": self.shard_max_bytes,
             "max_pixels": self.max_pixels,
+            "holdout_fraction": self.holdout_fraction,
+            "holdout_seed": self.holdout_seed,
         }
 
 
