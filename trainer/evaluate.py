@@ -7,7 +7,11 @@
 For every image of the split, exactly once: the center 224 patch, and the ten-patch average
 (softmax averaged over the four corners, the center and their mirrors, section 4.1). With
 several checkpoints also the ensemble: softmax averaged over the models (the paper's "5
-CNNs"), per view. Each rank counts its errors; the counts are summed over ranks, and the
+CNNs"), per view. The models may differ in architecture (`--extra-conv`, `--groups`) as long
+as they classify the same classes. Table 2's rows: a net fine-tuned from another run's
+weights (`trainer train --init-from`, the paper's pre-trained nets) is starred ("1 CNN*");
+a list that mixes plain and starred nets also gets the plain nets' own ensemble, so five
+plain and two pre-trained checkpoints print "1 CNN", "5 CNNs", "1 CNN*" and "7 CNNs*". Each rank counts its errors; the counts are summed over ranks, and the
 total must equal the split's size in `dataset.json`, or the command fails instead of
 reporting a number over the wrong set of images.
 """
@@ -42,29 +46,40 @@ def view_probs(model: torch.nn.Module, images: torch.Tensor, center_index: int) 
     return {"tencrop": probs.mean(dim=1), "center": probs[:, center_index]}
 
 
+def table_ensembles(pretrained: list[bool]) -> list[list[int]]:
+    """The ensembles Table 2 reports, as member lists: the plain nets alone where the list
+    mixes plain and pre-trained ones ("5 CNNs" beside "7 CNNs*"), then every net."""
+    plain = [i for i, p in enumerate(pretrained) if not p]
+    return ([plain] if any(pretrained) and len(plain) > 1 else []) + [list(range(len(pretrained)))]
+
+
 @torch.no_grad()
-def tally(models: list[torch.nn.Module], batches, device: torch.device, center_index: int) -> tuple[torch.Tensor, int]:
-    """Error counts of shape (len(models) + 1, views, metrics); the last row is the ensemble.
+def tally(models: list[torch.nn.Module], batches, device: torch.device, center_index: int,
+          ensembles: list[list[int]] | None = None) -> tuple[torch.Tensor, int]:
+    """Error counts of shape (len(models) + len(ensembles), views, metrics): one row per model,
+    then one per ensemble (default: a single one of every model).
 
     `batches` yields (images (B, 10, 3, H, W), labels (B,), valid (B,)); padding rows
     (valid False) are run through the models but never counted.
     """
+    ensembles = ensembles or [list(range(len(models)))]
     for m in models:
         m.eval()
-    counts = torch.zeros(len(models) + 1, len(VIEWS), len(METRICS), dtype=torch.float64, device=device)
+    counts = torch.zeros(len(models) + len(ensembles), len(VIEWS), len(METRICS), dtype=torch.float64,
+                         device=device)
     seen = torch.zeros((), dtype=torch.float64, device=device)
     for images, labels, valid in batches:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True).long()  # no-ops for the loader's
         valid = valid.to(device, non_blocking=True).bool()     # tensors, already there
-        ensemble = {v: 0.0 for v in VIEWS}
-        for i, model in enumerate(models):
-            probs = view_probs(model, images, center_index)
+        probs = [view_probs(model, images, center_index) for model in models]
+        for i, p in enumerate(probs):
             for j, view in enumerate(VIEWS):
-                counts[i, j] += count_errors(probs[view], labels, valid)
-                ensemble[view] = ensemble[view] + probs[view] / len(models)
-        for j, view in enumerate(VIEWS):
-            counts[-1, j] += count_errors(ensemble[view], labels, valid)
+                counts[i, j] += count_errors(p[view], labels, valid)
+        for e, members in enumerate(ensembles):
+            for j, view in enumerate(VIEWS):
+                mean = sum(probs[i][view] for i in members) / len(members)
+                counts[len(models) + e, j] += count_errors(mean, labels, valid)
         seen += valid.sum()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         both = torch.cat([counts.flatten(), seen.view(1)])
@@ -73,8 +88,13 @@ def tally(models: list[torch.nn.Module], batches, device: torch.device, center_i
     return counts.cpu(), int(seen.item())
 
 
-def summarize(counts: torch.Tensor, seen: int, checkpoints: list[str], split: str) -> dict:
-    """The JSON report: error rates per checkpoint and, for several, of the ensemble."""
+def summarize(counts: torch.Tensor, seen: int, checkpoints: list[str], split: str,
+              labels: list[str] | None = None, pretrained: list[bool] | None = None) -> dict:
+    """The JSON report: error rates per checkpoint and, for several, of the ensembles
+    (`ensemble`: every model; `ensembles`: each of `table_ensembles`, with its Table 2 name)."""
+    labels = labels or list(checkpoints)
+    pretrained = pretrained or [False] * len(checkpoints)
+    groups = table_ensembles(pretrained)
 
     def rates(row: torch.Tensor) -> dict:
         return {
@@ -85,21 +105,32 @@ def summarize(counts: torch.Tensor, seen: int, checkpoints: list[str], split: st
     report = {
         "split": split,
         "count": seen,
-        "models": [{"checkpoint": c, **rates(counts[i])} for i, c in enumerate(checkpoints)],
+        "models": [{"checkpoint": c, "label": labels[i], "name": _name([i], pretrained), **rates(counts[i])}
+                   for i, c in enumerate(checkpoints)],
         "ensemble": None,
+        "ensembles": [],
     }
     if len(checkpoints) > 1:
-        report["ensemble"] = {"checkpoints": list(checkpoints), **rates(counts[-1])}
+        report["ensembles"] = [{"name": _name(g, pretrained), "checkpoints": [checkpoints[i] for i in g],
+                                **rates(counts[len(checkpoints) + e])} for e, g in enumerate(groups)]
+        report["ensemble"] = {k: v for k, v in report["ensembles"][-1].items() if k != "name"}
     return report
 
 
+def _name(members: list[int], pretrained: list[bool]) -> str:
+    """Table 2's row name: "1 CNN", "5 CNNs", "1 CNN*", "7 CNNs*" (* any member pre-trained)."""
+    star = "*" if any(pretrained[i] for i in members) else ""
+    return f"1 CNN{star}" if len(members) == 1 else f"{len(members)} CNNs{star}"
+
+
 def format_table(report: dict) -> str:
-    """Rows as in the paper's Table 2: "1 CNN" per checkpoint, then "N CNNs" for the ensemble."""
+    """Rows as in the paper's Table 2: each net ("1 CNN", "1 CNN*"), then the ensembles."""
     split = report["split"]
     head = ["Model", f"Top-1 ({split})", f"Top-5 ({split})", "Top-1 center", "Top-5 center"]
-    rows = [[f"1 CNN  {m['checkpoint']}", *_cells(m)] for m in report["models"]]
-    if report["ensemble"]:
-        rows.append([f"{len(report['models'])} CNNs (softmax averaged)", *_cells(report["ensemble"])])
+    models = sorted(report["models"], key=lambda m: m["name"])  # plain nets first, as the paper
+    rows = [[f"{m['name']:<6} {m['label']}", *_cells(m)] for m in models]
+    for e in report.get("ensembles", []):
+        rows.append([f"{e['name']:<6} (softmax averaged)", *_cells(e)])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     out = [line(head), line(["-" * w for w in widths]), *map(line, rows)]
@@ -124,6 +155,8 @@ def _positive(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a checkpoint of `trainer train`; repeat it for an ensemble")
+    parser.add_argument("--label", action="append", default=None,
+                        help="a name for each --checkpoint in the table, in the same order (default: its path)")
     parser.add_argument("--data", help="shard folder (default: the one in the first checkpoint's config)")
     parser.add_argument("--split", default="val", choices=("val", "train"))
     parser.add_argument("--json", default=None, help="report file (default: evaluation-SPLIT.json)")
@@ -138,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
     from preprocess.contract import DataError
     from trainer.inference import CheckpointError, distributed_setup, load_models, make_eval_loader
 
+    if args.label and len(args.label) != len(args.checkpoint):
+        print(f"trainer evaluate: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint: give one each")
+        return 2
     rank, world, device = distributed_setup(args.device)
     try:
         models, configs, data_dir, manifest = load_models(args.checkpoint, args.data, device)
@@ -148,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
         loader, center_index = make_eval_loader(
             data_dir, args.split, args.batch_size, args.backend, device, rank, world, args.workers, configs[0],
         )
-        counts, seen = tally(models, loader, device, center_index)
+        pretrained = [bool(c.get("init_from")) for c in configs]
+        counts, seen = tally(models, loader, device, center_index, table_ensembles(pretrained))
     except (CheckpointError, DataError) as exc:
         if rank == 0:
             print(f"trainer evaluate: {exc}")
@@ -161,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         return 3
     if rank != 0:
         return 0
-    report = summarize(counts, seen, args.checkpoint, args.split)
+    report = summarize(counts, seen, args.checkpoint, args.split, args.label, pretrained)
     report["data"] = str(data_dir)
     print(format_table(report))
     path = Path(args.json or f"evaluation-{args.split}.json")
