@@ -20,7 +20,7 @@ import torch
 from pipeline.augment import MEANS, MODES
 from pipeline.sharding import EpochPlan, derive_seed, plan_epoch
 from pipeline.splitindex import SplitIndex
-from preprocess.contract import SPLITS, load_stats
+from preprocess.contract import MANIFEST_NAME, SPLITS, load_manifest, load_stats, num_classes
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -52,12 +52,14 @@ class LoaderConfig:
             raise ValueError("batch_size and num_workers must be >= 1")
 
 
-def parse_label(raw) -> int:
-    """A `.cls` payload (ASCII decimal) as int; DAMAGED where it is not one."""
+def parse_label(raw, classes: int | None = None) -> int:
+    """A `.cls` payload (ASCII decimal) as int; DAMAGED where it is not one, or is outside
+    0..classes-1 (a flipped digit must not reach the loss as an index past its last class)."""
     try:
-        return int(bytes(np.asarray(raw, np.uint8)).decode("ascii"))
+        label = int(bytes(np.asarray(raw, np.uint8)).decode("ascii"))
     except (ValueError, UnicodeDecodeError):
         return DAMAGED
+    return label if label >= 0 and (classes is None or label < classes) else DAMAGED
 
 
 class BaseLoader:
@@ -69,6 +71,10 @@ class BaseLoader:
         self.cfg = cfg
         self.index = SplitIndex.read(cfg.data_dir, cfg.split)  # counts only; the reference loads offsets
         self.stats = load_stats(cfg.data_dir)
+        # The class count that bounds a label: from dataset.json (shards made by other
+        # tools, without one, are bounded below only).
+        manifest = cfg.data_dir / MANIFEST_NAME
+        self.num_classes = num_classes(load_manifest(cfg.data_dir)) if manifest.is_file() else None
         self.device = torch.device(cfg.device)
         # DALI has no bfloat16: both backends produce float32 and cast on the device.
         self._transfer_dtype = torch.float16 if cfg.dtype == torch.float16 else torch.float32
@@ -149,6 +155,12 @@ class BaseLoader:
 
     def _extra_state(self) -> dict:
         return {}
+
+    def report_damaged(self, name: str, why: str) -> None:
+        """A sample left out of its batch ("shard:key"): said each time, kept once in `skipped`."""
+        log.warning("damaged sample %s (%s): skipped", name, why)
+        if name not in self.skipped:
+            self.skipped.append(name)
 
     def _iterate(self, start: int):
         raise NotImplementedError

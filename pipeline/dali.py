@@ -16,6 +16,8 @@ lets the tests check them against the reference.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from nvidia.dali import fn, types
@@ -25,7 +27,7 @@ from nvidia.dali.plugin.pytorch import feed_ndarray
 from pipeline import badinput
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
-from pipeline.base import BaseLoader, parse_label
+from pipeline.base import DAMAGED, BaseLoader, parse_label
 from pipeline.dalireader import RankReader
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_host
@@ -232,10 +234,22 @@ class DaliLoader(BaseLoader):
     def _extra_state(self) -> dict:
         return {"dali": self.pipe.checkpoint() if self.pipe is not None else None}
 
+    def _labels(self, raw) -> list[int]:
+        """The batch's labels; a label that is not a class number makes its row DAMAGED, and
+        is reported by name unless recovery already did (its JPEG was the damaged part)."""
+        labels = [parse_label(np.array(t), self.num_classes) for t in raw]
+        for label, t in zip(labels, raw):
+            if label == DAMAGED:
+                path, _, member = t.source_info().rsplit(":", 2)
+                name = f"{Path(path).name}:{member.split('.', 1)[0]}"
+                if name not in self.skipped:
+                    self.report_damaged(name, f"label {bytes(np.array(t))[:12]!r} is not a class number")
+        return labels
+
     def _batch(self, outs, plan, b: int):
         pipe = self.pipe
         zero_copy = bool(pipe and pipe.exec_dynamic)
-        labels = torch.tensor([parse_label(np.array(t)) for t in outs[1]], dtype=torch.int64)
+        labels = torch.tensor(self._labels(outs[1]), dtype=torch.int64)
         self.last_params = None
         if self.cfg.mode == "train":
             self.last_params = {

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.splitindex import SplitIndex
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError, Members, read_index, write_index
+from preprocess.contract import (
+    EXT_IMAGE, EXT_LABEL, DataError, Members, read_index, read_index_columns, write_index,
+)
 
 READER = "Reader"  # the reader's name, for checkpoints and error reports
 SHUFFLE_BUFFER = 4096  # samples; DALI's buffer shuffle mixes about this far in a rank's range
@@ -38,6 +40,7 @@ class RankReader:
         self.patches: dict[int, dict[int, Members]] = {}  # shard -> sample -> replacement members
         self._dir: Path | None = None
         self._written: set[Path] = set()
+        self._checked: set[int] = set()  # shards whose own index file parsed (DALI reads it as it is)
 
     def _folder(self) -> Path:
         if self._dir is None:
@@ -62,6 +65,9 @@ class RankReader:
     def _index_path(self, s: int, first: int, end: int, used: set[Path]) -> str:
         patches = self.patches.get(s, {})
         if first == 0 and end == self.index.sizes[s] and not patches:
+            if s not in self._checked:  # DALI's own parser fails the build with an assertion
+                read_index_columns(self.index.idx[s], (EXT_IMAGE, EXT_LABEL))  # CorruptError naming the fix
+                self._checked.add(s)
             return str(self.index.idx[s])
         samples = read_index(self.index.idx[s])
         for i, members in patches.items():

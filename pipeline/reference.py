@@ -56,8 +56,8 @@ TAR_HEADER = 512
 class ShardReader:
     """Random access to samples through the split's offsets table; one per worker process."""
 
-    def __init__(self, index: SplitIndex, max_open: int = MAX_OPEN_SHARDS):
-        self.index, self.max_open = index, max_open
+    def __init__(self, index: SplitIndex, num_classes: int | None = None, max_open: int = MAX_OPEN_SHARDS):
+        self.index, self.num_classes, self.max_open = index, num_classes, max_open
         self.table = index.table
         self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()
 
@@ -85,17 +85,21 @@ class ShardReader:
         row = self.table[g]
         return os.pread(self._fd(self._shard_of(g)), int(row[IMAGE_SIZE_BYTES]), int(row[IMAGE_OFFSET]))
 
-    def sample_id(self, g: int) -> tuple[np.ndarray | None, int, str | None]:
-        """(uint8 HWC image or None if it does not decode, label, "shard:key" if it does not)."""
+    def sample_id(self, g: int) -> tuple[np.ndarray | None, int, tuple[str, str] | None]:
+        """(uint8 HWC image, label, None), or (None, DAMAGED, ("shard:key", why)) for a sample
+        whose JPEG does not decode or whose label is not one of the classes."""
         fd = self._fd(self._shard_of(g))
         row = self.table[g]
-        label = parse_label(np.frombuffer(os.pread(fd, int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET])), np.uint8))
+        raw = os.pread(fd, int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
+        label = parse_label(np.frombuffer(raw, np.uint8), self.num_classes)
+        if label == DAMAGED:
+            return None, DAMAGED, (self.name(g), f"label {raw[:12]!r} is not a class number")
         data = self.jpeg_bytes(g)
         try:
             with Image.open(io.BytesIO(data)) as im:
                 image = np.asarray(im.convert("RGB"))
         except (OSError, ValueError, SyntaxError):
-            return None, DAMAGED, self.name(g)
+            return None, DAMAGED, (self.name(g), "JPEG does not decode")
         if image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise DataError(f"{self.name(g)} is {image.shape}, the contract says 256x256 RGB: "
                             f"re-run `preprocess shard`")
@@ -104,8 +108,8 @@ class ShardReader:
     def sample(self, s: int, i: int) -> tuple[np.ndarray | None, int, str]:
         """Sample i of shard s: (image or None, label, "shard:key")."""
         g = int(self.index.global_id(s, i))
-        image, label, name = self.sample_id(g)
-        return image, label, name or self.name(g)
+        image, label, damage = self.sample_id(g)
+        return image, label, damage[0] if damage else self.name(g)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -163,6 +167,7 @@ class BatchMaker(Dataset):
     dtype: torch.dtype  # float32, or float16 when the loader's dtype is float16
     mean: np.ndarray
     matrix: np.ndarray
+    num_classes: int | None = None
 
     def __post_init__(self):
         self._reader: ShardReader | None = None
@@ -186,7 +191,7 @@ class BatchMaker(Dataset):
     def __getitem__(self, item):
         epoch, b, ids = item
         if self._reader is None:
-            self._reader = ShardReader(self.index)
+            self._reader = ShardReader(self.index, self.num_classes)
         p = self.params(epoch, b)
         offsets = lighting_offset(p.alpha, self.matrix)
         # The batch is written once, in its final layout and dtype, where the rank will read it.
@@ -195,9 +200,9 @@ class BatchMaker(Dataset):
         images = out.numpy()
         labels, damaged = np.empty(len(ids), np.int64), []
         for j, g in enumerate(ids.tolist()):
-            image, labels[j], name = self._reader.sample_id(g)
+            image, labels[j], damage = self._reader.sample_id(g)
             if image is None:
-                damaged.append(name)
+                damaged.append(damage)
                 images[j] = 0
                 continue
             if self.mode == "tencrop":
@@ -232,7 +237,7 @@ class ReferenceLoader(BaseLoader):
         self.batches = EpochBatches(self.index, cfg.batch_size)
         self.maker = BatchMaker(self.index, cfg.mode, cfg.batch_size, cfg.seed, cfg.rank, cfg.lighting_std,
                                 cfg.channels_last, self._transfer_dtype, mean_array(self.stats, cfg.mean),
-                                lighting_matrix(self.stats))
+                                lighting_matrix(self.stats), self.num_classes)
         self._loader: DataLoader | None = None
 
     def params(self, b: int):
@@ -265,8 +270,6 @@ class ReferenceLoader(BaseLoader):
         positions = rank_positions(plan, self.cfg.batch_size, self.cfg.mode == "train", self.epoch_seed(3))
         self.batches.set_epoch(self.epoch, plan, positions, start)
         for b, images, labels, damaged in self.data_loader():
-            for name in damaged:
-                log.warning("damaged JPEG %s: skipped", name)
-                if name not in self.skipped:
-                    self.skipped.append(name)
+            for name, why in damaged:
+                self.report_damaged(name, why)
             yield b, self.finish(images.to(self.device, non_blocking=True), labels, plan, b)

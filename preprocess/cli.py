@@ -6,8 +6,11 @@
     preprocess stats --merge PART_DIR... [--out SHARDS_DIR]
     preprocess demo-corpus --out DIR [--classes 10]
 
-Errors the user can fix (missing source, unwritable output, ...) end the program with one
-line on stderr and exit status 2; too many rejected inputs exit with status 1.
+Errors end the program with one line on stderr naming the file and the fix, and the exit
+status of their class (`preprocess.exitcodes`): 2 for an input the user can fix (missing
+source, unwritable output, ...), 4 for a damaged dataset.json, stats.npz or index, 5 for
+a full disk (nothing half-written is left: free space and rerun). Too many rejected
+inputs, and damaged shards found by `verify`, exit with status 1.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from preprocess import democorpus, image
+from preprocess import democorpus, exitcodes, image
 from preprocess.contract import DataError
 from preprocess.output import OutputError
 from preprocess.sources import SourceError
+from preprocess.tempfiles import NoSpaceError
 
 
 def _positive(text: str) -> int:
@@ -96,16 +100,16 @@ def cmd_shard(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from preprocess.verify import verify
+    from preprocess.verify import check
 
-    problems = verify(args.data_dir)
-    for line in problems:
+    report = check(args.data_dir)  # a missing or damaged dataset.json raises: nothing to check against
+    for line in report.problems:
         print(line, file=sys.stderr)
-    if problems:
-        print(f"verify: {len(problems)} problem(s) in {args.data_dir}", file=sys.stderr)
-        return 1
+    if report.problems:
+        print(f"verify: {len(report.problems)} problem(s) in {args.data_dir}", file=sys.stderr)
+        return exitcodes.CORRUPT if report.corrupt else exitcodes.FAILED
     print(f"verify: {args.data_dir} is whole")
-    return 0
+    return exitcodes.OK
 
 
 def cmd_stats(args) -> int:
@@ -135,12 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (SourceError, OutputError, DataError) as err:
+    except (SourceError, OutputError, DataError, NoSpaceError) as err:
         print(f"preprocess {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return exitcodes.for_error(err)
+    except OSError as err:
+        if not exitcodes.is_no_space(err):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"preprocess {args.command}: error: no space left on the device{where}: free space and rerun "
+              f"the same command; it keeps what is finished and goes on", file=sys.stderr)
+        return exitcodes.NO_SPACE
     except KeyboardInterrupt:
         print(f"preprocess {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return exitcodes.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from preprocess import exitcodes
+from preprocess.tempfiles import replacing
 
 FORMAT_VERSION = 1
 IMAGE_SIZE = 256  # side of the stored square image
@@ -38,6 +41,19 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 class DataError(RuntimeError):
     """Missing or inconsistent prepared data; the message names the command that fixes it."""
+
+
+class CorruptError(DataError):
+    """A file of the prepared data (dataset.json, stats.npz, an index) is damaged; the message
+    names the file and the command that rewrites it."""
+
+    exit_code = exitcodes.CORRUPT
+
+
+# What rewrites dataset.json, stats.npz or an index: a rerun keeps the shards that verify
+# and rewrites the rest from OUT/.preprocess/ (--overwrite only when that folder is gone).
+REWRITE_FIX = ("rerun the `preprocess shard` command that made it (or `preprocess stats --merge PART_DIR...` "
+               "for a split job); with --overwrite if {dir}/.preprocess is gone")
 
 
 def shard_name(split: str, index: int) -> str:
@@ -82,13 +98,41 @@ def load_manifest(data_dir: str | Path) -> dict:
             f"no {MANIFEST_NAME} in {data_dir}: create it with "
             f"`preprocess shard --src IMAGENET_DIR --out {data_dir}`"
         )
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptError(f"{path} is damaged ({err}): {REWRITE_FIX.format(dir=data_dir)}") from None
+    if not isinstance(manifest, dict):
+        raise CorruptError(f"{path} is not a manifest (a JSON {type(manifest).__name__}): "
+                           f"{REWRITE_FIX.format(dir=data_dir)}")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"{path} has format version {manifest.get('format_version')}, this code reads "
             f"{FORMAT_VERSION}: re-run `preprocess shard --overwrite`"
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise CorruptError(f"{path} is damaged ({problem}): {REWRITE_FIX.format(dir=data_dir)}")
     return manifest
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What makes a parsed manifest unusable, or None: the fields every reader relies on."""
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, dict) and "wnid" in c and "index" in c for c in classes):
+        return "its class list is missing or malformed"
+    if sorted(_int_or_none(c["index"]) or 0 for c in classes) != list(range(len(classes))):
+        return "its class indices are not 0..N-1"
+    if not all(isinstance(manifest.get(k, {}), dict) for k in ("splits", "params")):
+        return "its splits or params are not objects"
+    recorded = manifest.get("class_digest")  # absent in manifests written before it existed
+    if recorded is not None and recorded != class_digest(classes):
+        return "its class list does not match its class_digest"
+    return None
+
+
+def _int_or_none(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def write_manifest(data_dir: str | Path, manifest: dict) -> Path:
@@ -96,9 +140,8 @@ def write_manifest(data_dir: str | Path, manifest: dict) -> Path:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"a manifest of format {manifest.get('format_version')}, this code writes {FORMAT_VERSION}")
     path = Path(data_dir) / MANIFEST_NAME
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return path
 
 
@@ -113,10 +156,16 @@ class DatasetStats:
     eigvecs: np.ndarray  # (3, 3), column i belongs to eigvals[i]
     mean_image: np.ndarray  # (256, 256, 3) float32, HWC
 
+    def nonfinite(self) -> list[str]:
+        """The fields holding NaN or infinity (a mean image with a NaN trains on garbage)."""
+        return [name for name in STATS_FIELDS[1:] if not np.all(np.isfinite(getattr(self, name)))]
+
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        bad = self.nonfinite()
+        if bad:
+            raise ValueError(f"refusing to write {path}: non-finite values in {', '.join(bad)}")
+        with replacing(path) as tmp, open(tmp, "wb") as f:
             np.savez(
                 f,
                 n_pixels=np.int64(self.n_pixels),
@@ -126,10 +175,13 @@ class DatasetStats:
                 eigvecs=self.eigvecs.astype(np.float64),
                 mean_image=self.mean_image.astype(np.float32),
             )
-        tmp.replace(path)
+
+
+_STATS_SHAPES = {"mean_rgb": (3,), "cov": (3, 3), "eigvals": (3,), "eigvecs": (3, 3)}
 
 
 def load_stats(data_dir: str | Path) -> DatasetStats:
+    """stats.npz, checked: every field present, of its shape, and finite (CorruptError if not)."""
     path = Path(data_dir) / STATS_NAME
     if not path.is_file():
         raise DataError(
@@ -137,18 +189,33 @@ def load_stats(data_dir: str | Path) -> DatasetStats:
             f"`preprocess shard --src IMAGENET_DIR --out {data_dir}` "
             f"(or `preprocess stats --merge PART_DIR...` for a split job)"
         )
-    with np.load(path) as z:
-        missing = [k for k in STATS_FIELDS if k not in z]
-        if missing:
-            raise DataError(f"{path} lacks {missing}: re-run `preprocess shard --overwrite`")
-        return DatasetStats(
-            n_pixels=int(z["n_pixels"]),
-            mean_rgb=np.asarray(z["mean_rgb"], np.float64),
-            cov=np.asarray(z["cov"], np.float64),
-            eigvals=np.asarray(z["eigvals"], np.float64),
-            eigvecs=np.asarray(z["eigvecs"], np.float64),
-            mean_image=np.asarray(z["mean_image"], np.float32),
-        )
+    fix = REWRITE_FIX.format(dir=data_dir)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in STATS_FIELDS if k not in z]
+            if missing:
+                raise CorruptError(f"{path} lacks {missing}: {fix}")
+            stats = DatasetStats(
+                n_pixels=int(z["n_pixels"]),
+                mean_rgb=np.asarray(z["mean_rgb"], np.float64),
+                cov=np.asarray(z["cov"], np.float64),
+                eigvals=np.asarray(z["eigvals"], np.float64),
+                eigvecs=np.asarray(z["eigvecs"], np.float64),
+                mean_image=np.asarray(z["mean_image"], np.float32),
+            )
+    except CorruptError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as err:  # torn or foreign
+        raise CorruptError(f"{path} is damaged ({type(err).__name__}: {err}): {fix}") from None
+    wrong = [k for k, shape in _STATS_SHAPES.items() if getattr(stats, k).shape != shape]
+    if stats.mean_image.ndim != 3 or stats.mean_image.shape[2] != 3:
+        wrong.append("mean_image")
+    if wrong:
+        raise CorruptError(f"{path} has fields of the wrong shape ({', '.join(wrong)}): {fix}")
+    bad = stats.nonfinite()
+    if bad:
+        raise CorruptError(f"{path} holds NaN or infinite values in {', '.join(bad)}: {fix}")
+    return stats
 
 
 # --- Manifest fields (added with `preprocess shard`) -------------------------------------
@@ -161,6 +228,8 @@ def load_stats(data_dir: str | Path) -> DatasetStats:
 #              "val": {...}},
 #   "totals": {"count", "bytes"},
 #   "rejected": int,
+#   "class_digest": class_digest(classes),  # the labels' meaning; readers check it
+#   "source_digest": str,  # the listing of --src the plan was cut from (with params: the shard set)
 # }
 WORK_DIR = ".preprocess"  # inside the output folder: per-shard statistics and bookkeeping
 
@@ -227,7 +296,7 @@ def parse_index(text: str) -> list[Members]:
 
 
 def _index_error(path: Path, err: Exception) -> DataError:
-    return DataError(f"{path}: {err}; regenerate it with `preprocess shard` (or `wds2idx` for a foreign shard)")
+    return CorruptError(f"{path}: {err}; regenerate it with `preprocess shard` (or `wds2idx` for a foreign shard)")
 
 
 def read_index(path: str | Path) -> list[Members]:
@@ -316,7 +385,6 @@ def write_index(path: str | Path, samples: list[Members]) -> bytes:
     """Write an index file atomically (a temporary name, then renamed); returns its bytes."""
     path = Path(path)
     data = format_index(samples).encode()
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
     return data

@@ -54,6 +54,8 @@ def _collect(parts: list[Output], names: list[str], found: dict) -> dict[str, tu
 
 def merge(part_dirs: list[str | Path], out: str | Path) -> dict:
     parts = [Output(d) for d in part_dirs]
+    for part in parts:
+        part.sweep()  # killed parts' temporary files (each part's own host keeps its live ones)
     settings = [p.settings() for p in parts]
     for d, s in zip(part_dirs, settings):
         if s is None:
@@ -63,6 +65,7 @@ def merge(part_dirs: list[str | Path], out: str | Path) -> dict:
     info = parts[0].source_info()
     names = info["units"]
     target = Output(out)
+    target.sweep()
     found = _collect(parts, names, _placed(target, names) if target.settings() == settings[0] else {})
     target.out.mkdir(parents=True, exist_ok=True)
     if target.settings() not in (None, settings[0]):

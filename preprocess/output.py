@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from preprocess.contract import (
-    FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, SPLITS, STATS_NAME, WORK_DIR, index_name, shard_name,
+    FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, SPLITS, STATS_NAME, WORK_DIR, class_digest, index_name, shard_name,
     write_manifest,
 )
 from preprocess.stats import Moments, merge_all
+from preprocess.tempfiles import replacing, sweep_dead, temp_path
 
 OPTIONS_FILE = "options.json"
 SOURCE_FILE = "source.json"
@@ -47,9 +47,8 @@ def sha256_file(path: Path) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def _read_json(path: Path):
@@ -70,11 +69,12 @@ class Output:
         """Create or reuse OUT for a run with `settings` ({"params", "source_digest"})."""
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            probe = self.out / f".write-test-{os.getpid()}"
+            probe = temp_path(self.out / ".write-test")
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as err:
             raise OutputError(f"cannot write to --out {self.out}: {err.strerror or err}") from None
+        self.sweep()
         previous = _read_json(self.work / OPTIONS_FILE)
         has_output = (self.out / MANIFEST_NAME).exists() or any(self.out.glob("*-*.tar"))
         if not overwrite and previous is not None and previous != settings:
@@ -88,6 +88,10 @@ class Output:
         self.work.mkdir(parents=True, exist_ok=True)
         _write_json(self.work / OPTIONS_FILE, settings)
         _write_json(self.work / SOURCE_FILE, source_info)
+
+    def sweep(self) -> list[Path]:
+        """Remove what writers killed mid-file left (their temporary files; never a live one's)."""
+        return sweep_dead(self.out, self.work)
 
     def clear(self) -> None:
         for split in SPLITS:
@@ -205,11 +209,12 @@ class Output:
                        "bytes": sum(s["bytes"] for s in splits.values())},
             "inputs": info["inputs"],
             "rejected": len(rejects),
+            "class_digest": class_digest(info["classes"]),
+            "source_digest": (self.settings() or {}).get("source_digest"),
         }
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
-        tmp = self.out / f"{REJECTS_NAME}.tmp{os.getpid()}"
-        tmp.write_text(lines)
-        tmp.replace(self.out / REJECTS_NAME)
+        with replacing(self.out / REJECTS_NAME) as tmp:
+            tmp.write_text(lines)
         if train_units:
             self.fold_moments(train_units, params["image_size"]).finish().save(self.out / STATS_NAME)
         write_manifest(self.out, manifest)

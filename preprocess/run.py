@@ -167,6 +167,7 @@ def _run_pool(todo, cfg: ShardConfig, output: Output, records: dict, on_done, ba
 def shard(cfg: ShardConfig) -> Summary:
     """The whole `preprocess shard` job; raises SourceError/OutputError with one-line messages."""
     start = time.monotonic()
+    sources.check_out_outside_src(cfg.src, cfg.out)
     if cfg.options.holdout_fraction:
         holdout.check(cfg.src)
     source = sources.discover(cfg.src, cfg.val_labels, cfg.synsets)
@@ -181,7 +182,11 @@ def shard(cfg: ShardConfig) -> Summary:
     records = _resume_scan(output, mine, placing)
     todo = [u for u in mine if u.name not in records]
     placer = _Placer(output, units)
-    _run_units(todo, cfg, output, records, (lambda: placer.advance(records)) if placing else (lambda: None))
+    try:
+        _run_units(todo, cfg, output, records, (lambda: placer.advance(records)) if placing else (lambda: None))
+    except BaseException:
+        output.sweep()  # what the pool's workers, stopped mid-unit, left (they are dead now)
+        raise
     info = output.source_info()
     manifest = None
     if placing:

@@ -10,9 +10,9 @@ fixed (mtime 0, uid 0, mode 0444), so the same unit always gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import random
 import tarfile
 from dataclasses import dataclass, field
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess import image
+from preprocess import exitcodes, image
 from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, write_index
 from preprocess.sources import SampleTable, Source
 from preprocess.stats import Moments
+from preprocess.tempfiles import no_space, replacing, temp_path
 
 _BLOCK = 512
 
@@ -115,7 +116,7 @@ class PieceWriter:
 
     def _open(self) -> None:
         self._tar_path = self.workdir / f"{self.unit_name}-p{len(self.pieces)}.tar"
-        self._tmp = self._tar_path.with_name(f"{self._tar_path.name}.tmp{os.getpid()}")
+        self._tmp = temp_path(self._tar_path)
         self._file = open(self._tmp, "wb")
         self._hash, self._offset, self._index = hashlib.sha256(), 0, []
 
@@ -157,9 +158,48 @@ class PieceWriter:
             self._close_piece()
         return self.pieces
 
+    def current(self) -> Path | None:
+        """The piece last opened, if any (for error messages)."""
+        return getattr(self, "_tar_path", None)
 
-def _read(path: Path) -> bytes:
+    def abort(self) -> None:
+        """Remove the piece being written (the unit is redone whole on the next run)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # its buffer may not fit on the disk either
+                self._file.close()
+            self._file = None
+        if getattr(self, "_tmp", None) is not None:
+            self._tmp.unlink(missing_ok=True)  # gone already once the piece was renamed
+
+
+# Inputs up to this size are read whole and judged by the decoder; a larger one must first
+# show an image header whose pixel count is within --max-pixels and whose file size fits
+# that many pixels (8 bytes a pixel: 16-bit RGBA uncompressed), so that a 2 GB file of
+# anything else is refused after a few KB instead of being read into every worker's memory.
+READ_WHOLE_BYTES = 32 << 20
+
+
+def _header_check(path: Path, n_bytes: int, max_pixels: int) -> None:
+    from PIL import Image, UnidentifiedImageError
+
     try:
+        with Image.open(path) as im:  # reads the header only
+            width, height = im.size
+    except UnidentifiedImageError:
+        raise image.Rejected("not_an_image", f"{n_bytes} bytes and no image header") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise image.Rejected("corrupt", str(err)) from None
+    if width * height > max_pixels:
+        raise image.Rejected("too_large", f"{width}x{height} exceeds --max-pixels {max_pixels}")
+    if n_bytes > 8 * width * height + (1 << 20):
+        raise image.Rejected("too_large", f"{n_bytes} bytes for a {width}x{height} image")
+
+
+def _read(path: Path, max_pixels: int = image.DEFAULT_MAX_PIXELS) -> bytes:
+    try:
+        n_bytes = path.stat().st_size
+        if n_bytes > READ_WHOLE_BYTES:
+            _header_check(path, n_bytes, max_pixels)
         return path.read_bytes()
     except OSError as err:
         raise image.Rejected("unreadable", err.strerror or str(err)) from None
@@ -172,11 +212,21 @@ def process_unit(unit: Unit, src: Path, workdir: Path, options: Options, progres
     `progress`, if given, is called with the number of inputs done since the last call.
     """
     writer = PieceWriter(workdir, unit.name, options.shard_max_bytes)
+    try:
+        return _write_unit(unit, src, workdir, options, writer, progress)
+    except BaseException as err:
+        writer.abort()
+        if isinstance(err, OSError) and exitcodes.is_no_space(err):
+            raise no_space(writer.current() or workdir, err) from err
+        raise
+
+
+def _write_unit(unit: Unit, src: Path, workdir: Path, options: Options, writer: PieceWriter, progress) -> dict:
     moments = Moments(options.size) if unit.split == "train" else None
     rejects = []
     for sample in unit.samples:
         try:
-            pixels = image.prepare(_read(src / sample.rel), options.size, options.max_pixels)
+            pixels = image.prepare(_read(src / sample.rel, options.max_pixels), options.size, options.max_pixels)
         except image.Rejected as r:
             rejects.append({"path": sample.rel, "split": unit.split, "reason": r.reason, "detail": r.detail})
         else:
@@ -191,8 +241,7 @@ def process_unit(unit: Unit, src: Path, workdir: Path, options: Options, progres
               "pieces": writer.close(), "rejects": rejects}
     if moments is not None:
         moments.save(workdir / f"{unit.name}.moments.npz")
-    tmp = workdir / f"{unit.name}.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    tmp.replace(workdir / f"{unit.name}.json")
+    with replacing(workdir / f"{unit.name}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     return record
 

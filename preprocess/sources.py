@@ -9,6 +9,7 @@ whatever its extension (upper or lower case, or none): the decoder judges the co
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -117,18 +118,57 @@ class Source:
         return h.hexdigest()
 
 
-def _entries(folder: Path) -> tuple[list[str], list[str]]:
-    """Sorted (sub-folder names, file names) of a folder, hidden entries skipped."""
-    dirs, files = [], []
+def _entries(folder: Path, roots: tuple[str, ...] = ()) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """Sorted (sub-folder names, file names) of a folder, hidden entries skipped, and the
+    (name, reason) of each entry refused: a symlink loop, a dangling link, a link to a
+    folder that holds it, or (when `roots` are given) a link that leads outside them."""
+    dirs, files, refused = [], [], []
+    real_folder = os.path.realpath(folder)
     with os.scandir(folder) as it:
         for entry in it:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
-                dirs.append(entry.name)
-            elif entry.is_file():
-                files.append(entry.name)
-    return sorted(dirs), sorted(files)
+            try:
+                is_dir = entry.is_dir()  # follows links; a loop raises ELOOP here
+                if not is_dir and not entry.is_file():
+                    os.stat(entry.path)  # a dangling link raises; a fifo or socket is no input
+                    continue
+            except OSError as err:
+                what = "a symlink loop" if err.errno == errno.ELOOP else f"a link to nothing ({err.strerror})"
+                refused.append((entry.name, what))
+                continue
+            reason = _link_problem(entry.path, is_dir, real_folder, roots) if entry.is_symlink() else None
+            if reason:
+                refused.append((entry.name, reason))
+            else:
+                (dirs if is_dir else files).append(entry.name)
+    return sorted(dirs), sorted(files), sorted(refused)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _link_problem(path: str, is_dir: bool, real_folder: str, roots: tuple[str, ...]) -> str | None:
+    target = os.path.realpath(path)
+    if is_dir and _inside(real_folder, target):
+        return f"links to {target}, a folder that holds it (a loop)"
+    if roots and not any(_inside(target, r) for r in roots):
+        return f"links to {target}, outside --src"
+    return None
+
+
+def source_roots(root: Path) -> tuple[str, ...]:
+    """Where links may lead: inside --src, and inside train/ and val/, which may themselves
+    be links (the README's layout: one folder of symlinks to where ImageNet was unpacked)."""
+    return tuple(os.path.realpath(p) for p in (root, root / "train", root / "val") if p.is_dir())
+
+
+def check_out_outside_src(src: str | Path, out: str | Path) -> None:
+    """--out inside --src would make the shards (and, inside train/, a class) inputs of a rerun."""
+    real_src, real_out = os.path.realpath(src), os.path.realpath(out)
+    if _inside(real_out, real_src):
+        raise SourceError(f"--out {out} is inside --src {src}: put the shards in a folder outside the source")
 
 
 def _stem(filename: str) -> str:
@@ -169,22 +209,46 @@ def _safe_key(stem: str) -> str:
     return _KEY_UNSAFE.sub("_", stem)[:_KEY_MAX] or "x"
 
 
+def _refused_folder(folder: Path, refused: list[tuple[str, str]]) -> SourceError:
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    name, reason = refused[0]
+    return SourceError(f"{folder / name}: {reason}{more}; class folders must be real folders inside --src")
+
+
+def _link_rejects(split: str, prefix: str, refused: list[tuple[str, str]]) -> list[dict]:
+    return [{"path": f"{prefix}/{name}", "split": split, "reason": "bad_link", "detail": reason}
+            for name, reason in refused]
+
+
 def _class_folder_samples(root: Path, split: str, by_wnid: dict[str, ClassInfo], rejects: list):
     """(rel, class) of each file in the class folders of `split`, in path order: the
     folders by "WNID/" (as whole paths sort), each one's files by name."""
-    dirs, files = _entries(root / split)
+    roots = source_roots(root)
+    dirs, files, refused = _entries(root / split, roots)
+    if refused:
+        raise _refused_folder(root / split, refused)
     for name in files:
         rejects.append({"path": f"{split}/{name}", "split": split, "reason": "no_label", "detail": "not in a class folder"})
     for wnid in dirs:
         if wnid not in by_wnid:
             raise SourceError(f"{root / split / wnid} is not a class of train/ (classes are train's folders)")
     for wnid in sorted(dirs, key=lambda w: w + "/"):
-        for name in _entries(root / split / wnid)[1]:
+        _, names, refused = _entries(root / split / wnid, roots)
+        rejects.extend(_link_rejects(split, f"{split}/{wnid}", refused))
+        if split == "train" and not names:
+            # An error, not a skip: skipping it would give every later class another label
+            # than the same folder has in a full ImageNet, and keeping it would make a class
+            # that no image teaches. ImageNet has no empty class: this is a failed unpack.
+            raise SourceError(f"{root / split / wnid} is an empty class folder: every class needs training "
+                              f"images (fill it, or remove the folder to train without that class)")
+        for name in names:
             yield f"{split}/{wnid}/{name}", by_wnid[wnid]
 
 
 def _flat_val_samples(root: Path, labels: dict[str, str], by_wnid: dict[str, ClassInfo], rejects: list):
-    for name in _entries(root / "val")[1]:
+    _, names, refused = _entries(root / "val", source_roots(root))
+    rejects.extend(_link_rejects("val", "val", refused))
+    for name in names:
         wnid = labels.get(_stem(name))
         rel = f"val/{name}"
         if wnid is None:
@@ -221,7 +285,9 @@ def discover(src: str | Path, val_labels: str | Path | None = None, synsets: str
         raise SourceError(f"--src {src} is empty")
     if not (root / "train").is_dir():
         raise SourceError(f"--src {src} has no train/ folder (expected train/<wnid>/* and val/<wnid>/*)")
-    wnids = _entries(root / "train")[0]
+    wnids, _, refused = _entries(root / "train", source_roots(root))
+    if refused:
+        raise _refused_folder(root / "train", refused)
     if not wnids:
         raise SourceError(f"{root / 'train'} has no class folders (expected train/<wnid>/*)")
     names = read_synsets(synsets) if synsets else {}
@@ -233,7 +299,7 @@ def discover(src: str | Path, val_labels: str | Path | None = None, synsets: str
         if val_labels:
             found["val"] = _flat_val_samples(root, read_val_labels(val_labels), by_wnid, rejects)
         else:
-            dirs, files = _entries(root / "val")
+            dirs, files, _ = _entries(root / "val")
             if files and not dirs:
                 raise SourceError(f"{root / 'val'} is flat: give its labels with --val-labels FILE")
             found["val"] = _class_folder_samples(root, "val", by_wnid, rejects)

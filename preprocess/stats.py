@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocess.contract import IMAGE_SIZE, DatasetStats
+from preprocess.tempfiles import replacing
 
 
 @dataclass
@@ -86,14 +87,12 @@ class Moments:
         """Write the moments (and any `extra` arrays) atomically."""
         path = Path(path)
         self._flush()
-        tmp = path.with_name(f"{path.name}.tmp")
         # uint32 per-pixel sums hold up to 16.8M images exactly and halve the file; no
         # compression: it cost more time per shard than the statistics themselves.
         image = self.sum_image.astype(np.uint32) if self.n_images * 255 < 2**32 else self.sum_image
-        with open(tmp, "wb") as f:
+        with replacing(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, n_images=np.int64(self.n_images), sum_rgb=self.sum_rgb, sum_outer=self.sum_outer,
                      sum_image=image, **extra)
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Moments:

@@ -3,21 +3,25 @@
 Returns a list of problems (empty when the dataset is whole): missing or extra shards,
 wrong sizes or sha256, samples missing a field, images that do not decode to 256x256 RGB,
 labels outside the classes or disagreeing with the recorded wnid, duplicate keys, and
-index files that do not describe their tar exactly.
+index files that do not describe their tar exactly; `stats.npz` damaged or not finite.
+A shard whose sha256 differs is still read sample by sample, to name the samples that
+show the damage (a flipped bit in a JPEG's entropy data often decodes without error:
+the sha256 is what catches it). `check` also says whether one of the files the readers
+rely on (dataset.json, stats.npz, an index) is damaged: `preprocess verify` exits 4 then.
 """
 
 from __future__ import annotations
 
 import json
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import simplejpeg
 
 from preprocess.contract import (
-    EXT_IMAGE, EXT_LABEL, EXT_META, SPLITS, DataError, index_name, list_shards, load_manifest, load_stats,
-    read_index,
+    EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, SPLITS, CorruptError, DataError, index_name, list_shards, load_manifest,
+    load_stats, read_index,
 )
 from preprocess.output import sha256_file
 
@@ -61,11 +65,22 @@ def _check_sample(where: str, fields: dict, classes: list[dict], size: int) -> l
     return problems
 
 
-def _check_shard(shard: Path, entry: dict, classes: list[dict], size: int, keys: set) -> list[str]:
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    corrupt: bool = False  # dataset.json, stats.npz or an index is damaged
+
+
+def _check_shard(shard: Path, entry: dict, classes: list[dict], size: int, keys: set, report: Report) -> None:
+    problems = report.problems
     if shard.stat().st_size != entry["bytes"] or sha256_file(shard) != entry["sha256"]:
-        return [f"{shard.name}: size or sha256 differs from the manifest"]
-    problems = []
-    samples = _tar_samples(shard)
+        problems.append(f"{shard.name}: size or sha256 differs from the manifest (damaged; rerun `preprocess "
+                        f"shard` to rewrite it)")
+    try:
+        samples = _tar_samples(shard)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        problems.append(f"{shard.name}: cannot be read as a tar ({err})")
+        return
     if len(samples) != entry["count"]:
         problems.append(f"{shard.name}: {len(samples)} samples, manifest says {entry['count']}")
     for members in samples:
@@ -79,23 +94,25 @@ def _check_shard(shard: Path, entry: dict, classes: list[dict], size: int, keys:
     try:
         listed = read_index(index)
     except (OSError, DataError) as err:
-        return problems + [f"{index.name}: unreadable ({err})"]
+        report.corrupt = report.corrupt or isinstance(err, CorruptError)
+        problems.append(f"{index.name}: unreadable ({err})")
+        return
     actual = [[(ext, off, n, name) for ext, off, n, name, _ in members] for members in samples]
     if listed != actual:
+        report.corrupt = True
         problems.append(f"{index.name}: does not match the members of {shard.name}")
-    return problems
 
 
-def verify(data_dir: str | Path) -> list[str]:
+def check(data_dir: str | Path) -> Report:
+    """Every problem of a shard folder; raises DataError when its dataset.json is missing or
+    damaged (there is nothing to check against)."""
     data_dir = Path(data_dir)
-    try:
-        manifest = load_manifest(data_dir)
-    except DataError as err:
-        return [str(err)]
-    classes, size = manifest["classes"], manifest["params"]["image_size"]
-    problems, keys = [], set()
+    manifest = load_manifest(data_dir)
+    classes, size = manifest["classes"], manifest.get("params", {}).get("image_size", IMAGE_SIZE)
+    report, keys = Report(), set()
+    problems = report.problems
     for split in SPLITS:
-        entries = manifest["splits"].get(split, {}).get("shards", [])
+        entries = manifest.get("splits", {}).get(split, {}).get("shards", [])
         on_disk = {p.name for p in list_shards(data_dir, split)}
         for extra in sorted(on_disk - {e["name"] for e in entries}):
             problems.append(f"{extra}: not in the manifest")
@@ -104,14 +121,24 @@ def verify(data_dir: str | Path) -> list[str]:
             if entry["name"] not in on_disk:
                 problems.append(f"{entry['name']}: missing")
                 continue
-            problems += _check_shard(shard, entry, classes, size, keys)
-        if sum(e["count"] for e in entries) != manifest["splits"].get(split, {}).get("count", 0):
+            _check_shard(shard, entry, classes, size, keys, report)
+        if sum(e["count"] for e in entries) != manifest.get("splits", {}).get(split, {}).get("count", 0):
             problems.append(f"{split}: shard counts do not add up to the manifest's count")
-    if manifest["splits"].get("train", {}).get("count"):
+    if manifest.get("splits", {}).get("train", {}).get("count"):
         try:
-            stats = load_stats(data_dir)
-            if stats.mean_image.shape != (size, size, 3) or not np.all(np.isfinite(stats.cov)):
-                problems.append("stats.npz: wrong mean_image shape or non-finite covariance")
-        except (DataError, OSError, ValueError) as err:
-            problems.append(f"stats.npz: {err}")
-    return problems
+            stats = load_stats(data_dir)  # checks every field's shape and that it is finite
+            if stats.mean_image.shape != (size, size, 3):
+                raise CorruptError(f"{data_dir / 'stats.npz'}: mean_image is {stats.mean_image.shape}, "
+                                   f"the images are {size}x{size}")
+        except DataError as err:
+            report.corrupt = True
+            problems.append(str(err))
+    return report
+
+
+def verify(data_dir: str | Path) -> list[str]:
+    """The problems of a shard folder, as lines (empty when it is whole)."""
+    try:
+        return check(data_dir).problems
+    except DataError as err:
+        return [str(err)]

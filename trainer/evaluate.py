@@ -168,6 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
     from preprocess.contract import DataError
     from trainer.inference import CheckpointError, distributed_setup, load_models, make_eval_loader
 
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError) as exc:
         if rank == 0:
             print(f"trainer evaluate: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     expected = int(manifest.get("splits", {}).get(args.split, {}).get("count", seen))
     if seen != expected:  # damaged samples are masked by the loader: a partial count is no result
         if rank == 0:

@@ -174,6 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
     from preprocess.contract import DataError, load_manifest
 
     try:
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         x, y = read_split(args.data, "train", args.image_size, args.max_images)
     except DataError as exc:
         print(f"trainer experiment: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     print(f"relu-vs-tanh: {len(x)} training images at {args.image_size}x{args.image_size}, "
           f"{num_classes} classes, learning rates {lrs}")
     results = relu_vs_tanh(x, y, num_classes, lrs, args.max_epochs, args.batch_size, args.seed)

@@ -116,13 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
     from trainer.inference import CheckpointError, load_model
 
     try:
         model, _ = load_model(args.checkpoint, device="cpu")
     except CheckpointError as exc:
         print(f"trainer filters: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     path = save_filters_png(model, args.output, args.scale)
     n = model.conv1.weight.shape[0]
     print(f"wrote {path}: {n} conv1 kernels in {model_groups(model)} block(s)")

@@ -175,6 +175,7 @@ def ensure_index(args, model, config, data_dir: Path, device) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
     from preprocess.contract import DataError
     from trainer.inference import CheckpointError, class_names, distributed_setup, image_input, load_models
 
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         index = open_index(ensure_index(args, model, config, data_dir, device))
     except (CheckpointError, DataError) as exc:
         print(f"trainer neighbors: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     names = class_names(manifest)
     with torch.no_grad():
         q = model.hidden(torch.stack([x for x, _ in queries]).to(device)).float()

@@ -34,15 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocess.contract import DataError
+    from preprocess import exitcodes
+    from preprocess.contract import DataError, load_stats
     from trainer.inference import CheckpointError, class_names, distributed_setup, image_input, load_models
 
     _, _, device = distributed_setup(args.device)
     try:
         (model,), (config,), data_dir, manifest = load_models([args.checkpoint], args.data, device)
+        load_stats(data_dir)  # a damaged stats.npz ends the command once, not each image with it
     except (CheckpointError, DataError) as exc:
         print(f"trainer predict: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     names = class_names(manifest)
     inputs, kept, failed = [], [], 0
     for path in args.images:

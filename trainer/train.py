@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from preprocess import exitcodes
 from preprocess.contract import DataError, load_manifest, require_shards
 from trainer import config as config_mod
 from trainer import runstore as rs
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return train(config_mod.from_args(args))
     except (TrainError, DataError, rs.RunStoreError) as e:
         print(f"trainer train: {e}", file=sys.stderr)
-        return 2
+        return exitcodes.for_error(e)
 
 
 def check_inputs(cfg: TrainConfig) -> TrainConfig:
