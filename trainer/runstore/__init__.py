@@ -85,8 +85,7 @@ class RunStore(CommandsMixin):
             self._init_schema()
         except (OSError, sqlite3.Error) as e:
             if is_damage(e):
-                raise RunStoreDamaged(f"run store {self.path} is damaged ({e}): move it aside and restart "
-                                      f"(a new one is created; the runs' checkpoints are unaffected)") from e
+                raise self.damaged(e) from e
             raise RunStoreError(f"cannot open run store {self.path}: {e}") from e
 
     # -- connection and schema -------------------------------------------------------
@@ -122,12 +121,16 @@ class RunStore(CommandsMixin):
     def check_integrity(self) -> None:
         """PRAGMA quick_check (reads every page once: for a start, not for each request)."""
         try:
-            rows = [r[0] for r in self._conn().execute("PRAGMA quick_check(5)")]
+            rows = [r[0] for r in self._conn().execute("PRAGMA quick_check(1)")]
         except sqlite3.DatabaseError as e:
             rows = [str(e)]
         if rows != ["ok"]:
-            raise RunStoreDamaged(f"run store {self.path} is damaged ({'; '.join(rows)}): move it aside and "
-                                  f"restart (a new one is created; the runs' checkpoints are unaffected)")
+            raise self.damaged(" ".join(" ".join(rows).replace("*** in database main ***", "").split()))
+
+    def damaged(self, detail) -> RunStoreDamaged:
+        return RunStoreDamaged(f"run store {self.path} is damaged ({detail}): stop its readers and writers, move "
+                               f"it aside (or rescue it with `sqlite3 {self.path.name} .recover`) and restart; "
+                               f"a new one is created, and the runs' checkpoints are unaffected")
 
     def probe(self) -> None:
         """One cheap read of each table (an index seek each), so that a damaged page under any

@@ -41,7 +41,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.token, _ = resolve_token(settings, generate=False)
     app.state.store = RunStore(settings.runs_db)
     app.state.store.check_integrity()  # a damaged store is said at start, not as 500s later
-    app.state.health = StoreHealth()
+    app.state.health = StoreHealth(settings.store_check_s)
     app.state.auth_failures = AuthFailures()
     app.state.series_cache = SeriesCache()
     for module in (health, runs, commands, prometheus, page):
@@ -103,6 +103,6 @@ def _record_refusal(store: RunStore, run_id: str, reason: str, path: str) -> Non
 async def _store_busy(request: Request, exc: Exception):
     log.warning("run store error on %s: %s", request.url.path, exc)
     if is_damage(exc):
-        request.app.state.health.damaged(f"{request.app.state.store.path} is damaged ({exc})")
+        request.app.state.health.remember(str(request.app.state.store.damaged(exc)))
         return JSONResponse({"detail": f"run store damaged: {exc}"}, status_code=503)
     return JSONResponse({"detail": f"run store unavailable: {exc}"}, status_code=503)

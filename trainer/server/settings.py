@@ -32,6 +32,8 @@ class ServerSettings(BaseSettings):
     # is closed after keep_alive_s.
     header_timeout_s: float = Field(10.0, gt=0)
     keep_alive_s: int = Field(5, ge=1)
+    # /healthz reads one row of each table every time, and the whole file this often.
+    store_check_s: float = Field(300.0, ge=0)
 
     @field_validator("token", mode="before")
     @classmethod

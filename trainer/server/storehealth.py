@@ -1,7 +1,7 @@
 """What `/healthz` says about the run store: healthy, busy, or damaged (sticky until restart).
 
 Each call reads one row of every table (cheap); a full `PRAGMA quick_check` runs at most
-every FULL_CHECK_S seconds, since it reads the whole file. Damage any handler meets on the
+every `store_check_s` seconds (settings), since it reads the whole file. Damage any handler meets on the
 way (a "malformed" page under a metric series) is remembered too.
 """
 
@@ -13,17 +13,15 @@ import time
 
 from trainer.runstore import RunStore, RunStoreDamaged, RunStoreError, is_damage
 
-FULL_CHECK_S = 300.0
-
 
 class StoreHealth:
-    def __init__(self, full_check_s: float = FULL_CHECK_S):
+    def __init__(self, full_check_s: float):
         self.full_check_s = full_check_s
         self.damage = ""
         self._last_full = time.monotonic()  # create_app has just checked the whole file
         self._lock = threading.Lock()
 
-    def damaged(self, reason: str) -> None:
+    def remember(self, reason: str) -> None:
         self.damage = self.damage or reason
 
     def problem(self, store: RunStore) -> str:
@@ -40,7 +38,7 @@ class StoreHealth:
                 store.check_integrity()
         except (sqlite3.DatabaseError, RunStoreError) as e:
             if is_damage(e) or isinstance(e, RunStoreDamaged):
-                self.damaged(str(e))
+                self.remember(str(e if isinstance(e, RunStoreDamaged) else store.damaged(e)))
                 return self.damage
             return f"run store unavailable: {e}"
         return ""
