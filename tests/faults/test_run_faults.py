@@ -159,3 +159,31 @@ def test_a_second_lock_names_the_holder_and_a_closed_one_frees_the_run(tmp_path)
     RunLock(tmp_path).release()
     assert json.loads((tmp_path / ".lock").read_text())["host"] == socket.gethostname()
     assert threading.active_count() >= 1
+
+
+def test_a_full_store_keeps_a_bounded_buffer_and_writes_it_later(tmp_path, small_disk, monkeypatch):
+    """Item 7, the store's side: a full runs.db raised out of the trainer's loop (the run died
+    without a checkpoint). Now rows wait in a bounded buffer, a command's verdict is retried,
+    and one warning line (and one on recovery) is all the terminal sees."""
+    import trainer.runstore as rs
+    from trainer.storeguard import GuardedStore
+
+    monkeypatch.setattr(rs, "MAX_BUFFERED_ROWS", 50)
+    disk = small_disk(512)
+    raw = RunStore(disk / "runs.db", flush_interval=0)
+    rid, _ = raw.start_run("r", {"run_dir": ""}, lr=0.01)
+    cmd, _ = raw.submit_lr_divide(rid, 10, reason="x")
+    lines = []
+    store = GuardedStore(raw, warn=lambda line, **_: lines.append(line))
+    filler = _fill(disk)
+    for step in range(200):
+        store.log_metrics(rid, step, 0.0, {rs.LOSS: 1.0, rs.LR: 0.01})
+    store.mark_command(cmd.id, "applied", step=199, lr=0.001)
+    assert len(raw._metric_buf) == 50 and raw.dropped_rows == 2 * 200 - 50
+    assert len(lines) == 1 and "cannot be written" in lines[0] and "runs.db" in lines[0]
+    filler.unlink()
+    store.flush()
+    assert [r["step"] for r in raw.metric_series(rid, rs.LOSS)] == list(range(175, 200))
+    assert raw.get_command(cmd.id).state == "applied" and raw.get_run(rid)["lr"] == pytest.approx(0.001)
+    assert len(lines) == 2 and "350 metric/event rows were dropped" in lines[1]
+    raw.close()

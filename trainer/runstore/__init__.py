@@ -18,15 +18,17 @@ from pathlib import Path
 
 from trainer.runstore.commands import Command, CommandsMixin
 from trainer.runstore.schema import (
-    COMMAND_STATES, DATA_WAIT, DEFAULT_MIN_LR, EPOCH, FLOOR_TOLERANCE, IMAGES_PER_SEC, IMAGES_SEEN, INTERRUPTED, LOSS, LR,
-    MIGRATIONS, RUN_STATUSES, SCHEMA_VERSION, VAL10_TOP1, VAL10_TOP5, VAL_TOP1, VAL_TOP5, RunStoreDamaged,
-    RunStoreError, RunStoreFull, _schema_statements, _snapshot, _transaction, is_damage, store_error,
+    COMMAND_STATES, DATA_WAIT, DEFAULT_MIN_LR, EPOCH, FLOOR_TOLERANCE, IMAGES_PER_SEC, IMAGES_SEEN, INTERRUPTED,
+    LOSS, LR, MIGRATIONS, RUN_STATUSES, SCHEMA_VERSION, VAL10_TOP1, VAL10_TOP5, VAL_TOP1, VAL_TOP5,
+    RunStoreDamaged, RunStoreError, RunStoreFull, _schema_statements, _snapshot, _transaction, is_damage,
+    store_error,
 )
 
 __all__ = [
-    "COMMAND_STATES", "DATA_WAIT", "DEFAULT_MIN_LR", "EPOCH", "FLOOR_TOLERANCE", "IMAGES_PER_SEC", "IMAGES_SEEN", "INTERRUPTED",
-    "LOSS", "LR", "RUN_STATUSES", "SCHEMA_VERSION", "VAL10_TOP1", "VAL10_TOP5", "VAL_TOP1", "VAL_TOP5", "Command",
-    "RunStore", "RunStoreDamaged", "RunStoreError", "RunStoreFull", "is_damage", "store_error",
+    "COMMAND_STATES", "DATA_WAIT", "DEFAULT_MIN_LR", "EPOCH", "FLOOR_TOLERANCE", "IMAGES_PER_SEC", "IMAGES_SEEN",
+    "INTERRUPTED", "LOSS", "LR", "RUN_STATUSES", "SCHEMA_VERSION", "VAL10_TOP1", "VAL10_TOP5", "VAL_TOP1",
+    "VAL_TOP5", "Command", "RunStore", "RunStoreDamaged", "RunStoreError", "RunStoreFull", "is_damage",
+    "store_error",
 ]
 
 # Metric and event rows kept in memory while the file cannot be written (a full disk):
