@@ -9,8 +9,8 @@ the reference loader's workers come from a forkserver started by exec, so no chi
 the lock after its trainer's death.
 
 A run row that says "running" is shown as "interrupted" (`observed_status`) when:
-  * the lock file is reachable here and nobody holds it (a server on the trainer's host,
-    or one sharing its run dir's filesystem); or
+  * the lock file is reachable here, names the row's holder, and nobody holds it (a server
+    on the trainer's host, or one sharing its run dir's filesystem); or
   * its heartbeat (written every HEARTBEAT_S seconds by a thread of the trainer) is older
     than STALE_S: the rule for a server that cannot see the run dir.
 Never imports torch: the server uses it.
@@ -135,10 +135,16 @@ def observed_status(run: dict, now: float | None = None) -> str:
         return run["status"]
     run_dir = run["config"].get("run_dir") if isinstance(run.get("config"), dict) else None
     held = lock_held(run_dir) if isinstance(run_dir, str) and run_dir else None
-    if held is not None:
+    # The lock speaks for this run only if its file names the run's holder: the same path on
+    # this machine may be another machine's run dir, not a shared one.
+    if held is not None and _same_holder(read_holder(run_dir), run.get("holder") or {}):
         return "running" if held else "interrupted"
     beat = run.get("heartbeat_at") or run.get("updated_at") or 0.0
     return "running" if (now or time.time()) - beat <= STALE_S else "interrupted"
+
+
+def _same_holder(a: dict, b: dict) -> bool:
+    return bool(a) and all(a.get(k) == b.get(k) for k in ("pid", "host", "since"))
 
 
 def interrupted_reason(run: dict) -> str:

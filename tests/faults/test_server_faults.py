@@ -52,15 +52,15 @@ def test_wrong_tokens_are_counted_and_their_events_rate_limited(tmp_path):
         rid = make_run(live.store)
         t0 = time.monotonic()
         codes = [divide(c, rid, {"reason": "x"}, headers=auth("wrong-token-0123456789abcdef")).status_code
-                 for _ in range(300)]
+                 for _ in range(100)]
         elapsed = time.monotonic() - t0
         assert set(codes) == {401}
         refused = [e for e in live.store.events(rid) if e["kind"] == "request_refused"]
         assert 1 <= len(refused) <= elapsed + 2, (len(refused), elapsed)
         assert refused[0]["payload"]["attempts"] == 1
-        assert sum(e["payload"]["attempts"] for e in refused) <= 300
+        assert sum(e["payload"]["attempts"] for e in refused) <= 100
         metrics = c.get("/metrics").text
-        assert "alexnet_auth_failures_total 300" in metrics.splitlines()
+        assert "alexnet_auth_failures_total 100" in metrics.splitlines()
 
 
 @pytest.mark.parametrize("header", [f"Bearer  {TOKEN}".encode(), f"Bearer {TOKEN}\xa0".encode("latin-1"),
@@ -176,15 +176,15 @@ def test_a_run_whose_trainer_is_gone_is_interrupted_and_refuses_commands(tmp_pat
     it cannot. The row still says "running" in the store; readers say "interrupted"."""
     seen_dir = tmp_path / "seen"
     seen_dir.mkdir()
-    (seen_dir / LOCK_NAME).write_text(json.dumps({"pid": 12345, "host": "gpu-7"}))
+    holder = json.dumps({"pid": 12345, "host": "gpu-7", "since": 1.0})
+    (seen_dir / LOCK_NAME).write_text(holder)
     with serving(tmp_path / "runs.db") as live, live.client() as c:
         local = make_run(live.store, "local", run_dir=str(seen_dir))
         remote = make_run(live.store, "remote", run_dir=str(tmp_path / "elsewhere"))
         fresh = make_run(live.store, "fresh", run_dir=str(tmp_path / "elsewhere2"))
         with sqlite3.connect(live.db) as conn:
             conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time() - STALE_S - 5, remote))
-            conn.execute("UPDATE runs SET holder = ? WHERE id = ?", (json.dumps({"pid": 12345, "host": "gpu-7"}),
-                                                                      local))
+            conn.execute("UPDATE runs SET holder = ? WHERE id = ?", (holder, local))
         statuses = {r["name"]: r["status"] for r in c.get("/api/runs").json()}
         assert statuses == {"local": "interrupted", "remote": "interrupted", "fresh": "running"}
         assert c.get("/api/runs/local").json()["status"] == "interrupted"
