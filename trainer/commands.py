@@ -16,7 +16,13 @@ Replay rule (never lost, never applied twice, across kill -9):
     `replayed: true` is written. The resumed run thus follows the same LR schedule as an
     uninterrupted one;
   * a command still `pending` (read but not marked before the crash, or new) is applied
-    at the next poll as usual.
+    at the next poll as usual; one the checkpoint lists but the store still calls pending
+    (its verdict was lost, e.g. to a full disk) is marked applied at resume, not re-applied.
+
+LR floor: rank 0 applies a new command only if the LR after it, and after every replay
+still to come, stays at or above `--min-lr`; otherwise the command is rejected with the
+reason. The server checks the same bound when it records a command, but only the trainer
+knows the LR for certain (a replay, a policy drop not yet reported).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 from trainer.distributed import World, all_reduce_sum
+from trainer.runstore import FLOOR_TOLERANCE
 
 
 @dataclass
@@ -41,13 +48,16 @@ class Decision:
 
 class Control:
     def __init__(self, world: World, store=None, run_id: int | None = None, *, checkpoint_seconds: float,
-                 replays: list[dict] | None = None, poll_seconds: float = 1.0):
+                 replays: list[dict] | None = None, poll_seconds: float = 1.0, min_lr: float = 0.0,
+                 included: set[int] | None = None):
         self.world, self.store, self.run_id = world, store, run_id
         self.checkpoint_seconds = checkpoint_seconds
+        self.min_lr = min_lr
         self.poll_seconds = poll_seconds
         self.replays = sorted(replays or [], key=lambda c: (c["step"], c["id"]))
         self.queue: list[dict] = []
-        self.seen: set[int] = {c["id"] for c in self.replays}
+        # Replays, and commands the checkpoint already includes, are never taken as new.
+        self.seen: set[int] = {c["id"] for c in self.replays} | set(included or ())
         self.stop_reason: str | None = None
         self._last_poll = -math.inf
         self._last_checkpoint = time.monotonic()
@@ -87,12 +97,29 @@ class Control:
         self.queue = []
         return due
 
+    def _admit(self, due: list[dict], step: int, lr: float) -> list[dict]:
+        """The due commands that keep the LR at or above min_lr (after the replays still to
+        come); the others are rejected in the store with the reason."""
+        later = math.prod(c["factor"] for c in self.replays)
+        admitted = []
+        for cmd in due:
+            new = lr / cmd["factor"]
+            if not cmd["replayed"] and new / later < self.min_lr * (1 - FLOOR_TOLERANCE):
+                if self.store is not None:
+                    self.store.mark_command(cmd["id"], "rejected", step=step, detail=(
+                        f"refused by the trainer: the learning rate would become {new / later:.3g}, "
+                        f"under its --min-lr {self.min_lr:.3g}"))
+                continue
+            admitted.append(cmd)
+            lr = new
+        return admitted
+
     def exchange(self, step: int, lr: float) -> Decision:
         msg = torch.zeros(3, dtype=torch.float64)  # new lr (0: none), stop votes, checkpoint
         decision = Decision()
         if self.world.is_main:
             self._poll()
-            decision.commands = self._due(step)
+            decision.commands = self._admit(self._due(step), step, lr)
             new_lr = lr
             for cmd in decision.commands:
                 new_lr /= cmd["factor"]
@@ -116,7 +143,7 @@ class Control:
                        "command_id": cmd["id"], "replayed": cmd["replayed"]}
             if self.store is not None:
                 if not cmd["replayed"]:
-                    self.store.mark_command(cmd["id"], "applied", step=step, event_payload=payload)
+                    self.store.mark_command(cmd["id"], "applied", step=step, event_payload=payload, lr=new)
                 self.store.log_event(self.run_id, step, "lr_change", payload, flush=True)
             entries.append({"id": cmd["id"], "step": step, "factor": cmd["factor"]})
             lr = new
@@ -127,3 +154,11 @@ def replays_on_resume(store, run_id: int, known_ids: set[int]) -> list[dict]:
     """Commands the store has applied that the checkpoint does not include (see above)."""
     return [{"id": c.id, "step": int(c.applied_step or 0), "factor": c.factor, "reason": c.reason}
             for c in store.commands(run_id, "applied") if c.id not in known_ids]
+
+
+def settle_included(store, run_id: int, included: dict[int, dict]) -> None:
+    """Mark applied the commands a checkpoint includes that the store still calls pending."""
+    for cmd in store.pending_commands(run_id):
+        if cmd.id in included:
+            store.mark_command(cmd.id, "applied", step=int(included[cmd.id]["step"]),
+                               detail="applied before the last checkpoint; its verdict is recorded at resume")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.model import MODEL_FIELDS
+from trainer.runstore import DEFAULT_MIN_LR
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TrainConfig:
     max_drops: int = 3
     step_epochs: int = 30
     lr_factor: float = 10.0
+    min_lr: float = DEFAULT_MIN_LR  # operator divisions never take the LR under this
     # Data.
     backend: str = "auto"  # dali | reference | auto (dali on GPU, reference on CPU)
     num_workers: int = 0  # 0: pipeline.loader.auto_workers
@@ -105,6 +107,7 @@ HELP = {
                  "step: every --step-epochs epochs",
     "resume": "auto: continue from run_dir/checkpoints/last.pt if present; never: refuse a run dir "
               "with checkpoints; or a checkpoint path",
+    "min_lr": "refuse an operator's division that would take the LR under this (as trainer serve's --min-lr)",
     "checkpoint_minutes": "also checkpoint every this many minutes (0: every step)",
     "keep_checkpoints": "epoch checkpoints kept besides last.pt",
     "log_every": "steps between metric rows in the run store",

@@ -4,12 +4,15 @@ checkpoint files, and filters.png. Other ranks never construct a Session.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import runstore as rs
 from trainer.checkpoint import CheckpointDir, unwrap
-from trainer.commands import replays_on_resume
+from trainer.commands import replays_on_resume, settle_included
+from trainer.runlock import observed_status
+from trainer.storeguard import GuardedStore, Heartbeat
 
 CHECKPOINT_VERSION = 1
 
@@ -34,18 +37,17 @@ class RunState:
 
 class Session:
     def __init__(self, cfg, world, state: RunState, ckpt: dict | None, ckdir: CheckpointDir, *,
-                 steps_per_epoch: int):
+                 steps_per_epoch: int, holder: dict | None = None):
         self.cfg, self.ckdir = cfg, ckdir
-        self.store = rs.RunStore(cfg.runs_db)
-        existing = self.store.get_run_by_name(cfg.name)
-        if cfg.resume == "never" and existing is not None:
-            raise TrainError(f"a run named {cfg.name!r} already exists in {cfg.runs_db}: "
-                             f"pass --resume auto to continue it, or choose another --name")
-        self.config = {**cfg.to_dict(), "world_size": world.world_size}
-        self.run_id, resumed = self.store.start_run(cfg.name, self.config, lr=state.lr)
-        known = {c["id"] for c in state.applied_commands}
-        # Commands the store applied after the checkpoint was written (or before any was).
-        self.replays = replays_on_resume(self.store, self.run_id, known) if resumed else []
+        store = rs.RunStore(cfg.runs_db)
+        try:
+            self.run_id, resumed = self._start(store, world, state, holder)
+        except (sqlite3.Error, OSError) as e:
+            raise rs.store_error(f"cannot write the run store {cfg.runs_db}", e) from e
+        # From here on a failing store costs a warning, not the run (trainer/storeguard.py).
+        self.store = GuardedStore(store)
+        self.heartbeat = Heartbeat(store, self.run_id)
+        self.heartbeat.start()
         if resumed or ckpt is not None:
             self.event(state.step, "restart", {
                 "resumed_from_step": state.step, "checkpoint": state.resumed_from or None,
@@ -60,6 +62,29 @@ class Session:
                                meter=Meter(cfg.batch_size), eta_s=0.0, images_seen=state.step * cfg.batch_size,
                                force=True)
         self._filters_warned = False
+
+    def _start(self, store: rs.RunStore, world, state: RunState, holder: dict | None) -> tuple[int, bool]:
+        """The run's row: refused when another live trainer holds the name; otherwise started
+        (or restarted) with our pid and host, and the commands to replay read."""
+        cfg = self.cfg
+        existing = store.get_run_by_name(cfg.name)
+        if cfg.resume == "never" and existing is not None:
+            raise TrainError(f"a run named {cfg.name!r} already exists in {cfg.runs_db}: "
+                             f"pass --resume auto to continue it, or choose another --name")
+        if existing is not None and existing["config"].get("run_dir") != cfg.run_dir \
+                and observed_status(existing) == "running":
+            held = existing["holder"]
+            raise TrainError(f"run {cfg.name!r} in {cfg.runs_db} is held by pid {held.get('pid', '?')} on host "
+                             f"{held.get('host', '?')} (run dir {existing['config'].get('run_dir')}): "
+                             f"choose another --name")
+        self.config = {**cfg.to_dict(), "world_size": world.world_size}
+        run_id, resumed = store.start_run(cfg.name, self.config, lr=state.lr, holder=holder)
+        known = {c["id"]: c for c in state.applied_commands}
+        # Commands the store applied after the checkpoint was written (or before any was).
+        self.replays = replays_on_resume(store, run_id, set(known)) if resumed else []
+        # Commands the checkpoint includes whose verdict never reached the store.
+        settle_included(store, run_id, known)
+        return run_id, resumed
 
     def event(self, step: int | None, kind: str, payload: dict) -> None:
         self.store.log_event(self.run_id, step, kind, payload, flush=True)
@@ -107,6 +132,7 @@ class Session:
         self.event(state.step, "evaluation", {"mode": mode, "epoch": epoch, **result})
 
     def finish(self, status: str) -> None:
+        self.heartbeat.stop()
         self.store.set_status(self.run_id, status)
         self.store.close()
 

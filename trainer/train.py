@@ -32,6 +32,7 @@ from trainer.lr_policy import LRPolicy
 from trainer.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.optim import create_optimizer, set_lr
 from trainer.progress import Meter, Progress
+from trainer.runlock import RunLocked, hold_run_dir
 from trainer.session import RunState, Session, TrainError
 from trainer.trace import StepTrace
 from trainer.validation import evaluate_loader
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return train(config_mod.from_args(args))
-    except (TrainError, DataError, rs.RunStoreError) as e:
+    except (TrainError, DataError, rs.RunStoreError, RunLocked) as e:
         print(f"trainer train: {e}", file=sys.stderr)
         return exitcodes.for_error(e)
 
@@ -74,17 +75,18 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
 
 def train(cfg: TrainConfig) -> int:
     cfg = check_inputs(cfg)
-    world = setup(cfg.device)
-    try:
-        if cfg.batch_size % world.world_size:
-            raise TrainError(f"--batch-size {cfg.batch_size} does not divide over {world.world_size} ranks")
-        return Trainer(cfg, world).fit()
-    finally:
-        teardown(world)
+    with hold_run_dir(cfg.run_dir) as holder:  # rank 0, before any checkpoint is read
+        world = setup(cfg.device)
+        try:
+            if cfg.batch_size % world.world_size:
+                raise TrainError(f"--batch-size {cfg.batch_size} does not divide over {world.world_size} ranks")
+            return Trainer(cfg, world, holder=holder).fit()
+        finally:
+            teardown(world)
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, world: World):
+    def __init__(self, cfg: TrainConfig, world: World, holder: dict | None = None):
         self.cfg, self.world = cfg, world
         self.device = world.device
         on_gpu = self.device.type == "cuda"
@@ -100,12 +102,13 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise TrainError(f"{cfg.data} has fewer train samples per rank than one batch of {self.per_rank_batch}")
-        self.session = Session(cfg, world, self.state, ckpt, self.ckdir,
-                               steps_per_epoch=self.steps_per_epoch) if world.is_main else None
+        self.session = Session(cfg, world, self.state, ckpt, self.ckdir, steps_per_epoch=self.steps_per_epoch,
+                               holder=holder) if world.is_main else None
         replays = self.session.replays if self.session else []
         self.control = Control(world, self.session.store if self.session else None,
                                self.session.run_id if self.session else None,
-                               checkpoint_seconds=cfg.checkpoint_minutes * 60, replays=replays)
+                               checkpoint_seconds=cfg.checkpoint_minutes * 60, replays=replays,
+                               min_lr=cfg.min_lr, included={c["id"] for c in self.state.applied_commands})
         self.control.install_signal_handlers()
         # Dropout's RNG (and any other) continues exactly where the checkpoint left it.
         if ckpt is not None and world.rank < len(ckpt["rng"]):
@@ -324,6 +327,7 @@ class Trainer:
         elif self.session:
             self.session.event(st.step, "lr_change", {"old_lr": old, "new_lr": new_lr, "reason": reason,
                                                        "policy": self.cfg.lr_policy})
+            self.report(force=True)  # runs.lr now, not up to a second later: the server's LR floor reads it
         st.lr_history.append(entry)
         self.progress.write(f"step {st.step}: learning rate {old:.3g} -> {new_lr:.3g} ({reason})")
 

@@ -15,6 +15,7 @@ import uvicorn
 from trainer import runstore
 from trainer.runstore import RunStore
 from trainer.server.app import create_app
+from trainer.server.protocol import uvicorn_options
 from trainer.server.settings import ServerSettings
 
 TOKEN = "test-operator-token-0123456789abcdef"
@@ -32,8 +33,10 @@ class Live:
 
 @contextlib.contextmanager
 def serving(db: Path, **settings):
-    app = create_app(ServerSettings(runs_db=db, token=settings.pop("token", TOKEN), **settings))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    config = ServerSettings(runs_db=db, token=settings.pop("token", TOKEN), **settings)
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           **uvicorn_options(config)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

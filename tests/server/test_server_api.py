@@ -77,7 +77,7 @@ def test_non_finite_values_are_null_not_500(live):
         assert c.get("/metrics").status_code == 200
 
 
-PROM_LINE = re.compile(r'^([a-z0-9_]+)\{run="((?:[^"\\]|\\.)*)"(?:,status="([a-z]+)")?\} (\S+)$')
+PROM_LINE = re.compile(r'^([a-z0-9_]+)(?:\{run="((?:[^"\\]|\\.)*)"(?:,status="([a-z]+)")?\})? (\S+)$')
 EXPECTED = ["alexnet_train_loss", "alexnet_learning_rate", "alexnet_val_top1_error_ratio",
             "alexnet_val_top5_error_ratio", "alexnet_train_images_per_second", "alexnet_data_wait_ratio",
             "alexnet_epoch", "alexnet_step", "alexnet_images_processed_total"]
@@ -99,7 +99,8 @@ def test_prometheus_exposition(live):
             assert m, line
             samples[(m[1], m[2], m[3])] = float(m[4])
     assert types == {**{n: "gauge" for n in EXPECTED}, "alexnet_images_processed_total": "counter",
-                     "alexnet_run_info": "gauge"}
+                     "alexnet_run_info": "gauge", "alexnet_auth_failures_total": "counter"}
+    assert samples[("alexnet_auth_failures_total", None, None)] == 0
     assert samples[("alexnet_run_info", "a", "running")] == 1
     assert samples[("alexnet_run_info", 'we\\"ird\\\\name', "failed")] == 1
     assert samples[("alexnet_step", "a", None)] == 200

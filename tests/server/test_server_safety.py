@@ -24,7 +24,9 @@ def kinds(live, rid):
 
 
 class Applier(threading.Thread):
-    """Stands in for the trainer's poll: applies each pending division at the next step."""
+    """Stands in for the trainer's poll: applies each pending division at the next step. As the
+    trainer does, it marks a command applied and sets runs.lr in one transaction, and reports
+    progress (runs.lr again) later."""
 
     def __init__(self, store, rid, lr):
         super().__init__(daemon=True)
@@ -34,8 +36,8 @@ class Applier(threading.Thread):
         while not self.done.is_set() or self.store.pending_commands(self.rid):
             for cmd in self.store.pending_commands(self.rid):
                 self.lr /= cmd.factor
+                self.store.mark_command(cmd.id, "applied", step=self.step, lr=self.lr)
                 self.store.update_progress(self.rid, epoch=0.0, step=self.step, lr=self.lr)
-                self.store.mark_command(cmd.id, "applied", step=self.step)
             self.step += 1
             time.sleep(0.005)
 

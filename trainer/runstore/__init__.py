@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -17,14 +18,22 @@ from pathlib import Path
 
 from trainer.runstore.commands import Command, CommandsMixin
 from trainer.runstore.schema import (
-    COMMAND_STATES, DATA_WAIT, EPOCH, IMAGES_PER_SEC, IMAGES_SEEN, LOSS, LR, RUN_STATUSES, SCHEMA_VERSION,
-    VAL10_TOP1, VAL10_TOP5, VAL_TOP1, VAL_TOP5, RunStoreError, _schema_statements, _snapshot, _transaction,
+    COMMAND_STATES, DATA_WAIT, DEFAULT_MIN_LR, EPOCH, FLOOR_TOLERANCE, IMAGES_PER_SEC, IMAGES_SEEN, INTERRUPTED,
+    LOSS, LR, MIGRATIONS, RUN_STATUSES, SCHEMA_VERSION, VAL10_TOP1, VAL10_TOP5, VAL_TOP1, VAL_TOP5,
+    RunStoreDamaged, RunStoreError, RunStoreFull, _schema_statements, _snapshot, _transaction, is_damage,
+    store_error,
 )
 
 __all__ = [
-    "COMMAND_STATES", "DATA_WAIT", "EPOCH", "IMAGES_PER_SEC", "IMAGES_SEEN", "LOSS", "LR", "RUN_STATUSES",
-    "SCHEMA_VERSION", "VAL10_TOP1", "VAL10_TOP5", "VAL_TOP1", "VAL_TOP5", "Command", "RunStore", "RunStoreError",
+    "COMMAND_STATES", "DATA_WAIT", "DEFAULT_MIN_LR", "EPOCH", "FLOOR_TOLERANCE", "IMAGES_PER_SEC", "IMAGES_SEEN",
+    "INTERRUPTED", "LOSS", "LR", "RUN_STATUSES", "SCHEMA_VERSION", "VAL10_TOP1", "VAL10_TOP5", "VAL_TOP1",
+    "VAL_TOP5", "Command", "RunStore", "RunStoreDamaged", "RunStoreError", "RunStoreFull", "is_damage",
+    "store_error",
 ]
+
+# Metric and event rows kept in memory while the file cannot be written (a full disk):
+# about 9 hours of an ImageNet run's rows; older ones are dropped beyond it.
+MAX_BUFFERED_ROWS = 100_000
 
 
 def _run(row: sqlite3.Row | None) -> dict | None:
@@ -33,7 +42,25 @@ def _run(row: sqlite3.Row | None) -> dict | None:
     run = {k: row[k] for k in row.keys()}
     run["config"] = json.loads(run["config"])
     run["progress"] = json.loads(run["progress"])
+    run["holder"] = json.loads(run["holder"])
     return run
+
+
+def _create_private(path: Path) -> None:
+    """A new store is created 0600: its metrics, events and operators' names are the owner's.
+    SQLite gives the -wal and -shm files the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _bounded(rows: list, store: "RunStore") -> list:
+    extra = len(rows) - MAX_BUFFERED_ROWS
+    if extra > 0:
+        store.dropped_rows += extra
+        return rows[extra:]
+    return rows
 
 
 class RunStore(CommandsMixin):
@@ -53,10 +80,14 @@ class RunStore(CommandsMixin):
         self._metric_buf: list[tuple] = []
         self._event_buf: list[tuple] = []
         self._last_flush = time.monotonic()
+        self.dropped_rows = 0  # rows given up while the file could not be written
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             self._init_schema()
         except (OSError, sqlite3.Error) as e:
+            if is_damage(e):
+                raise self.damaged(e) from e
             raise RunStoreError(f"cannot open run store {self.path}: {e}") from e
 
     # -- connection and schema -------------------------------------------------------
@@ -77,12 +108,41 @@ class RunStore(CommandsMixin):
             for stmt in _schema_statements():
                 conn.execute(stmt)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row["value"]) != SCHEMA_VERSION:
+            version = SCHEMA_VERSION if row is None else int(row["value"])
+            while version in MIGRATIONS and version < SCHEMA_VERSION:
+                for stmt in MIGRATIONS[version]:
+                    conn.execute(stmt)
+                version += 1
+            if row is None or int(row["value"]) != version:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
+            if version != SCHEMA_VERSION:
                 raise RunStoreError(
                     f"{self.path} has schema version {row['value']}, this code uses {SCHEMA_VERSION}"
                 )
+
+    def check_integrity(self) -> None:
+        """PRAGMA quick_check (reads every page once: for a start, not for each request)."""
+        try:
+            rows = [r[0] for r in self._conn().execute("PRAGMA quick_check(1)")]
+        except sqlite3.DatabaseError as e:
+            rows = [str(e)]
+        if rows != ["ok"]:
+            raise self.damaged(" ".join(" ".join(rows).replace("*** in database main ***", "").split()))
+
+    def damaged(self, detail) -> RunStoreDamaged:
+        return RunStoreDamaged(f"run store {self.path} is damaged ({detail}): stop its readers and writers, move "
+                               f"it aside (or rescue it with `sqlite3 {self.path.name} .recover`) and restart; "
+                               f"a new one is created, and the runs' checkpoints are unaffected")
+
+    def probe(self) -> None:
+        """One cheap read of each table (an index seek each), so that a damaged page under any
+        of them raises here: /healthz."""
+        conn = self._conn()
+        with _snapshot(conn):
+            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            for table in ("runs", "events", "commands"):
+                conn.execute(f"SELECT * FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
+            conn.execute("SELECT * FROM metrics ORDER BY run_id DESC, name DESC, step DESC LIMIT 1").fetchone()
 
     def close(self) -> None:
         self.flush()
@@ -92,27 +152,34 @@ class RunStore(CommandsMixin):
             self._local.conn = None
 
     # -- runs --------------------------------------------------------------------------
-    def start_run(self, name: str, config: dict, *, lr: float | None = None) -> tuple[int, bool]:
+    def start_run(self, name: str, config: dict, *, lr: float | None = None,
+                  holder: dict | None = None) -> tuple[int, bool]:
         """Create the run, or mark an existing one of that name running again (a restart).
+        `holder` names the trainer process (pid, host) that holds the run's lock.
 
         Returns (run_id, resumed)."""
         now = time.time()
         conn = self._conn()
+        held = json.dumps(holder or {}, sort_keys=True)
         with _transaction(conn):
-            row = conn.execute("SELECT id FROM runs WHERE name = ?", (name,)).fetchone()
+            row = conn.execute("SELECT id, lr FROM runs WHERE name = ?", (name,)).fetchone()
             if row is None:
                 cur = conn.execute(
-                    "INSERT INTO runs (name, config, status, created_at, updated_at, lr)"
-                    " VALUES (?, ?, 'running', ?, ?, ?)",
-                    (name, json.dumps(config, sort_keys=True), now, now, lr),
+                    "INSERT INTO runs (name, config, status, created_at, updated_at, lr, holder, heartbeat_at)"
+                    " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+                    (name, json.dumps(config, sort_keys=True), now, now, lr, held, now),
                 )
                 return int(cur.lastrowid), False
             conn.execute(
-                "UPDATE runs SET status = 'running', config = ?, updated_at = ?, finished_at = NULL"
-                " WHERE id = ?",
-                (json.dumps(config, sort_keys=True), now, row["id"]),
+                "UPDATE runs SET status = 'running', config = ?, updated_at = ?, finished_at = NULL, lr = ?,"
+                " holder = ?, heartbeat_at = ? WHERE id = ?",
+                (json.dumps(config, sort_keys=True), now, row["lr"] if lr is None else lr, held, now, row["id"]),
             )
             return int(row["id"]), True
+
+    def heartbeat(self, run_id: int) -> None:
+        """The holder is alive (written every few seconds by a thread of the trainer)."""
+        self._conn().execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time(), run_id))
 
     def set_status(self, run_id: int, status: str) -> None:
         if status not in RUN_STATUSES:
@@ -174,6 +241,8 @@ class RunStore(CommandsMixin):
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered rows. If the file cannot take them (a full disk), they go back
+        into the buffer, the oldest dropped beyond MAX_BUFFERED_ROWS, and the error is raised."""
         with self._lock:
             metrics, events = self._metric_buf, self._event_buf
             self._metric_buf, self._event_buf = [], []
@@ -181,10 +250,17 @@ class RunStore(CommandsMixin):
         if not metrics and not events:
             return
         conn = self._conn()
-        with _transaction(conn):
-            # A step re-done after a resume replaces the earlier attempt's value.
-            conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)", metrics)
-            conn.executemany("INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)", events)
+        try:
+            with _transaction(conn):
+                # A step re-done after a resume replaces the earlier attempt's value.
+                conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)", metrics)
+                conn.executemany("INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, ?, ?, ?, ?)",
+                                 events)
+        except BaseException:
+            with self._lock:
+                self._metric_buf = _bounded(metrics + self._metric_buf, self)
+                self._event_buf = _bounded(events + self._event_buf, self)
+            raise
 
     def latest_metrics(self, run_id: int) -> dict[str, dict]:
         """{name: {step, epoch, value}} of each metric's last row, from one snapshot, so a

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from trainer.runstore.schema import _transaction
+from trainer.runstore.schema import DEFAULT_MIN_LR, FLOOR_TOLERANCE, _transaction
 
 
 @dataclass
@@ -46,15 +46,20 @@ class CommandsMixin:
 
     def submit_lr_divide(
         self, run_id: int, factor: float, *, reason: str = "", who: str = "",
-        idempotency_key: str | None = None, min_lr: float = 1e-7,
+        idempotency_key: str | None = None, min_lr: float = DEFAULT_MIN_LR, refuse: str = "",
     ) -> tuple[Command, bool]:
         """Record an operator's request to divide the LR, atomically with its checks.
 
         Returns (command, created); created is False when the idempotency key was seen
-        before (the earlier command is returned). A request that would take the LR
-        (after every pending division) under `min_lr`, or that targets a run that is not
-        running, is recorded as `rejected` with the reason. Raises KeyError for an
-        unknown run."""
+        before (the earlier command is returned). A request that would take the LR under
+        `min_lr` (or under the trainer's own --min-lr, from the run's config), or that targets
+        a run that is not running, or that the caller refuses (`refuse`: the reason, e.g. the
+        run's trainer is gone), is recorded as `rejected` with the reason. Raises KeyError
+        for an unknown run.
+
+        The LR is checked after every pending division: `runs.lr` includes every applied
+        command because `mark_command` sets it in the transaction that marks one applied,
+        and this check reads both in one BEGIN IMMEDIATE transaction."""
         now = time.time()
         conn = self._conn()
         with _transaction(conn):
@@ -64,17 +69,22 @@ class CommandsMixin:
                     (run_id, idempotency_key)).fetchone()
                 if row is not None:
                     return _command(row), False
-            run = conn.execute("SELECT status, lr, step FROM runs WHERE id = ?", (run_id,)).fetchone()
+            run = conn.execute("SELECT status, lr, step, config FROM runs WHERE id = ?", (run_id,)).fetchone()
             if run is None:
                 raise KeyError(run_id)
             state, detail = "pending", ""
+            trainer_min = json.loads(run["config"]).get("min_lr")
+            if isinstance(trainer_min, (int, float)) and math.isfinite(trainer_min):
+                min_lr = max(min_lr, float(trainer_min))
             if run["status"] != "running":
                 state, detail = "rejected", f"run is {run['status']}, not running"
+            elif refuse:
+                state, detail = "rejected", refuse
             elif run["lr"] is not None:
                 pending = conn.execute(
                     "SELECT factor FROM commands WHERE run_id = ? AND state = 'pending'", (run_id,)).fetchall()
                 projected = run["lr"] / math.prod(r["factor"] for r in pending) / factor
-                if projected < min_lr:
+                if projected < min_lr * (1 - FLOOR_TOLERANCE):
                     state = "rejected"
                     detail = f"new learning rate {projected:.3g} would fall under the minimum {min_lr:.3g}"
             cur = conn.execute(
@@ -111,8 +121,10 @@ class CommandsMixin:
         return self.commands(run_id, "pending")
 
     def mark_command(self, command_id: int, state: str, *, step: int | None = None, detail: str = "",
-                     event_payload: dict | None = None) -> None:
-        """The trainer's verdict on a command, with its event, in one transaction."""
+                     event_payload: dict | None = None, lr: float | None = None) -> None:
+        """The trainer's verdict on a command, with its event, in one transaction; `lr`, the
+        run's LR with the command applied, goes into `runs.lr` in the same transaction, so
+        that the server never sees a command applied and its division missing from the LR."""
         if state not in ("applied", "rejected"):
             raise ValueError(f"a command ends applied or rejected, not {state!r}")
         self.flush()
@@ -125,6 +137,8 @@ class CommandsMixin:
             conn.execute(
                 "UPDATE commands SET state = ?, applied_step = ?, applied_at = ?, detail = ? WHERE id = ?",
                 (state, step, now, detail, command_id))
+            if lr is not None:
+                conn.execute("UPDATE runs SET lr = ? WHERE id = ?", (lr, row["run_id"]))
             payload = {"command_id": command_id, **(event_payload or {})}
             if detail:
                 payload["detail"] = detail

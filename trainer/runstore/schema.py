@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+from preprocess import exitcodes
+
+SCHEMA_VERSION = 2
+
+# The lowest LR an operator's division may reach: the server's and the trainer's default
+# (`trainer serve --min-lr`, `trainer train --min-lr`).
+DEFAULT_MIN_LR = 1e-7
+# An LR equal to the floor up to rounding (1e-4 / 10) is at the floor, not under it.
+FLOOR_TOLERANCE = 1e-9
 
 # Metric names the trainer writes and the server and /metrics read.
 LOSS = "train_loss"
@@ -19,6 +27,9 @@ EPOCH = "epoch"
 IMAGES_SEEN = "images_seen"
 
 RUN_STATUSES = ("running", "finished", "stopped", "failed")
+# Never stored: what a reader shows for a "running" row whose trainer is gone
+# (trainer/runlock.py decides).
+INTERRUPTED = "interrupted"
 COMMAND_STATES = ("pending", "applied", "rejected")
 
 _SCHEMA = """
@@ -34,7 +45,9 @@ CREATE TABLE IF NOT EXISTS runs (
     epoch REAL NOT NULL DEFAULT 0,
     step INTEGER NOT NULL DEFAULT 0,
     lr REAL,
-    progress TEXT NOT NULL DEFAULT '{}'
+    progress TEXT NOT NULL DEFAULT '{}',
+    holder TEXT NOT NULL DEFAULT '{}',
+    heartbeat_at REAL
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL,
@@ -73,12 +86,46 @@ CREATE INDEX IF NOT EXISTS commands_run_state ON commands (run_id, state, id);
 """
 
 
+# Version 1 -> 2: the trainer holding a run (pid, host) and its heartbeat.
+MIGRATIONS = {
+    1: ["ALTER TABLE runs ADD COLUMN holder TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE runs ADD COLUMN heartbeat_at REAL"],
+}
+
+
 def _schema_statements() -> list[str]:
     return [stmt for stmt in _SCHEMA.split(";") if stmt.strip()]
 
 
 class RunStoreError(RuntimeError):
     pass
+
+
+class RunStoreDamaged(RunStoreError):
+    """The file is not a SQLite database, or its pages are damaged (not a busy or full disk)."""
+
+    exit_code = exitcodes.CORRUPT
+
+
+class RunStoreFull(RunStoreError):
+    exit_code = exitcodes.NO_SPACE
+
+
+SQLITE_FULL = 13
+
+
+def store_error(what: str, exc: BaseException) -> RunStoreError:
+    """A RunStoreError of the class (damaged, full, other) that `exc` shows."""
+    cls = RunStoreDamaged if is_damage(exc) else RunStoreError
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+        cls = RunStoreFull
+    return cls(f"{what}: {exc}")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """sqlite3 says "malformed"/"not a database" with a DatabaseError that is not an
+    OperationalError (locked, busy, full disk, I/O are OperationalErrors)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
 class _transaction:
@@ -92,8 +139,23 @@ class _transaction:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return False
+            except sqlite3.Error:
+                self._rollback()  # a failed COMMIT (full disk) leaves the transaction open
+                raise
+        self._rollback()
         return False
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (SQLITE_FULL, I/O errors); the first error is the one to report.
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
 
 class _snapshot(_transaction):

@@ -1,4 +1,5 @@
-"""Operator authentication: one bearer token, compared in constant time.
+"""Operator authentication: one bearer token, compared exactly and in constant time, and
+the refused attempts counted (all of them) and recorded (at most one event a second per client).
 
 The token comes from ALEXNET_TOKEN, or from a file readable by its owner only (mode 0600).
 With neither, `trainer serve` generates one, prints it once and stores it 0600 beside
@@ -11,6 +12,8 @@ import hmac
 import os
 import secrets
 import stat
+import threading
+import time
 from pathlib import Path
 
 from .settings import ServerSettings
@@ -63,11 +66,42 @@ def resolve_token(settings: ServerSettings, *, generate: bool) -> tuple[str, boo
 
 
 def bearer_matches(header: str | None, token: str) -> bool:
-    """True when `header` is 'Bearer <token>'; compare_digest keeps the time independent of
+    """True when `header` is exactly 'Bearer <token>': no second space, no trailing
+    character of any kind (HTTP itself drops the spaces and tabs around a header's value).
+    compare_digest on the bytes as sent (headers are latin-1) keeps the time independent of
     how many leading characters match."""
     if not header:
         return False
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    return hmac.compare_digest(given.encode("latin-1", "replace"), token.encode())
+
+
+class AuthFailures:
+    """Every refused attempt is counted (`total`, for /metrics); the run's events get at most
+    one row per client per `every` seconds, carrying how many attempts it stands for, so that
+    a client hammering with a wrong token cannot flood the run store."""
+
+    MAX_CLIENTS = 10_000  # forget quiet clients beyond this many
+
+    def __init__(self, every: float = 1.0):
+        self.every = every
+        self.total = 0
+        self._lock = threading.Lock()
+        self._clients: dict[str, tuple[float, int]] = {}  # client -> (last recorded, refused since)
+
+    def refused(self, client: str) -> int:
+        """Count one refusal; returns how many the event to record now stands for (0: record none)."""
+        now = time.monotonic()
+        with self._lock:
+            self.total += 1
+            last, pending = self._clients.get(client, (-float("inf"), 0))
+            pending += 1
+            if now - last < self.every:
+                self._clients[client] = (last, pending)
+                return 0
+            if len(self._clients) >= self.MAX_CLIENTS:
+                self._clients = {c: v for c, v in self._clients.items() if now - v[0] < self.every}
+            self._clients[client] = (now, 0)
+            return pending

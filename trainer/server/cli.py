@@ -52,8 +52,12 @@ def token_line(settings, token: str, generated: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from preprocess import exitcodes
+    from trainer.runstore import RunStoreError
+
     from .app import create_app
     from .auth import TokenError, resolve_token
+    from .protocol import uvicorn_options
     from .settings import ServerSettings
 
     try:
@@ -66,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(settings.host):
         print(f"warning: listening on {settings.host}: the token travels in clear over plain HTTP; "
               "put a TLS proxy in front for remote operators", file=sys.stderr)
-    app = create_app(settings.model_copy(update={"token": SecretStr(token)}))
+    try:
+        app = create_app(settings.model_copy(update={"token": SecretStr(token)}))
+    except RunStoreError as e:  # damaged (CORRUPT), or cannot be opened
+        print(f"trainer serve: {e}", file=sys.stderr)
+        return exitcodes.for_error(e)
     print(f"serving {settings.runs_db} on http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                server_header=False, proxy_headers=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, **uvicorn_options(settings))
     return 0

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from trainer.runlock import observed_status
 from trainer.runstore import RunStore
 
 from .auth import bearer_matches
@@ -29,15 +30,23 @@ def get_series_cache(request: Request) -> SeriesCache:
 SeriesCacheDep = Annotated[SeriesCache, Depends(get_series_cache)]
 
 
+def shown(run: dict | None) -> dict | None:
+    """The run as readers see it: "interrupted" where its row says running but its trainer
+    is gone (trainer/runlock.py)."""
+    if run is not None:
+        run["status"] = observed_status(run)
+    return run
+
+
 def find_run(store: RunStore, run_id: str) -> dict | None:
     """`current`, a numeric id, or a run name; None when there is no such run."""
     if run_id == "current":
-        return store.current_run()
+        return shown(store.current_run())
     if run_id.isascii() and run_id.isdigit() and len(run_id) <= _MAX_ID_DIGITS:
         run = store.get_run(int(run_id))
         if run is not None:
-            return run
-    return store.get_run_by_name(run_id)
+            return shown(run)
+    return shown(store.get_run_by_name(run_id))
 
 
 def get_run(store: StoreDep, run_id: str) -> dict:
@@ -56,14 +65,17 @@ def client_name(request: Request) -> str:
 
 
 def require_operator(request: Request, store: StoreDep, run_id: str) -> str:
-    """The caller's name if it sent the operator token; else 401, and the refusal goes
-    into the run's events (when the run exists) so that the attempt leaves a trace."""
+    """The caller's name if it sent the operator token; else 401. The refusal is counted for
+    /metrics and goes into the run's events (when the run exists), at most one row a second
+    per client with the number of attempts it stands for (`attempts`)."""
     who = client_name(request)
     if not bearer_matches(request.headers.get("authorization"), request.app.state.token):
         reason = "missing bearer token" if "authorization" not in request.headers else "invalid bearer token"
-        run = find_run(store, run_id)
+        attempts = request.app.state.auth_failures.refused(who)
+        run = find_run(store, run_id) if attempts else None
         if run is not None:
-            store.record_refused_request(run["id"], reason, {"who": who, "path": request.url.path, "status": 401})
+            store.record_refused_request(run["id"], reason, {"who": who, "path": request.url.path, "status": 401,
+                                                             "attempts": attempts})
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, reason, headers={"WWW-Authenticate": "Bearer"})
     # Lets the validation-error handler record a refused body (e.g. factor out of range).
     request.state.operator_run = run_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 # The page may load only its own scripts, styles and pictures; nobody may frame it
@@ -20,11 +21,13 @@ class BodySizeLimit:
     """Answers 413 to a body over `max_bytes`, before the application reads any of it.
 
     The body is read here in full (it is at most `max_bytes`) and handed on, so a chunked
-    upload without Content-Length is bounded too, not only an honest one."""
+    upload without Content-Length is bounded too, not only an honest one; a body that takes
+    longer than `timeout_s` to arrive is answered 408."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, timeout_s: float = 10.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -33,15 +36,19 @@ class BodySizeLimit:
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await _too_large(send, self.max_bytes)
         chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await _too_large(send, self.max_bytes)
-            more = message.get("more_body", False)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        return
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    if size > self.max_bytes:
+                        return await _too_large(send, self.max_bytes)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            return await _refuse(send, 408, f"request body not received within {self.timeout_s:g} s")
         body, replayed = b"".join(chunks), False
 
         async def replay():
@@ -55,8 +62,12 @@ class BodySizeLimit:
 
 
 async def _too_large(send, max_bytes: int) -> None:
-    body = json.dumps({"detail": f"request body larger than {max_bytes} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [
+    await _refuse(send, 413, f"request body larger than {max_bytes} bytes")
+
+
+async def _refuse(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"), *SECURITY_HEADERS]})
     await send({"type": "http.response.body", "body": body})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from trainer import runstore
+from trainer.runlock import observed_status
 from trainer.runstore import RunStore
 
 # (name, type, help, how to read it from a run: a metric name or a progress/run field)
@@ -57,16 +58,22 @@ def _value(store: RunStore, run: dict, source: tuple[str, str]) -> float | None:
     return float(value)
 
 
-def exposition(store: RunStore) -> str:
+def exposition(store: RunStore, auth_failures: int = 0) -> str:
     runs = store.list_runs()
-    lines = ["# HELP alexnet_run_info A run in the run store (value 1); labels name it and give its status.",
+    lines = ["# HELP alexnet_run_info A run in the run store (value 1); labels name it and give its status"
+             " (interrupted: its trainer is gone).",
              "# TYPE alexnet_run_info gauge"]
     for run in runs:
-        lines.append(f'alexnet_run_info{{run="{escape_label(run["name"])}",status="{escape_label(run["status"])}"}} 1')
+        status = observed_status(run)
+        lines.append(f'alexnet_run_info{{run="{escape_label(run["name"])}",status="{escape_label(status)}"}} 1')
     for name, kind, help_, source in METRICS:
         lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
         for run in runs:
             value = _value(store, run, source)
             if value is not None:
                 lines.append(f'{name}{{run="{escape_label(run["name"])}"}} {_format(value)}')
+    lines += ["# HELP alexnet_auth_failures_total Operator requests refused for a missing or wrong token"
+              " since the server started.",
+              "# TYPE alexnet_auth_failures_total counter",
+              f"alexnet_auth_failures_total {int(auth_failures)}"]
     return "\n".join(lines) + "\n"

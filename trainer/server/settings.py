@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainer.runstore import DEFAULT_MIN_LR
+
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALEXNET_", extra="forbid")
@@ -20,11 +22,18 @@ class ServerSettings(BaseSettings):
     # ALEXNET_TOKEN; else ALEXNET_TOKEN_FILE (mode 0600); else the file beside the run store.
     token: SecretStr | None = None
     token_file: Path | None = None
-    min_lr: float = Field(1e-7, gt=0, description="a division that would take the LR below this is refused")
+    min_lr: float = Field(DEFAULT_MIN_LR, gt=0, description="a division that would take the LR below this is refused")
     max_body_bytes: int = Field(16 * 1024, ge=256, description="larger request bodies are answered 413")
     # Empty: no CORS headers at all, so a page on another origin cannot call the API.
     cors_origins: list[str] = []
     refresh_s: float = Field(3.0, gt=0, description="how often the page polls for new data")
+    # A client must send a request's line and headers within this many seconds of starting
+    # it (or of connecting), and its body within as many again; an idle keep-alive connection
+    # is closed after keep_alive_s.
+    header_timeout_s: float = Field(10.0, gt=0)
+    keep_alive_s: int = Field(5, ge=1)
+    # /healthz reads one row of each table every time, and the whole file this often.
+    store_check_s: float = Field(300.0, ge=0)
 
     @field_validator("token", mode="before")
     @classmethod

@@ -12,6 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
+from trainer.runlock import interrupted_reason
+from trainer.runstore import INTERRUPTED
+
 from ..deps import OperatorDep, RunDep, StoreDep
 from ..schemas import Command, DivideRequest, Problem
 
@@ -20,7 +23,8 @@ router = APIRouter(prefix="/api", tags=["commands"])
 DIVIDE_RESPONSES = {
     401: {"model": Problem, "description": "no or wrong bearer token"},
     404: {"model": Problem, "description": "no such run"},
-    409: {"model": Problem, "description": "refused: run not running, or LR would fall under --min-lr"},
+    409: {"model": Problem, "description": "refused: run not running (or interrupted: its trainer is gone), "
+                                           "or LR would fall under --min-lr"},
     413: {"model": Problem, "description": "request body too large"},
 }
 
@@ -35,7 +39,8 @@ def divide_lr(
     try:
         cmd, created = store.submit_lr_divide(
             run["id"], body.factor, reason=body.reason, who=who,
-            idempotency_key=idempotency_key, min_lr=request.app.state.settings.min_lr)
+            idempotency_key=idempotency_key, min_lr=request.app.state.settings.min_lr,
+            refuse=interrupted_reason(run) if run["status"] == INTERRUPTED else "")
     except KeyError:
         raise HTTPException(404, f"no run {run['id']}") from None
     if not created and (cmd.factor != body.factor or cmd.reason != body.reason):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from ..deps import StoreDep
@@ -12,5 +12,6 @@ router = APIRouter(tags=["prometheus"])
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(store: StoreDep) -> PlainTextResponse:
-    return PlainTextResponse(exposition(store), media_type="text/plain; version=0.0.4; charset=utf-8")
+def metrics(store: StoreDep, request: Request) -> PlainTextResponse:
+    return PlainTextResponse(exposition(store, request.app.state.auth_failures.total),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")

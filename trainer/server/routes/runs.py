@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from fastapi.responses import FileResponse
 
-from ..deps import RunDep, SeriesCacheDep, StoreDep
+from ..deps import RunDep, SeriesCacheDep, StoreDep, shown
 from ..schemas import Event, RunBrief, RunDetail, Series
 from ..summary import filters_path, json_safe, run_brief, run_detail
 
@@ -20,7 +20,7 @@ MAX_STEP = 2**62
 @router.get("")
 def list_runs(store: StoreDep) -> list[RunBrief]:
     """Every run, newest first."""
-    return [run_brief(r) for r in store.list_runs()]
+    return [run_brief(shown(r)) for r in store.list_runs()]
 
 
 @router.get("/{run_id}", responses=NOT_FOUND)

@@ -125,7 +125,7 @@ function stat(id, value, sub = "", tone = "") {
 }
 
 function renderStats(run) {
-  const tones = {running: "", finished: "info", stopped: "warn", failed: "bad"};
+  const tones = {running: "", finished: "info", stopped: "warn", failed: "bad", interrupted: "bad"};
   stat("stat-status", run.status, `updated ${fmt.ago(run.updated_at)}`, tones[run.status] ?? "warn");
   const epochs = run.epochs != null ? ` / ${run.epochs}` : "";
   stat("stat-epoch", `${Math.floor(run.epoch)}${epochs}`, `${run.epoch.toFixed(2)} epochs done`);
