@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -135,8 +134,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
     from preprocess.contract import DataError
     from trainer.inference import CheckpointError, distributed_setup, load_models, make_eval_loader
+    from trainer.tempfiles import replace_atomically, sweep
 
     rank, world, device = distributed_setup(args.device)
     try:
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError) as exc:
         if rank == 0:
             print(f"trainer evaluate: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     expected = int(manifest.get("splits", {}).get(args.split, {}).get("count", seen))
     if seen != expected:  # damaged samples are masked by the loader: a partial count is no result
         if rank == 0:
@@ -165,8 +166,7 @@ def run(args: argparse.Namespace) -> int:
     report["data"] = str(data_dir)
     print(format_table(report))
     path = Path(args.json or f"evaluation-{args.split}.json")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    sweep(path.parent, path.name)  # a former run's, killed mid-write
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     print(f"wrote {path}")
     return 0

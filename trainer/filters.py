@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.tempfiles import replace_atomically, sweep
+
 BACKGROUND = 255  # white gaps, as in the paper's figure
 TILE_GAP = 1  # pixels between tiles (in tile units scaled by `scale`)
 BLOCK_GAP = 4  # extra pixels between the groups' blocks
@@ -103,10 +105,9 @@ def save_filters_png(model, path: str | Path, scale: int = 3) -> Path:
     image, _ = filter_grid(weight, model_groups(model), scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)  # the page may be reading the previous one
-    return path
+    sweep(path.parent, path.name)  # a former writer's, killed mid-write
+    # Renamed into place: the page may be reading the previous one.
+    return replace_atomically(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,13 +117,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
     from trainer.inference import CheckpointError, load_model
 
     try:
         model, _ = load_model(args.checkpoint, device="cpu")
     except CheckpointError as exc:
         print(f"trainer filters: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     path = save_filters_png(model, args.output, args.scale)
     n = model.conv1.weight.shape[0]
     print(f"wrote {path}: {n} conv1 kernels in {model_groups(model)} block(s)")

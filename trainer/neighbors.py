@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from preprocess.contract import EXT_IMAGE, EXT_LABEL, require_shards
+from trainer.tempfiles import replace_atomically, sweep
 
 INDEX_VERSION = 1
 CHUNK_ROWS = 65536
@@ -139,9 +140,8 @@ def contact_sheet(rows: list[list[np.ndarray]], captions: list[list[str]], path:
             x = gap + c * (thumb + gap) + (gap * 2 if c else 0)  # set the query apart
             sheet.paste(Image.fromarray(image).resize((thumb, thumb), Image.BILINEAR), (x, y))
             draw.text((x + 1, y + thumb + 1), text[:22], fill="black")
-    tmp = path.with_name(path.name + ".tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
+    sweep(path.parent, path.name)  # a former writer's, killed mid-write
+    replace_atomically(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +175,7 @@ def ensure_index(args, model, config, data_dir: Path, device) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
     from preprocess.contract import DataError
     from trainer.inference import CheckpointError, class_names, distributed_setup, image_input, load_models
 
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         index = open_index(ensure_index(args, model, config, data_dir, device))
     except (CheckpointError, DataError) as exc:
         print(f"trainer neighbors: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     names = class_names(manifest)
     with torch.no_grad():
         q = model.hidden(torch.stack([x for x, _ in queries]).to(device)).float()

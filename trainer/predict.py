@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
     from preprocess.contract import DataError
     from trainer.inference import CheckpointError, class_names, distributed_setup, image_input, load_models
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         (model,), (config,), data_dir, manifest = load_models([args.checkpoint], args.data, device)
     except (CheckpointError, DataError) as exc:
         print(f"trainer predict: {exc}")
-        return 2
+        return exitcodes.for_error(exc)
     names = class_names(manifest)
     inputs, kept, failed = [], [], 0
     for path in args.images:
