@@ -142,9 +142,11 @@ def load_checkpoint(path: str | Path, *, warn=print) -> dict:
         with torch.serialization.safe_globals(_V1_GLOBALS):
             record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointCorrupt(f"{path} holds objects other than tensors and plain data "
-                                f"({_unsafe_detail(exc)}); it was not written by `trainer train` "
-                                "and is not loaded (loading it could run code)") from None
+        code = _unsafe_global(exc)
+        if code is None:  # not a pickle at all, or a torn one
+            raise CheckpointCorrupt(f"{path} cannot be read as a checkpoint ({_weights_only_detail(exc)})") from None
+        raise CheckpointCorrupt(f"{path} holds objects other than tensors and plain data ({code}); it was not "
+                                "written by `trainer train` and is not loaded (loading it could run code)") from None
     except Exception as exc:  # torn, truncated or not a torch file at all
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
         raise CheckpointCorrupt(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: {detail})") from None
@@ -168,12 +170,19 @@ def load_checkpoint(path: str | Path, *, warn=print) -> dict:
     return record
 
 
-def _unsafe_detail(exc: Exception) -> str:
+def _weights_only_detail(exc: Exception) -> str:
+    """The line of torch's weights_only refusal that says what it met (the rest is advice)."""
     for line in str(exc).splitlines():
         line = line.strip()
         if not line.startswith("Weights only") and ("nsupported" in line or "but got <class" in line):
             return line.removeprefix("WeightsUnpickler error: ").rstrip(".")
     return "not loadable with weights_only"
+
+
+def _unsafe_global(exc: Exception) -> str | None:
+    """The class or function a refused pickle wanted to call, if that was why it was refused."""
+    m = re.search(r"GLOBAL ([\w.]+)|but got <class '([^']+)'>", str(exc))
+    return f"it asks for {m.group(1) or m.group(2)}" if m else None
 
 
 def class_change(record: dict, path: str | Path, digest: str, manifest_path: str | Path) -> str | None:
