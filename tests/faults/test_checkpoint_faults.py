@@ -22,7 +22,7 @@ import torch
 
 from preprocess import exitcodes
 from preprocess.contract import class_digest, load_manifest
-from trainer.checkpoint import CheckpointError, load_checkpoint
+from trainer.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, pack
 from trainer.cli import main
 from trainer.config import TrainConfig
 from trainer.model import build_model
@@ -32,6 +32,7 @@ from tests.evaluate.helpers import write_checkpoint
 from tests.trainer.trainer_helpers import TINY
 
 QUIET = ["--val-every", "0", "--no-tencrop"]
+STEP_16 = ["--epochs", "2", "--max-steps", "16"]  # the demo shards' first epoch is 15 steps
 
 
 def _train(data, run_dir, *flags) -> int:
@@ -53,8 +54,8 @@ def _dead_pid() -> int:
 
 @pytest.fixture(scope="module")
 def trained(demo_shards, tmp_path_factory):
-    """A run dir after two epochs (epoch-001.pt, epoch-002.pt, last.pt a hard link to the
-    latter), started over two planted temporaries: one of a dead writer, one of a live one."""
+    """A run dir after one epoch and a step (epoch-001.pt at step 15, last.pt at step 16),
+    started over two planted temporaries: one of a dead writer, one of a live one."""
     root = tmp_path_factory.mktemp("ckfaults")
     ckdir = root / "run" / "checkpoints"
     ckdir.mkdir(parents=True)
@@ -65,7 +66,7 @@ def trained(demo_shards, tmp_path_factory):
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
-            assert _train(demo_shards, root / "run", "--epochs", "2") == 0
+            assert _train(demo_shards, root / "run", *STEP_16) == 0
     finally:
         live.kill()
         live.wait()
@@ -73,12 +74,9 @@ def trained(demo_shards, tmp_path_factory):
 
 
 def _copy_run(trained, tmp_path):
-    """A copy of the trained run (and its run store), with last.pt linked as the trainer left it."""
+    """A copy of the trained run and its run store (the planted temporaries left out)."""
     root = tmp_path / "copy"
     shutil.copytree(trained["root"], root, ignore=shutil.ignore_patterns(".*.tmp*"))
-    ckdir = root / "run" / "checkpoints"
-    (ckdir / "last.pt").unlink()
-    os.link(ckdir / "epoch-002.pt", ckdir / "last.pt")
     return root / "run"
 
 
@@ -149,32 +147,49 @@ def test_one_changed_weight_is_caught_by_evaluate_and_predict(demo_shards, tmp_p
 def test_resume_passes_over_a_damaged_last_pt_to_the_newest_good_one(trained, demo_shards, tmp_path, capsys):
     run_dir = _copy_run(trained, tmp_path)
     ckdir = run_dir / "checkpoints"
-    _change_one_weight(ckdir / "last.pt")  # also epoch-002.pt: the same file
-    assert _train(demo_shards, run_dir, "--epochs", "3", "--max-steps", "16") == 0
+    _change_one_weight(ckdir / "last.pt")
+    assert _train(demo_shards, run_dir, *STEP_16) == 0
     out = capsys.readouterr().out
     assert f"passing over {ckdir / 'last.pt'}" in out and "conv1.weight does not match" in out
-    assert f"passing over {ckdir / 'epoch-002.pt'}: the same file as last.pt" in out
     assert f"resumed from {ckdir / 'epoch-001.pt'} at step 15" in out
     store = RunStore(run_dir.parent / "runs.db")
     try:
         (event,) = store.events(store.get_run_by_name("run")["id"], kinds=["checkpoint_fallback"])
     finally:
         store.close()
-    assert [s["path"] for s in event["payload"]["skipped"]] == [str(ckdir / "last.pt"), str(ckdir / "epoch-002.pt")]
+    assert [s["path"] for s in event["payload"]["skipped"]] == [str(ckdir / "last.pt")]
     assert event["payload"]["resumed_from"] == str(ckdir / "epoch-001.pt")
     assert load_checkpoint(ckdir / "last.pt")["step"] == 16  # a good last.pt again
+
+
+def test_a_damaged_epoch_end_last_pt_is_passed_over_with_its_hard_link(tmp_path):
+    """At an epoch end last.pt is a hard link to epoch-NNN.pt: one damage, two names."""
+    ckdir = CheckpointDir(tmp_path, keep=3)
+    for epoch in (1, 2):
+        ckdir.save(pack(model={"w": torch.full((4,), float(epoch))}, optimizer={}, policy={}, lr=0.01,
+                        lr_history=[], epoch=epoch, epoch_step=0, step=epoch, rng=[], data_state=[], config={},
+                        applied_commands=[], class_digest="0" * 64), epoch_end=epoch)
+    data = bytearray(ckdir.last.read_bytes())
+    at = data.find(torch.full((4,), 2.0).numpy().tobytes())
+    data[at] ^= 1
+    with open(ckdir.last, "r+b") as f:  # in place: the epoch file's bytes change too
+        f.write(data)
+    record, path, skipped = ckdir.load_latest()
+    assert path == ckdir.epoch_path(1) and record["epoch"] == 1
+    assert [p for p, _ in skipped] == [str(ckdir.last), str(ckdir.epoch_path(2))]
+    assert skipped[1][1] == "the same file as last.pt"
 
 
 # -- row 5: another class list under the same class count -----------------------------------
 def test_resume_refuses_another_class_list_unless_asked(trained, demo_shards, tmp_path, capsys):
     run_dir, shuffled = _copy_run(trained, tmp_path), _shuffled_shards(demo_shards, tmp_path)
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
-    assert _train(shuffled, run_dir, "--epochs", "2") == exitcodes.USAGE
+    assert _train(shuffled, run_dir, *STEP_16) == exitcodes.USAGE
     line = _one_line(capsys)
     assert str(shuffled / "dataset.json") in line and str(run_dir / "checkpoints" / "last.pt") in line
     assert str(demo_shards / "dataset.json") in line and "--allow-class-change" in line
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
-    assert _train(shuffled, run_dir, "--epochs", "2", "--allow-class-change") == 0
+    assert _train(shuffled, run_dir, *STEP_16, "--allow-class-change") == 0
     assert "--allow-class-change: " in capsys.readouterr().out
     new = load_checkpoint(run_dir / "checkpoints" / "last.pt")["class_digest"]
     assert new == class_digest(load_manifest(shuffled)["classes"])
