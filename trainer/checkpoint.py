@@ -157,11 +157,12 @@ def load_checkpoint(path: str | Path, *, warn=print) -> dict:
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {version}, newer than this trainer reads "
                               f"(1 to {FORMAT_VERSION}): use the version of the code that wrote it")
-    missing = [k for k in (KEYS if version >= 2 else _V1_KEYS) + (("checksums",) if version >= 2 else ())
-               if k not in record]
-    if version < 1 or missing:
-        raise CheckpointCorrupt(f"{path} is not a trainer checkpoint of format {version} "
-                                f"(missing {', '.join(missing) or 'nothing, but the version is unknown'})")
+    if version < 1:
+        raise CheckpointCorrupt(f"{path} has an unknown checkpoint format {version}: the file is damaged")
+    missing = [k for k in (KEYS + ("checksums",) if version >= 2 else _V1_KEYS) if k not in record]
+    if missing:
+        raise CheckpointCorrupt(f"{path} is not a trainer checkpoint of format {version} (missing "
+                                f"{', '.join(missing)})")
     if version >= 2:
         _verify(path, record)
     else:
