@@ -62,6 +62,7 @@ class TrainConfig:
     val_every: int = 1
     tencrop: bool = True
     resume: str = "auto"  # auto | never | PATH
+    allow_class_change: bool = False  # resume on shards with another class list (fine-tuning)
     checkpoint_minutes: float = 30.0  # 0: at every step (tests)
     keep_checkpoints: int = 3
     log_every: int = 20
@@ -108,6 +109,8 @@ HELP = {
     "resume": "auto: continue from run_dir/checkpoints/last.pt if present; never: refuse a run dir "
               "with checkpoints; or a checkpoint path",
     "min_lr": "refuse an operator's division that would take the LR under this (as trainer serve's --min-lr)",
+    "allow_class_change": "resume from a checkpoint trained on another class list (same count) on purpose, "
+                          "as fine-tuning does; without it such a resume is refused",
     "checkpoint_minutes": "also checkpoint every this many minutes (0: every step)",
     "keep_checkpoints": "epoch checkpoints kept besides last.pt",
     "log_every": "steps between metric rows in the run store",

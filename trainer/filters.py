@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.tempfiles import replace_atomically, sweep
+
 BACKGROUND = 255  # white gaps, as in the paper's figure
 TILE_GAP = 1  # pixels between tiles (in tile units scaled by `scale`)
 BLOCK_GAP = 4  # extra pixels between the groups' blocks
@@ -103,10 +105,9 @@ def save_filters_png(model, path: str | Path, scale: int = 3) -> Path:
     image, _ = filter_grid(weight, model_groups(model), scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)  # the page may be reading the previous one
-    return path
+    sweep(path.parent, path.name)  # a former writer's, killed mid-write
+    # Renamed into place: the page may be reading the previous one.
+    return replace_atomically(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

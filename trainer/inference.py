@@ -4,10 +4,11 @@
     trainer predict --checkpoint runs/NAME/checkpoints/last.pt photo.jpg
 
 Loading a checkpoint here checks it against what it will be used with and turns every
-mismatch (not a checkpoint, weights that do not fit the architecture its config names, a
-class count other than the data's) into a `CheckpointError` whose message is the one line
-the command prints. Single images are prepared as the shards and the evaluation pipeline
-prepare them: shorter side 256, center 256x256, center 224x224 patch, mean subtracted.
+mismatch (not a checkpoint or damaged: `trainer.checkpoint`; weights that do not fit the
+architecture its config names; a class count or class list other than the data's) into a
+`CheckpointError` whose message is the one line the command prints. Single images are
+prepared as the shards and the evaluation pipeline prepare them: shorter side 256, center
+256x256, center 224x224 patch, mean subtracted.
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ from __future__ import annotations
 import functools
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from preprocess.contract import DataError, load_manifest
+from preprocess.contract import DataError, class_digest, load_manifest
+from trainer.checkpoint import CheckpointError, class_change, class_note, load_checkpoint
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used as asked; the message says why in one line."""
-
-
-def _state_dict(path: Path, ckpt) -> dict:
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "config" not in ckpt:
+def _state_dict(path: Path, ckpt: dict) -> dict:
+    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["config"], dict):
         raise CheckpointError(f"{path} is not a checkpoint written by `trainer train` (no model and config)")
     # DDP ("module.") and torch.compile ("_orig_mod.") wrap names; the weights are the same.
     out = {}
@@ -58,22 +57,16 @@ def _describe_mismatch(model: torch.nn.Module, state: dict) -> str:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """The AlexNet a checkpoint holds, in eval mode on `device`, and the checkpoint's config."""
-    from trainer.checkpoint import load_checkpoint
+    model, config, _ = _load(Path(path), device)
+    return model, config
+
+
+def _load(path: Path, device) -> tuple[torch.nn.Module, dict, dict]:
     from trainer.model import build_model, configure_cuda
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        ckpt = load_checkpoint(path, map_location="cpu")
-    except ValueError as exc:  # readable, but not ours (load_checkpoint says what is missing)
-        raise CheckpointError(str(exc).splitlines()[0]) from None
-    except Exception as exc:  # a torn or foreign file: say which, not how unpickling failed
-        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    ckpt = load_checkpoint(path, warn=_warn)  # damaged or not ours: its one line
     state = _state_dict(path, ckpt)
     config = ckpt["config"]
-    config = config if isinstance(config, dict) else vars(config)
     try:
         model = build_model(config)
     except (TypeError, ValueError) as exc:
@@ -84,7 +77,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     model.load_state_dict(state)
     if torch.device(device).type == "cuda":
         configure_cuda()
-    return model.to(device).eval(), config
+    return model.to(device).eval(), config, ckpt
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def num_classes(model: torch.nn.Module) -> int:
@@ -100,19 +97,24 @@ def resolve_data_dir(data: str | None, config: dict, checkpoint: str | Path) -> 
 
 
 def load_models(paths: list[str], data: str | None, device) -> tuple[list, list[dict], Path, dict]:
-    """Checkpoints for one data set: each must classify exactly the data's classes."""
-    models, configs = [], []
-    for p in paths:
-        model, config = load_model(p, device)
-        models.append(model)
-        configs.append(config)
+    """Checkpoints for one data set: each must classify exactly the data's classes, in the
+    same label order (the class list digest it recorded at training)."""
+    loaded = [_load(Path(p), device) for p in paths]
+    models, configs = [m for m, _, _ in loaded], [c for _, c, _ in loaded]
     data_dir = resolve_data_dir(data, configs[0], paths[0])
     manifest = load_manifest(data_dir)
     classes = len(manifest["classes"])
-    for p, model in zip(paths, models):
+    digest = class_digest(manifest["classes"])
+    for p, (model, _, ckpt) in zip(paths, loaded):
         if num_classes(model) != classes:
             raise CheckpointError(f"{p} classifies {num_classes(model)} classes but "
                                   f"{data_dir / 'dataset.json'} lists {classes}")
+        changed = class_change(ckpt, p, digest, data_dir / "dataset.json")
+        if changed:
+            raise CheckpointError(f"{changed}; pass --data with the shards it was trained on")
+        note = class_note(ckpt, p, data_dir / "dataset.json")
+        if note:
+            _warn(note)
     return models, configs, data_dir, manifest
 
 

@@ -9,12 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import runstore as rs
-from trainer.checkpoint import CheckpointDir, unwrap
+from trainer.checkpoint import CheckpointDir, pack, unwrap
 from trainer.commands import replays_on_resume, settle_included
 from trainer.runlock import observed_status
 from trainer.storeguard import GuardedStore, Heartbeat
-
-CHECKPOINT_VERSION = 1
 
 
 class TrainError(RuntimeError):
@@ -90,23 +88,16 @@ class Session:
         self.store.log_event(self.run_id, step, kind, payload, flush=True)
 
     def save_checkpoint(self, *, model, optimizer, policy, state: RunState, rngs: list, data_states: list,
-                        epoch_end: int | None) -> Path:
-        ckpt = {
-            "version": CHECKPOINT_VERSION,
-            "model": unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "lr": state.lr,
-            "lr_history": state.lr_history,
-            "epoch": state.epoch,
-            "epoch_step": state.epoch_step,
-            "step": state.step,
-            "rng": rngs,  # one per rank
-            "data_state": data_states,  # one per rank; None at an epoch boundary
-            "config": self.config,
-            "applied_commands": state.applied_commands,
-            "policy": policy.state_dict(),
-        }
-        path = self.ckdir.save(ckpt, epoch_end=epoch_end)
+                        epoch_end: int | None, class_digest: str) -> Path:
+        record = pack(
+            model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(), policy=policy.state_dict(),
+            lr=state.lr, lr_history=state.lr_history, epoch=state.epoch, epoch_step=state.epoch_step,
+            step=state.step,
+            rng=rngs,  # one per rank
+            data_state=data_states,  # one per rank; None at an epoch boundary
+            config=self.config, applied_commands=state.applied_commands, class_digest=class_digest,
+        )
+        path = self.ckdir.save(record, epoch_end=epoch_end)
         self.event(state.step, "checkpoint", {"path": str(path), "last": str(self.ckdir.last),
                                               "epoch": state.epoch, "step": state.step})
         self.write_filters(model)
@@ -137,8 +128,13 @@ class Session:
         self.store.close()
 
     def fail(self, state: RunState, message: str) -> None:
+        # Each on its own: an event that cannot be written (a full disk) must not leave the
+        # run "running".
         try:
             self.event(state.step, "error", {"message": message})
+        except Exception:
+            pass
+        try:
             self.finish("failed")
         except Exception:
             pass

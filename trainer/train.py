@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from preprocess import exitcodes
-from preprocess.contract import DataError, load_manifest, require_shards
+from preprocess.contract import DataError, class_digest, load_manifest, require_shards
 from trainer import config as config_mod
 from trainer import runstore as rs
-from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, set_rng_state, unwrap
+from trainer.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.commands import Control
 from trainer.config import TrainConfig
 from trainer.distributed import World, all_gather_object, all_reduce_sum, setup, teardown
@@ -32,6 +32,7 @@ from trainer.lr_policy import LRPolicy
 from trainer.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.optim import create_optimizer, set_lr
 from trainer.progress import Meter, Progress
+from trainer.resume import choose_checkpoint
 from trainer.runlock import RunLocked, hold_run_dir
 from trainer.session import RunState, Session, TrainError
 from trainer.trace import StepTrace
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return train(config_mod.from_args(args))
-    except (TrainError, DataError, rs.RunStoreError, RunLocked) as e:
+    except (TrainError, DataError, rs.RunStoreError, RunLocked, CheckpointError) as e:
         print(f"trainer train: {e}", file=sys.stderr)
         return exitcodes.for_error(e)
 
@@ -95,6 +96,11 @@ class Trainer:
         self.backend = cfg.backend if cfg.backend != "auto" else ("dali" if on_gpu else "reference")
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
+        self.class_digest = class_digest(load_manifest(cfg.data)["classes"])
+        if world.is_main:
+            for p in self.ckdir.sweep():
+                self.say(f"trainer: removed {p.name}, left in {p.parent} by a writer that is gone")
+        self.fallbacks: list[tuple[str, str]] = []  # (damaged checkpoint, why) passed over on resume
         self.build_model()
         self.state, ckpt = self.resume()
         self.train_loader = self.make_loader("train", "train")
@@ -104,6 +110,10 @@ class Trainer:
             raise TrainError(f"{cfg.data} has fewer train samples per rank than one batch of {self.per_rank_batch}")
         self.session = Session(cfg, world, self.state, ckpt, self.ckdir, steps_per_epoch=self.steps_per_epoch,
                                holder=holder) if world.is_main else None
+        if self.session and self.fallbacks:
+            self.session.event(self.state.step, "checkpoint_fallback", {
+                "skipped": [{"path": p, "reason": why} for p, why in self.fallbacks],
+                "resumed_from": self.state.resumed_from})
         replays = self.session.replays if self.session else []
         self.control = Control(world, self.session.store if self.session else None,
                                self.session.run_id if self.session else None,
@@ -137,24 +147,9 @@ class Trainer:
 
     def resume(self) -> tuple[RunState, dict | None]:
         cfg = self.cfg
-        fresh = RunState(lr=cfg.lr, lr_history=[{"step": 0, "lr": cfg.lr, "reason": "initial"}])
-        path = None
-        if cfg.resume == "never":
-            if self.ckdir.latest() is not None:
-                raise TrainError(f"{self.ckdir.dir} holds checkpoints: pass --resume auto to continue the run, "
-                                 f"or choose another --run-dir")
-        elif cfg.resume == "auto":
-            path = self.ckdir.latest()
-        else:
-            path = Path(cfg.resume)
-            if not path.is_file():
-                raise TrainError(f"--resume {cfg.resume}: no such checkpoint")
-        if path is None:
-            return fresh, None
-        try:
-            ckpt = load_checkpoint(path, map_location=self.device)
-        except Exception as e:  # a damaged file must not take a traceback to say so
-            raise TrainError(f"cannot read checkpoint {path}: {e}") from None
+        ckpt, path, self.fallbacks = choose_checkpoint(cfg, self.ckdir, self.class_digest, say=self.say)
+        if ckpt is None:
+            return RunState(lr=cfg.lr, lr_history=[{"step": 0, "lr": cfg.lr, "reason": "initial"}]), None
         differs = [k for k in MODEL_FIELDS if ckpt["config"].get(k) != getattr(cfg, k)]
         if differs:
             raise TrainError(f"{path} was trained with other model settings ({', '.join(differs)}); "
@@ -167,6 +162,10 @@ class Trainer:
                          epoch_step=ckpt["epoch_step"], step=ckpt["step"],
                          applied_commands=list(ckpt["applied_commands"]), resumed_from=str(path))
         return state, ckpt
+
+    def say(self, line: str) -> None:
+        if self.world.is_main:
+            print(line, flush=True)
 
     def make_loader(self, split: str, mode: str):
         from pipeline import make_loader
@@ -364,7 +363,8 @@ class Trainer:
         data = all_gather_object(self.world, self.train_loader.state_dict() if st.epoch_step else None)
         if self.session:
             self.session.save_checkpoint(model=self.model, optimizer=self.optimizer, policy=self.policy,
-                                         state=st, rngs=rngs, data_states=data, epoch_end=epoch_end)
+                                         state=st, rngs=rngs, data_states=data, epoch_end=epoch_end,
+                                         class_digest=self.class_digest)
         st.last_saved_step = st.step  # on every rank: finish() decides on it collectively
         self.control.checkpoint_written()
         return True

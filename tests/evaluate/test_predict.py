@@ -89,5 +89,5 @@ def test_not_a_checkpoint(tmp_path, capsys):
     assert trainer_main(["filters", "--checkpoint", str(path)]) == 2
     assert "not a trainer checkpoint" in _single_line(capsys.readouterr().out)
     path.write_bytes(b"garbage")
-    assert trainer_main(["filters", "--checkpoint", str(path)]) == 2
+    assert trainer_main(["filters", "--checkpoint", str(path)]) == 4  # exitcodes.CORRUPT
     assert "cannot be read as a checkpoint" in _single_line(capsys.readouterr().out)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trainer.checkpoint import (CheckpointDir, CheckpointError, load_checkpoint, pack, rng_state, save_checkpoint,
+                                set_rng_state)
 from trainer.commands import Control, replays_on_resume
 from trainer.distributed import World
 from trainer.runstore import RunStore
 
 
 def _state(step: int) -> dict:
-    return {"model": {"w": torch.full((3,), float(step))}, "optimizer": {}, "lr": 0.01, "lr_history": [],
-            "epoch": step, "step": step, "rng": [rng_state()], "data_state": [None], "config": {},
-            "applied_commands": []}
+    return pack(model={"w": torch.full((3,), float(step))}, optimizer={}, policy={}, lr=0.01, lr_history=[],
+                epoch=step, epoch_step=0, step=step, rng=[rng_state()], data_state=[None], config={},
+                applied_commands=[], class_digest="0" * 64)
 
 
 def test_save_is_atomic_and_keeps_last_plus_k_epochs(tmp_path):
@@ -38,12 +40,13 @@ def test_rng_state_round_trip():
 
 def test_load_rejects_a_foreign_file(tmp_path):
     save_checkpoint(tmp_path / "x.pt", {"model": {}})
-    try:
+    with pytest.raises(CheckpointError, match="not a trainer checkpoint"):
         load_checkpoint(tmp_path / "x.pt")
-    except ValueError as e:
-        assert "not a trainer checkpoint" in str(e)
-    else:
-        raise AssertionError("expected ValueError")
+    record = _state(1)
+    del record["policy"]  # the version says 2, a key resume needs is gone
+    save_checkpoint(tmp_path / "y.pt", record)
+    with pytest.raises(CheckpointError, match=r"y\.pt is not a trainer checkpoint of format 2 \(missing policy\)"):
+        load_checkpoint(tmp_path / "y.pt")
 
 
 def test_control_applies_pending_commands_and_replays_unknown_applied_ones(tmp_path):

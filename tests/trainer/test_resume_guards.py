@@ -1,7 +1,7 @@
 """What `trainer train` refuses before it touches a run: `--resume never` on a run dir that
 holds checkpoints, a `--resume PATH` that does not exist or is not a checkpoint, and model
-flags that differ from the checkpoint's. Each is one line on stderr, exit status 2, and
-the checkpoint and the run store are left as they were."""
+flags that differ from the checkpoint's. Each is one line on stderr, exit status 2 (4 for a
+damaged file), and the checkpoint and the run store are left as they were."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ def _state(run_dir) -> tuple[str, list]:
         store.close()
 
 
-def _refused(capsys, data, run_dir, *flags) -> str:
+def _refused(capsys, data, run_dir, *flags, status: int = 2) -> str:
     before = _state(run_dir)
     assert main(["train", "--data", str(data), "--run-dir", str(run_dir), *TINY, "--max-steps", "4",
-                 "--val-every", "0", "--no-tencrop", *flags]) == 2
+                 "--val-every", "0", "--no-tencrop", *flags]) == status
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert _state(run_dir) == before, "a refused start must leave the checkpoint and the run store alone"
@@ -53,7 +53,8 @@ def test_resume_path_that_is_missing_or_not_a_checkpoint(demo_shards, trained, t
     assert "no such checkpoint" in _refused(capsys, demo_shards, trained, "--resume", str(missing))
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes((trained / "checkpoints" / "last.pt").read_bytes()[:1000])
-    assert "cannot read checkpoint" in _refused(capsys, demo_shards, trained, "--resume", str(damaged))
+    err = _refused(capsys, demo_shards, trained, "--resume", str(damaged), status=4)  # exitcodes.CORRUPT
+    assert "cannot be read as a checkpoint" in err
 
 
 @pytest.mark.parametrize("flags, named", [

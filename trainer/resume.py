@@ -1,0 +1,56 @@
+"""Which checkpoint `trainer train` continues from, and what it refuses to continue.
+
+    trainer train ... --resume auto | never | PATH [--allow-class-change]
+
+`auto` takes the newest good checkpoint of the run dir: a damaged last.pt (its checksums do
+not match) is passed over for the newest good epoch-NNN.pt, said on the terminal here and
+as a `checkpoint_fallback` run event by the trainer. A checkpoint trained on another class
+list than the shards' (same count, other classes or order: every label would mean another
+class) is refused unless `--allow-class-change` asks for it, as fine-tuning does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from trainer.checkpoint import CheckpointDir, class_change, class_note, load_checkpoint
+from trainer.session import TrainError
+
+
+def choose_checkpoint(cfg, ckdir: CheckpointDir, class_digest: str, *,
+                      say: Callable[[str], None]) -> tuple[dict | None, Path | None, list[tuple[str, str]]]:
+    """(record, its path, [(damaged checkpoint passed over, why)]); (None, None, []) for a fresh run."""
+    fallbacks: list[tuple[str, str]] = []
+    if cfg.resume == "never":
+        if ckdir.latest() is not None:
+            raise TrainError(f"{ckdir.dir} holds checkpoints: pass --resume auto to continue the run, "
+                             f"or choose another --run-dir")
+        return None, None, fallbacks
+    if cfg.resume == "auto":
+        ckpt, path, fallbacks = ckdir.load_latest(warn=say)
+        if ckpt is None:
+            return None, None, fallbacks
+    else:
+        path = Path(cfg.resume)
+        if not path.is_file():
+            raise TrainError(f"--resume {cfg.resume}: no such checkpoint")
+        ckpt = load_checkpoint(path, warn=say)  # damaged: CheckpointCorrupt, exit CORRUPT
+    for skipped, why in fallbacks:
+        say(f"trainer: passing over {skipped}: {why}; resuming from {path}")
+    check_classes(cfg, ckpt, path, class_digest, say)
+    return ckpt, path, fallbacks
+
+
+def check_classes(cfg, ckpt: dict, path: Path, class_digest: str, say: Callable[[str], None]) -> None:
+    manifest = Path(cfg.data) / "dataset.json"
+    changed = class_change(ckpt, path, class_digest, manifest)
+    if changed is None:
+        note = class_note(ckpt, path, manifest)
+        if note:
+            say(note)
+        return
+    if not cfg.allow_class_change:
+        raise TrainError(f"{changed}; resume with the shards it was trained on, or pass "
+                         "--allow-class-change to train on the new class list on purpose")
+    say(f"trainer: --allow-class-change: {changed}; training on with the new class list on purpose")
