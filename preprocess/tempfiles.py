@@ -1,11 +1,13 @@
-"""Temporary files of the writers of prepared data: one name, whole-or-nothing, swept when dead.
+"""Temporary files: one name, whole-or-nothing, swept when their writer is dead.
 
-Every file `preprocess` writes (shards, index files, dataset.json, stats.npz, the
-bookkeeping in OUT/.preprocess/) is written to `NAME.tmpPID-HOST` and renamed into place
-when whole. `replacing` removes the temporary file when its writer fails (a full disk
+Every file `preprocess` and the trainer write whole (shards, index files, dataset.json,
+stats.npz, the bookkeeping in OUT/.preprocess/, checkpoints, evaluate's report, filters.png,
+neighbors' sheet) is written to `NAME.tmpPID-HOST` and renamed into place when whole
+(`replace_atomically`, or `replacing` as a block). `replacing` removes the temporary file when its writer fails (a full disk
 among others) and turns a full disk into one `NoSpaceError` naming the file. A writer
 killed with SIGKILL cannot clean up: `sweep_dead` removes the temporary files whose writer
-is gone, at the start of `preprocess shard` and `preprocess stats --merge`. The host is
+is gone, at the start of `preprocess shard`, `preprocess stats --merge` and `trainer train`
+(its checkpoints folder), and before each report the trainer's tools write. The host is
 in the name because parts of a split job may share one OUT over a network filesystem:
 a pid means something only on the host that wrote it, so another host's files are kept.
 """
@@ -17,12 +19,14 @@ import os
 import re
 import socket
 from pathlib import Path
+from typing import Callable
 
 from preprocess import exitcodes
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-# name.tmpPID (written before the host was in the name) or name.tmpPID-HOST
-_TEMP_RE = re.compile(r"\.tmp(\d+)(?:-([A-Za-z0-9_-]+))?$")
+# NAME.tmpPID-HOST (NAME.linkPID-HOST: a hard link about to be renamed), and the forms of
+# earlier versions: NAME.tmpPID, and the trainer's hidden .NAME.tmpPID / .NAME.linkPID.
+_TEMP_RE = re.compile(r"^\.?(?P<name>.+)\.(?:tmp|link)(?P<pid>\d+)(?:-(?P<host>[A-Za-z0-9_-]+))?$")
 
 
 class NoSpaceError(RuntimeError):
@@ -31,10 +35,10 @@ class NoSpaceError(RuntimeError):
     exit_code = exitcodes.NO_SPACE
 
 
-def temp_path(path: str | Path) -> Path:
+def temp_path(path: str | Path, kind: str = "tmp") -> Path:
     """This process's temporary name for `path`, in the same folder (so the rename is atomic)."""
     path = Path(path)
-    return path.with_name(f"{path.name}.tmp{os.getpid()}-{_HOST}")
+    return path.with_name(f"{path.name}.{kind}{os.getpid()}-{_HOST}")
 
 
 def no_space(path: Path, err: OSError) -> NoSpaceError:
@@ -58,6 +62,20 @@ def replacing(path: str | Path):
         raise
 
 
+def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)`, then rename over `path`; on any failure the temporary is removed and the
+    old `path`, if any, is left as it was. Errors pass unchanged (see `replacing`)."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -68,22 +86,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def writer_is_dead(name: str) -> bool:
-    """Whether `name` is a temporary file of this naming whose writer, on this host, is gone."""
-    m = _TEMP_RE.search(name)
-    if m is None or (m.group(2) is not None and m.group(2) != _HOST):
+def writer_is_dead(name: str, target: str | None = None) -> bool:
+    """Whether `name` is a temporary file (of `target`, if given) whose writer, on this host,
+    is gone."""
+    m = _TEMP_RE.match(name)
+    if m is None or (m["host"] is not None and m["host"] != _HOST):
         return False
-    return not _alive(int(m.group(1)))
+    if target is not None and m["name"] != target:
+        return False
+    return not _alive(int(m["pid"]))
 
 
-def sweep_dead(*folders: Path) -> list[Path]:
-    """Remove the temporary files in `folders` (not below) whose writer is dead; return them."""
+def sweep_dead(*folders: str | Path, target: str | None = None) -> list[Path]:
+    """Remove the temporary files in `folders` (not below; of `target` only, if given) whose
+    writer is dead; return them."""
     removed = []
-    for folder in folders:
+    for folder in map(Path, folders):
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
-            if writer_is_dead(p.name) and p.is_file():
-                p.unlink(missing_ok=True)
+            if writer_is_dead(p.name, target) and p.is_file():
+                try:
+                    p.unlink()
+                except FileNotFoundError:  # another sweeper was first
+                    continue
                 removed.append(p)
     return removed

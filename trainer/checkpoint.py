@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from preprocess import exitcodes
-from trainer.tempfiles import replace_atomically, sweep, temp_for
+from preprocess.tempfiles import replace_atomically, sweep_dead, temp_path
 
 FORMAT_VERSION = 2
 # Every key resume reads; `pack` takes exactly these, `load_checkpoint` requires them.
@@ -300,7 +300,7 @@ class CheckpointDir:
 
     def sweep(self) -> list[Path]:
         """Temporaries of dead writers (a trainer killed while writing a checkpoint)."""
-        return sweep(self.dir)
+        return sweep_dead(self.dir)
 
     def save(self, record: dict, *, epoch_end: int | None = None) -> Path:
         """Write last.pt; at the end of an epoch also epoch-NNN.pt (a hard link to the same
@@ -308,7 +308,7 @@ class CheckpointDir:
         if epoch_end is None:
             return save_checkpoint(self.last, record)
         path = save_checkpoint(self.epoch_path(epoch_end), record)
-        tmp = temp_for(self.last, "link")
+        tmp = temp_path(self.last, "link")
         try:
             tmp.unlink(missing_ok=True)
             os.link(path, tmp)

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError
     from trainer.inference import CheckpointError, distributed_setup, load_models, make_eval_loader
-    from trainer.tempfiles import replace_atomically, sweep
+    from preprocess.tempfiles import replace_atomically, sweep_dead
 
     if args.label and len(args.label) != len(args.checkpoint):
         print(f"trainer evaluate: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint: give one each")
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     report["data"] = str(data_dir)
     print(format_table(report))
     path = Path(args.json or f"evaluation-{args.split}.json")
-    sweep(path.parent, path.name)  # a former run's, killed mid-write
+    sweep_dead(path.parent, target=path.name)  # a former run's, killed mid-write
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     print(f"wrote {path}")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.tempfiles import replace_atomically, sweep
+from preprocess.tempfiles import replace_atomically, sweep_dead
 
 BACKGROUND = 255  # white gaps, as in the paper's figure
 TILE_GAP = 1  # pixels between tiles (in tile units scaled by `scale`)
@@ -105,7 +105,7 @@ def save_filters_png(model, path: str | Path, scale: int = 3) -> Path:
     image, _ = filter_grid(weight, model_groups(model), scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sweep(path.parent, path.name)  # a former writer's, killed mid-write
+    sweep_dead(path.parent, target=path.name)  # a former writer's, killed mid-write
     # Renamed into place: the page may be reading the previous one.
     return replace_atomically(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from preprocess.contract import EXT_IMAGE, EXT_LABEL, require_shards
-from trainer.tempfiles import replace_atomically, sweep
+from preprocess.tempfiles import replace_atomically, sweep_dead
 
 INDEX_VERSION = 1
 CHUNK_ROWS = 65536
@@ -140,7 +140,7 @@ def contact_sheet(rows: list[list[np.ndarray]], captions: list[list[str]], path:
             x = gap + c * (thumb + gap) + (gap * 2 if c else 0)  # set the query apart
             sheet.paste(Image.fromarray(image).resize((thumb, thumb), Image.BILINEAR), (x, y))
             draw.text((x + 1, y + thumb + 1), text[:22], fill="black")
-    sweep(path.parent, path.name)  # a former writer's, killed mid-write
+    sweep_dead(path.parent, target=path.name)  # a former writer's, killed mid-write
     replace_atomically(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
 

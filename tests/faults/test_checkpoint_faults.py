@@ -76,7 +76,7 @@ def trained(demo_shards, tmp_path_factory):
 def _copy_run(trained, tmp_path):
     """A copy of the trained run and its run store (the planted temporaries left out)."""
     root = tmp_path / "copy"
-    shutil.copytree(trained["root"], root, ignore=shutil.ignore_patterns(".*.tmp*"))
+    shutil.copytree(trained["root"], root, ignore=shutil.ignore_patterns("*.tmp*"))
     return root / "run"
 
 
@@ -98,6 +98,7 @@ def _shuffled_shards(demo_shards, tmp_path):
     manifest = json.loads((data / "dataset.json").read_text())
     a, b = manifest["classes"][0], manifest["classes"][1]
     (a["wnid"], a["name"]), (b["wnid"], b["name"]) = (b["wnid"], b["name"]), (a["wnid"], a["name"])
+    manifest["class_digest"] = class_digest(manifest["classes"])  # a whole dataset.json, of other classes
     (data / "dataset.json").write_text(json.dumps(manifest))
     return data
 
