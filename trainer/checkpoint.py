@@ -186,6 +186,37 @@ def _unsafe_global(exc: Exception) -> str | None:
     return f"it asks for {m.group(1) or m.group(2)}" if m else None
 
 
+def model_weights(path: str | Path, record: dict) -> dict:
+    """The model's tensors of a loaded record, by the plain AlexNet's names (DDP's "module."
+    and torch.compile's "_orig_mod." prefixes removed: the weights are the same)."""
+    if not isinstance(record["model"], dict) or not isinstance(record["config"], dict):
+        raise CheckpointError(f"{path} is not a checkpoint written by `trainer train` (no model and config)")
+    out = {}
+    for name, value in record["model"].items():
+        for prefix in ("module.", "_orig_mod."):
+            name = name[len(prefix):] if name.startswith(prefix) else name
+        out[name] = value
+    return out
+
+
+def describe_mismatch(model: torch.nn.Module, state: dict, ignore: tuple[str, ...] = ()) -> str:
+    """How `state` does not fit `model` (tensor names in `ignore` aside), in one line; "" if it fits."""
+    own = {k: v for k, v in model.state_dict().items() if k not in ignore}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own and k not in ignore]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} tensor(s) of another shape, e.g. {k} {tuple(state[k].shape)} "
+                     f"where the model has {tuple(own[k].shape)}")
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unknown, e.g. {unexpected[0]}")
+    return "; ".join(parts)
+
+
 def class_change(record: dict, path: str | Path, digest: str, manifest_path: str | Path) -> str | None:
     """A one-line description when the checkpoint's labels mean other classes than the
     data's class list (both sha256 digests, `preprocess.contract.class_digest`), else None.

@@ -40,6 +40,8 @@ class TrainConfig:
     bias_const: float = 1.0
     extra_conv: bool = False
     init: str = "paper"
+    init_from: str = ""  # a checkpoint of another run to start from (trainer.finetune)
+    freeze_features: bool = False
     # LR policy: manual (the operator divides it, as the authors did), plateau, step.
     lr_policy: str = "manual"
     patience: int = 3
@@ -91,7 +93,8 @@ class TrainConfig:
         runs_db = Path(self.runs_db).expanduser().resolve() if self.runs_db else run_dir.parent / "runs.db"
         return dataclasses.replace(self, run_dir=str(run_dir), runs_db=str(runs_db),
                                    data=str(Path(self.data).expanduser().resolve()),
-                                   name=self.name or run_dir.name)
+                                   name=self.name or run_dir.name,
+                                   init_from=str(Path(self.init_from).expanduser().resolve()) if self.init_from else "")
 
 
 HELP = {
@@ -124,6 +127,9 @@ HELP = {
                   "see trainer/model.py)",
     "init": "paper: weights N(0, 0.01), biases 1 where section 5 says; kaiming: torchvision's "
             "(PyTorch's layer defaults)",
+    "init_from": "start a new run from this checkpoint's weights (fine-tuning, section 6): matching layers "
+                 "copied, a classifier for other classes fresh, optimizer and LR schedule fresh",
+    "freeze_features": "with --init-from: keep the conv layers fixed, train the FC layers only",
     "backend": "loader: dali, reference (webdataset + Pillow), auto: dali on GPU, reference on CPU",
 }
 CHOICES = {

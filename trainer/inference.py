@@ -23,36 +23,8 @@ import numpy as np
 import torch
 
 from preprocess.contract import DataError, class_digest, load_manifest
-from trainer.checkpoint import CheckpointError, class_change, class_note, load_checkpoint
-
-
-def _state_dict(path: Path, ckpt: dict) -> dict:
-    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["config"], dict):
-        raise CheckpointError(f"{path} is not a checkpoint written by `trainer train` (no model and config)")
-    # DDP ("module.") and torch.compile ("_orig_mod.") wrap names; the weights are the same.
-    out = {}
-    for name, value in ckpt["model"].items():
-        for prefix in ("module.", "_orig_mod."):
-            name = name[len(prefix):] if name.startswith(prefix) else name
-        out[name] = value
-    return out
-
-
-def _describe_mismatch(model: torch.nn.Module, state: dict) -> str:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    parts = []
-    if shapes:
-        k = shapes[0]
-        parts.append(f"{len(shapes)} tensor(s) of another shape, e.g. {k} {tuple(state[k].shape)} "
-                     f"where the model has {tuple(own[k].shape)}")
-    if missing:
-        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unknown, e.g. {unexpected[0]}")
-    return "; ".join(parts)
+from trainer.checkpoint import (CheckpointError, class_change, class_note, describe_mismatch, load_checkpoint,
+                                model_weights)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -65,13 +37,13 @@ def _load(path: Path, device) -> tuple[torch.nn.Module, dict, dict]:
     from trainer.model import build_model, configure_cuda
 
     ckpt = load_checkpoint(path, warn=_warn)  # damaged or not ours: its one line
-    state = _state_dict(path, ckpt)
+    state = model_weights(path, ckpt)
     config = ckpt["config"]
     try:
         model = build_model(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: its config does not describe an AlexNet ({exc})") from None
-    mismatch = _describe_mismatch(model, state)
+    mismatch = describe_mismatch(model, state)
     if mismatch:
         raise CheckpointError(f"{path} holds weights of another architecture than its config names: {mismatch}")
     model.load_state_dict(state)

@@ -32,6 +32,7 @@ from trainer.lr_policy import LRPolicy
 from trainer.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.optim import create_optimizer, set_lr
 from trainer.progress import Meter, Progress
+from trainer.finetune import freeze_features, transfer
 from trainer.resume import choose_checkpoint
 from trainer.runlock import RunLocked, hold_run_dir
 from trainer.session import RunState, Session, TrainError
@@ -62,6 +63,8 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
     n = len(manifest["classes"])
     if cfg.num_classes and cfg.num_classes != n:
         raise TrainError(f"--num-classes {cfg.num_classes} contradicts {cfg.data}/dataset.json, which has {n} classes")
+    if cfg.freeze_features and not cfg.init_from:
+        raise TrainError("--freeze-features keeps the conv layers of pre-trained weights: give --init-from CHECKPOINT")
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise TrainError("--batch-size and --epochs must be positive")
     probe = Path(cfg.run_dir) / "checkpoints" / f".probe{time.time_ns()}"
@@ -110,6 +113,8 @@ class Trainer:
             raise TrainError(f"{cfg.data} has fewer train samples per rank than one batch of {self.per_rank_batch}")
         self.session = Session(cfg, world, self.state, ckpt, self.ckdir, steps_per_epoch=self.steps_per_epoch,
                                holder=holder) if world.is_main else None
+        if self.session and self.transfer:
+            self.session.event(0, "init_from", self.transfer.event())
         if self.session and self.fallbacks:
             self.session.event(self.state.step, "checkpoint_fallback", {
                 "skipped": [{"path": p, "reason": why} for p, why in self.fallbacks],
@@ -134,7 +139,11 @@ class Trainer:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if self.device.type == "cuda":
             configure_cuda()
-        self.model = build_model(cfg).to(self.device, memory_format=fmt)
+        self.model = build_model(cfg)
+        self.transfer = self.init_from() if cfg.init_from else None
+        if cfg.freeze_features:
+            freeze_features(self.model)
+        self.model = self.model.to(self.device, memory_format=fmt)
         self.optimizer = create_optimizer(cfg.optimizer, self.model.parameters(), lr=cfg.lr,
                                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs)
@@ -162,6 +171,15 @@ class Trainer:
                          epoch_step=ckpt["epoch_step"], step=ckpt["step"],
                          applied_commands=list(ckpt["applied_commands"]), resumed_from=str(path))
         return state, ckpt
+
+    def init_from(self):
+        """Another run's weights, for a run that starts here (a resumed one has its own)."""
+        cfg = self.cfg
+        if cfg.resume not in ("auto", "never") or (cfg.resume == "auto" and self.ckdir.latest() is not None):
+            return None
+        done = transfer(self.model, cfg.init_from, self.class_digest, warn=self.say)
+        self.say(done.line())
+        return done
 
     def say(self, line: str) -> None:
         if self.world.is_main:

@@ -138,6 +138,9 @@ function renderStats(run) {
   stat("stat-eta", run.status === "running" ? fmt.duration(run.eta_s) : fmt.dash,
        `${fmt.num(run.images_seen)} images seen`);
   $("demo-badge").hidden = !run.demo;
+  const from = run.config?.init_from;
+  $("init-badge").hidden = !from;
+  $("init-badge").textContent = from ? `fine-tuned from ${from}` : "";
   $("divide-button").disabled = run.status !== "running";
   document.title = `${run.name} · ${run.status} · AlexNet training`;
 }
