@@ -1,12 +1,16 @@
-"""`trainer train --init-from`: fine-tuning a 10-class run's weights on a 5-class corpus."""
+"""Section 6's "1 CNN*": a net with the sixth conv layer pre-trained on 10 classes (it trains,
+checkpoints, resumes and evaluates), then fine-tuned with `--init-from` on a 5-class corpus."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
-from trainer_helpers import checkpoint, run_train
+from trainer_helpers import REPO, checkpoint, env, run_train
 
 from preprocess.cli import main as preprocess_main
 from preprocess.contract import class_digest, load_manifest
@@ -17,15 +21,27 @@ from trainer.config import TrainConfig
 from trainer.finetune import transfer
 from trainer.model import build_model
 
-STEPS = ("--val-every", "0", "--no-tencrop", "--checkpoint-minutes", "600", "--init", "kaiming")
+STEPS = ("--val-every", "0", "--no-tencrop", "--checkpoint-minutes", "600", "--init", "kaiming", "--extra-conv")
 
 
 @pytest.fixture(scope="module")
 def pretrained(demo_shards, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pre") / "ten"
-    r = run_train(demo_shards, run_dir, "--max-steps", "2", *STEPS)
-    assert r.returncode == 0, r.stderr[-2000:]
+    for steps in ("2", "3"):  # the second run resumes the first
+        r = run_train(demo_shards, run_dir, "--max-steps", steps, *STEPS)
+        assert r.returncode == 0, r.stderr[-2000:]
     return run_dir / "checkpoints" / "last.pt"
+
+
+def test_extra_conv_run_resumed_and_evaluated_without_flags(pretrained, demo_shards, tmp_path):
+    ckpt = checkpoint(pretrained.parent.parent)
+    assert ckpt["step"] == 3 and ckpt["config"]["extra_conv"] and "conv6.weight" in ckpt["model"]
+    report = tmp_path / "e.json"
+    r = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--checkpoint", str(pretrained), "--device",
+                        "cpu", "--backend", "reference", "--workers", "1", "--json", str(report)],
+                       cwd=REPO, env=env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(report.read_text())["count"] == 40
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +57,7 @@ def five_classes(demo_corpus, tmp_path_factory):
 
 
 def _model(data, **fields):
+    fields = {"extra_conv": True, **fields}
     return build_model(TrainConfig(data=str(data), run_dir="x", num_classes=5, width=0.0625, **fields))
 
 
@@ -54,7 +71,7 @@ def test_transfer_copies_features_bit_identically_and_keeps_a_fresh_classifier(p
     assert torch.equal(model.fc3.weight, fresh_fc3) and done.fresh == ["fc3.bias", "fc3.weight"]
     assert "10 classes there, 5 here" in done.line()
     with pytest.raises(CheckpointError, match="differs from this run's beyond the last layer"):
-        transfer(_model(five_classes, extra_conv=True), pretrained, "")
+        transfer(_model(five_classes, extra_conv=False), pretrained, "")
 
 
 def test_fine_tuning_run_records_its_source_and_freezes_features(pretrained, five_classes, tmp_path):
