@@ -39,6 +39,7 @@ from pipeline.augment import (
     lighting_offset,
     mean_array,
 )
+from pipeline import mptemp
 from pipeline.base import DAMAGED, BaseLoader, parse_label
 from pipeline.hostmem import empty_shared
 from pipeline.sharding import EpochPlan, derive_seed
@@ -215,7 +216,11 @@ _PRELOAD = ["pipeline.forkserver_signals", "numpy", "torch", "PIL.Image", "pipel
 
 def worker_context():
     """forkserver, with the heavy imports done once in the server: DALI's threads may hold
-    locks at fork time, so plain fork is unsafe, and spawn would import torch per worker."""
+    locks at fork time, so plain fork is unsafe, and spawn would import torch per worker.
+    The server's socket goes in a temp folder named for this rank, and the folders that
+    killed ranks left are removed first (`pipeline/mptemp.py`)."""
+    mptemp.sweep()
+    mptemp.claim()
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
     return ctx
