@@ -12,7 +12,8 @@ the forkserver's children, so torch's watchdog (which watches a worker's parent)
 saw the rank go, and the forkserver waits for EOF on a pipe that every worker holds
 open: all of them stayed, idle, forever. So the forkserver gets SIGTERM when the rank
 dies; it kills its workers, removes the temp folders of dead ranks (`pipeline/mptemp.py`:
-the killed rank's holds this server's socket and the workers') and exits. Importing this module anywhere but inside a forkserver does nothing.
+the killed rank's holds this server's socket and the workers') and exits.
+Importing this module anywhere but inside a forkserver does nothing.
 """
 
 import contextlib

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from pipeline import mptemp
 from pipeline.augment import (
     TEN_CROPS,
     augment_image,
@@ -39,7 +40,6 @@ from pipeline.augment import (
     lighting_offset,
     mean_array,
 )
-from pipeline import mptemp
 from pipeline.base import DAMAGED, BaseLoader, parse_label
 from pipeline.hostmem import empty_shared
 from pipeline.sharding import EpochPlan, derive_seed

@@ -57,12 +57,23 @@ def reap_zombies() -> None:
                 os.waitpid(pid, os.WNOHANG)
 
 
+def own_helpers() -> set[int]:
+    """This process's own multiprocessing forkserver and resource tracker (started when a
+    test ran a reference loader in the pytest process): they serve it for its whole life
+    and end with it (EOF on their pipe), so they are no strays. Their children still count."""
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = {getattr(forkserver._forkserver, "_forkserver_pid", None),
+            getattr(resource_tracker._resource_tracker, "_pid", None)}
+    return {p for p in pids if p is not None}
+
+
 def running_strays(grace_s: float = GRACE_S) -> dict[int, str]:
     """{pid: command line} of this process's descendants still running after `grace_s`."""
     deadline = time.monotonic() + grace_s
     while True:
         reap_zombies()
-        alive = [p for p in descendants(os.getpid()) if procs.alive(p)]
+        alive = [p for p in descendants(os.getpid()) if procs.alive(p) and p not in own_helpers()]
         if not alive or time.monotonic() >= deadline:
             return {p: command_line(p) for p in alive}
         time.sleep(0.1)
