@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from pipeline import mptemp
 from pipeline.augment import (
     TEN_CROPS,
     augment_image,
@@ -220,7 +221,11 @@ _PRELOAD = ["pipeline.forkserver_signals", "numpy", "torch", "PIL.Image", "pipel
 
 def worker_context():
     """forkserver, with the heavy imports done once in the server: DALI's threads may hold
-    locks at fork time, so plain fork is unsafe, and spawn would import torch per worker."""
+    locks at fork time, so plain fork is unsafe, and spawn would import torch per worker.
+    The server's socket goes in a temp folder named for this rank, and the folders that
+    killed ranks left are removed first (`pipeline/mptemp.py`)."""
+    mptemp.sweep()
+    mptemp.claim()
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
     return ctx

@@ -5,13 +5,23 @@ LOC_synset_mapping.txt (built by `preprocess.democorpus`, a few seconds).
 `demo_shards`: `preprocess shard` output of it with --shard-max-count 32 (4 train shards,
 2 val shards), DALI index files, dataset.json, rejects.jsonl and stats.npz.
 Both are session-scoped and read-only for tests: copy them before changing anything.
+
+At the session's end a test run fails if a process the tests started still runs (issue 13:
+nothing outlives its parent), listing each with its command line, and names the
+multiprocessing temp folders of dead processes the session left (tests/strays.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+
 import pytest
 
+from pipeline import mptemp
 from preprocess import democorpus
+from tests import strays
 
 DEMO_CLASSES = 10
 DEMO_TRAIN_PER_CLASS = 12
@@ -38,3 +48,28 @@ def demo_shards(tmp_path_factory, demo_corpus):
     ])
     assert rc == 0, "preprocess shard failed on the demo corpus"
     return out
+
+
+_dead_folders_before: set = set()
+
+
+def pytest_sessionstart(session):
+    strays.adopt_orphans()
+    _dead_folders_before.update(mptemp.dead_owners())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    report = session.config.pluginmanager.get_plugin("terminalreporter")
+    say = report.write_line if report is not None else print
+    left = strays.running_strays()
+    if left:
+        say(f"\n{len(left)} process(es) started by the tests still running at the end (killed now):", red=True)
+        for pid, cmd in left.items():
+            say(f"  {pid}: {cmd[:300]}")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    folders = [f for f in mptemp.sweep() if f not in _dead_folders_before]
+    if folders:
+        say(f"\nmultiprocessing temp folders of dead processes left by the session (removed now): "
+            f"{', '.join(str(f) for f in folders)}", yellow=True)

@@ -8,7 +8,6 @@ write its checkpoint before the server goes. A second Ctrl-C kills what is left 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -16,6 +15,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from pipeline import procs
 
 POLL_S = 0.2
 # How long a child may take to stop after SIGINT before it is killed (the trainer writes a
@@ -33,9 +34,8 @@ class ChildFailed(RuntimeError):
 
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if the demo process dies without cleaning up
-    (SIGKILL), so no trainer is left running on its own."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    (SIGKILL), so no trainer is left running on its own (it stops with a checkpoint)."""
+    procs.die_with_parent(signal.SIGTERM)
 
 
 class Supervisor:

@@ -1,0 +1,79 @@
+"""Processes the test session started that are still running, and the multiprocessing
+temp folders of dead processes (the session-end check in tests/conftest.py).
+
+The pytest process makes itself a child subreaper (Linux): a process whose parent dies
+(the forkserver of a SIGKILLed trainer, say) is then re-parented to pytest instead of to
+init, so it still counts as the session's, and a stray cannot hide by being orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+import time
+from pathlib import Path
+
+from pipeline import procs
+
+PR_SET_CHILD_SUBREAPER = 36
+GRACE_S = 10.0  # what issue 13 allows a killed process's children to take
+
+
+def adopt_orphans() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(AttributeError, OSError):
+            ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def descendants(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit() and (ppid := procs.parent(int(entry))) is not None:
+            kids.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def reap_zombies() -> None:
+    """Collect this process's dead children (orphans adopted by the subreaper, which no
+    Popen waits for). Only at the session's end: a wait earlier could take a status that
+    a test's Popen is waiting for."""
+    for pid in procs.children(os.getpid()):
+        if not procs.alive(pid):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def own_helpers() -> set[int]:
+    """This process's own multiprocessing forkserver and resource tracker (started when a
+    test ran a reference loader in the pytest process): they serve it for its whole life
+    and end with it (EOF on their pipe), so they are no strays. Their children still count."""
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = {getattr(forkserver._forkserver, "_forkserver_pid", None),
+            getattr(resource_tracker._resource_tracker, "_pid", None)}
+    return {p for p in pids if p is not None}
+
+
+def running_strays(grace_s: float = GRACE_S) -> dict[int, str]:
+    """{pid: command line} of this process's descendants still running after `grace_s`."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        reap_zombies()
+        alive = [p for p in descendants(os.getpid()) if procs.alive(p) and p not in own_helpers()]
+        if not alive or time.monotonic() >= deadline:
+            return {p: command_line(p) for p in alive}
+        time.sleep(0.1)
