@@ -21,7 +21,9 @@ extrapolated by least squares, linear in N, from the sizes measured (named in
 `extrapolated`). A class sweep (`--class-sweep`) runs `preprocess shard` on 1,000 to
 16,000 classes of one image each, to show nothing grows faster than the class count.
 Timings are noisy on a shared machine; compare figures of one run. Last line: the JSON of
-DESIGN.md "Benchmarks"; `ratios` are target over measured (>= 1: target met).
+DESIGN.md "Benchmarks"; `ratios` are target over measured (>= 1: target met). With
+`--epochs` above 3 the rank's RSS rise over all of them, its least-squares trend per epoch
+and its spread are reported too (a rise over 3 epochs can be one epoch's scatter).
 """
 
 from __future__ import annotations
@@ -111,14 +113,18 @@ def flat(row: dict) -> dict:
         out[f"{key}_rank_private_mb"] = max(x["private_mb"] for x in e)
         out[f"{key}_rank_rss_mb"] = max(x["rss_mb"] for x in e)
         out[f"{key}_rss_growth_mb_3_epochs"] = e[min(2, len(e) - 1)]["rss_mb"] - e[0]["rss_mb"]
-        if len(e) > 3:  # --epochs beyond 3: the rise over all of them, and max - min
-            out[f"{key}_rss_growth_mb_all_epochs"] = e[-1]["rss_mb"] - e[0]["rss_mb"]
-            out[f"{key}_rss_spread_mb"] = max(x["rss_mb"] for x in e) - min(x["rss_mb"] for x in e)
+        if len(e) > 3:  # --epochs beyond 3: the rise over all of them, its trend, and max - min
+            rss = [x["rss_mb"] for x in e]
+            out[f"{key}_rss_growth_mb_all_epochs"] = rss[-1] - rss[0]
+            trend = fit(list(range(len(rss))), rss)
+            out[f"{key}_rss_slope_mb_per_epoch"] = trend(1) - trend(0)
+            out[f"{key}_rss_spread_mb"] = max(rss) - min(rss)
         out[f"{key}_images_per_s"] = max(x["images_per_s"] for x in e)
         if b == "reference" and "lookup_us_last_rank" in r:
             out["ref_worker_private_mb"] = max(x["worker_private_mb"] for x in e)
             out["ref_worker_private_floor_mb"] = max(x["worker_private_floor_mb"] for x in e)
-            out["ref_worker_own_mb"] = max(x["worker_own_mb"] for x in e)
+            if "worker_own_mb" in e[0]:  # not in runs before it was measured
+                out["ref_worker_own_mb"] = max(x["worker_own_mb"] for x in e)
             out["ref_lookup_us"] = r["lookup_us_last_rank"]
     if "trainer_first_step_s" in row:
         out["trainer_first_step_s"] = row["trainer_first_step_s"]

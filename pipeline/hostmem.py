@@ -42,10 +42,10 @@ def return_large_frees() -> bool:
     the system. glibc starts at 128 KiB and raises the threshold to the size of every
     mapped block freed (up to 32 MiB); after the DALI loader's first pipeline is dropped,
     the next pipelines' index and batch buffers come from the heap, which keeps them after
-    they are freed. The rank then held about 130 MB more from the second epoch start on
-    (a lone rank at 160,000 samples: 574 -> 685-707 MB over 8 epoch starts; with the
-    threshold fixed 544 -> 547-563 MB; benchmarks/README.md, "Scale"). Process-wide and
-    idempotent; False where there is no glibc mallopt (the threshold stays dynamic)."""
+    they are freed. The rank's RSS then rose with every epoch start (one of 8 ranks at
+    1.28 M: 627 -> 791 MB over 6; with the threshold fixed 521-607 MB, no trend;
+    benchmarks/README.md, "Scale"). Process-wide and idempotent; False where there is no
+    glibc mallopt (the threshold stays dynamic)."""
     return _MALLOPT is not None and _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
 
 
