@@ -8,7 +8,10 @@ A pipeline is built per epoch, its reader and random-op seeds derived from (seed
 rank), so epoch e is reproducible without running epochs 0..e-1; its reader gets only the
 rank's shards of that epoch (`pipeline/dalireader.py`), so a build parses 1/w of the
 split's index, and the previous epoch's pipeline is gone before the next is built (one
-alive at a time). Mid-epoch resume restores DALI's own checkpoint
+alive at a time), its buffers returned to the system (`pipeline.hostmem.return_large_frees`).
+Why not one pipeline for the run: the reader takes its files at build time, and DALI's
+own per-epoch file shuffle (`shuffle_after_epoch`) draws its own permutation over the
+whole split, which every rank would then parse (benchmarks/README.md, "Scale"). Mid-epoch resume restores DALI's own checkpoint
 (`enable_checkpointing=True`); a failed batch is repaired by `pipeline/badinput.py`. The
 random crop offsets, flips and lighting alphas are pipeline outputs too, which is what
 lets the tests check them against the reference.
@@ -30,7 +33,7 @@ from pipeline.badinput import DaliRecovery
 from pipeline.base import DAMAGED, BaseLoader, parse_label
 from pipeline.dalireader import RankReader
 from pipeline.host_normalize import HostNormalizer
-from pipeline.hostmem import empty_host
+from pipeline.hostmem import empty_host, return_large_frees
 from preprocess.contract import CROP_SIZE, DataError
 TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
 # Share of the JPEGs the mixed decoder sends to the GPU's hardware JPEG engine (A100/H100);
@@ -148,6 +151,7 @@ class DaliLoader(BaseLoader):
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        return_large_frees()  # a dropped pipeline's buffers leave the rank (pipeline.hostmem)
         # One GPU for everything: DALI's decoder, the copy's stream, recovery's test decodes.
         # Resolved once, so that a bare "cuda" cannot mean two devices over the loader's life.
         self.device_id = dali_device_id(cfg.device)

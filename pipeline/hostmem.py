@@ -1,6 +1,8 @@
-"""Fresh host tensors for whole batches: backed by transparent huge pages where the kernel
-allows (`pipeline.dali` and `pipeline.host_normalize`, for each batch they hand out), or
-in shared memory (`pipeline.reference`, for each batch a worker sends the rank)."""
+"""Host memory of the loaders: fresh tensors for whole batches, backed by transparent huge
+pages where the kernel allows (`pipeline.dali` and `pipeline.host_normalize`, for each batch
+they hand out) or in shared memory (`pipeline.reference`, for each batch a worker sends the
+rank); and `return_large_frees`, which the DALI loader sets so that the buffers of a
+pipeline it drops go back to the system."""
 
 from __future__ import annotations
 
@@ -11,21 +13,40 @@ import sys
 import torch
 
 
-def _madvise():
-    """libc's madvise, or None where there is none to call (not Linux)."""
+def _libc(name: str, argtypes: list):
+    """A libc function, or None where there is none to call (not Linux, not glibc)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        fn_ = ctypes.CDLL(None, use_errno=True).madvise
+        fn_ = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn_.argtypes, fn_.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    fn_.argtypes, fn_.restype = argtypes, ctypes.c_int
     return fn_
 
 
-_MADVISE = _madvise()
+_MADVISE = _libc("madvise", [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
 _MADV_HUGEPAGE = 14  # Linux
 _HUGE = 1 << 21
+_MALLOPT = _libc("mallopt", [ctypes.c_int, ctypes.c_int])  # glibc only
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+# Allocations from this size up get their own mapping, unmapped when freed. DALI's per-sample
+# buffers (a 256x256 image is 192 KiB) stay below it; its batch buffers (9.6 MB of uint8
+# windows at batch 64) and its parsed index (about 0.35 KB a sample in a few growing
+# vectors) are above it.
+MMAP_THRESHOLD = 4 << 20
+
+
+def return_large_frees() -> bool:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD, so that freed large blocks go back to
+    the system. glibc starts at 128 KiB and raises the threshold to the size of every
+    mapped block freed (up to 32 MiB); after the DALI loader's first pipeline is dropped,
+    the next pipelines' index and batch buffers come from the heap, which keeps them after
+    they are freed. The rank's RSS then rose with every epoch start (one of 8 ranks at
+    1.28 M: 627 -> 791 MB over 6; with the threshold fixed 521-607 MB, no trend;
+    benchmarks/README.md, "Scale"). Process-wide and idempotent; False where there is no
+    glibc mallopt (the threshold stays dynamic)."""
+    return _MALLOPT is not None and _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
 
 
 def empty_host(shape, dtype: torch.dtype) -> torch.Tensor:

@@ -4,7 +4,11 @@
 process alone maps. A page a forked worker still shares with its parent, or a shared index
 mapped by several workers, is not private to any of them; a copy a worker made (a pickled
 index it unpickled, an object whose refcount it touched) is. That is the figure that
-multiplies with the number of workers.
+multiplies with the number of workers. It also counts a shared-memory page that only this
+process maps so far: the batch a reference-loader worker is writing (into shared memory,
+`pipeline.hostmem.empty_shared`), which the rank maps next and which exists once however
+it is counted. `shm_private_mb` is that part, so that a worker's own memory is
+`private_mb - shm_private_mb`.
 """
 
 from __future__ import annotations
@@ -30,14 +34,41 @@ def _kb_fields(path: str) -> dict[str, int]:
     return out
 
 
-def usage(pid: int) -> dict[str, float] | None:
-    """{rss_mb, private_mb, hwm_mb} of one process, or None once it is gone."""
+SHM_PREFIXES = ("/dev/shm/", "/memfd:", "/SYSV")  # how smaps names shared-memory mappings
+
+
+def private_kb(pid: int) -> tuple[int, int]:
+    """(private kB, private kB of shared-memory mappings) of one process, from one read of
+    its smaps, so that the two agree while a batch is being written."""
+    total = shm_total = 0
+    shm = False
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    for line in lines:
+        parts = line.split()
+        if parts and not parts[0].endswith(":"):  # a mapping's header line: range perms ... [path]
+            shm = len(parts) >= 6 and parts[5].startswith(SHM_PREFIXES)
+        elif parts and parts[0] in ("Private_Clean:", "Private_Dirty:"):
+            total += int(parts[1])
+            shm_total += int(parts[1]) if shm else 0
+    return total, shm_total
+
+
+def usage(pid: int, shm: bool = False) -> dict[str, float] | None:
+    """{rss_mb, private_mb, hwm_mb} of one process, or None once it is gone; with `shm`,
+    also shm_private_mb, private_mb then read in the same pass over smaps."""
     smaps = _kb_fields(f"/proc/{pid}/smaps_rollup")
     status = _kb_fields(f"/proc/{pid}/status")
     if not smaps or not status:
         return None
-    return {"rss_mb": smaps["Rss"] / 1024, "private_mb": (smaps["Private_Clean"] + smaps["Private_Dirty"]) / 1024,
-            "hwm_mb": status.get("VmHWM", 0) / 1024}
+    out = {"rss_mb": smaps["Rss"] / 1024, "private_mb": (smaps["Private_Clean"] + smaps["Private_Dirty"]) / 1024,
+           "hwm_mb": status.get("VmHWM", 0) / 1024}
+    if shm:
+        private, shared_memory = private_kb(pid)
+        out["private_mb"], out["shm_private_mb"] = private / 1024, shared_memory / 1024
+    return out
 
 
 def children(pid: int) -> list[int]:

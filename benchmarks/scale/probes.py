@@ -50,7 +50,7 @@ def preprocess_run(src: Path, out: Path, workers: int, extra: tuple[str, ...] = 
 
 def _worker_usage(pid: int) -> list[dict]:
     """Reference loader workers: children of the forkserver, i.e. the rank's grandchildren."""
-    return [u for p, depth in descendants(pid).items() if depth == 2 and (u := usage(p)) is not None]
+    return [u for p, depth in descendants(pid).items() if depth == 2 and (u := usage(p, shm=True)) is not None]
 
 
 def lookup_us(loader, batch_size: int, rank: int = 7, world_size: int = 8, samples: int = 2048) -> float:
@@ -93,7 +93,8 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
         next(it)
         start = time.perf_counter() - t0
         # Each worker's private memory after every batch: the highest includes a batch
-        # being built; the lowest is what a worker holds whatever it does (an index copy).
+        # being built; the lowest is what a worker holds whatever it does (an index copy);
+        # "own" leaves out the batch being written, in shared memory the rank maps next.
         seen = [_worker_usage(os.getpid())]
         t1 = time.perf_counter()
         for _ in range(batches - 1):
@@ -102,9 +103,11 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
         rate = (batches - 1) * batch_size / (time.perf_counter() - t1)
         rank = self_usage()
         private = [w["private_mb"] for sample in seen for w in sample]
+        own = [w["private_mb"] - w["shm_private_mb"] for sample in seen for w in sample]
         out["epochs"].append({"start_s": start, "images_per_s": rate, "rss_mb": rank["rss_mb"],
                               "private_mb": rank["private_mb"], "worker_private_mb": max(private, default=0.0),
-                              "worker_private_floor_mb": min(private, default=0.0), "workers": len(seen[-1])})
+                              "worker_private_floor_mb": min(private, default=0.0),
+                              "worker_own_mb": max(own, default=0.0), "workers": len(seen[-1])})
         del it
     if backend == "reference" and world_size == 1:
         out["lookup_us_last_rank"] = lookup_us(loader, batch_size)
