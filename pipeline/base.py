@@ -1,5 +1,10 @@
 """What both loader backends share: the config, the interface, and turning a batch into tensors.
 
+`LoaderConfig` is the loader's one parameter list: `make_loader` takes it whole, so a new
+option is a field here and nothing else. `parse_label`, `label_bound` and `warn_damaged`
+are the one rule for a sample's label and the one report of a damaged sample, for the
+loaders and for `pipeline.inorder` (the analysis tools' reader) alike.
+
 `pipeline.make_loader` (`pipeline/loader.py`, used by `trainer train` and `trainer
 evaluate`) builds one of the backends below it, each a `BaseLoader`: the epoch plan
 (`pipeline/sharding.py`), `len`, `num_samples`, `set_epoch`, `state_dict` /
@@ -25,14 +30,18 @@ from preprocess.contract import MANIFEST_NAME, SPLITS, load_manifest, load_stats
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
 DAMAGED = -1  # label of a row whose JPEG could not be decoded
+BACKENDS = ("dali", "reference")
 
 
 @dataclass(frozen=True)
 class LoaderConfig:
+    """One rank's loader. `backend` "auto" is DALI on a GPU, the reference loader on the CPU."""
+
     data_dir: Path
     split: str = "train"
     mode: str = "train"
     batch_size: int = 128
+    backend: str = "dali"
     device: str = "cpu"
     rank: int = 0
     world_size: int = 1
@@ -44,6 +53,10 @@ class LoaderConfig:
     mean: str = "image"
 
     def __post_init__(self):
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "device", str(self.device))  # a torch.device is welcome too
+        if self.backend not in (*BACKENDS, "auto"):
+            raise ValueError(f"backend must be one of {BACKENDS} or auto, got {self.backend!r}")
         if self.split not in SPLITS or self.mode not in MODES or self.mean not in MEANS:
             raise ValueError(f"split/mode/mean must be in {SPLITS}/{MODES}/{MEANS}: {self}")
         if self.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -62,6 +75,22 @@ def parse_label(raw, classes: int | None = None) -> int:
     return label if label >= 0 and (classes is None or label < classes) else DAMAGED
 
 
+def bad_label(raw) -> str:
+    """Why a DAMAGED label is one, for the report."""
+    return f"label {bytes(np.asarray(raw, np.uint8))[:12]!r} is not a class number"
+
+
+def label_bound(data_dir: Path) -> int | None:
+    """The class count that bounds a label: from dataset.json (shards made by other tools,
+    without one, are bounded below only)."""
+    return num_classes(load_manifest(data_dir)) if (Path(data_dir) / MANIFEST_NAME).is_file() else None
+
+
+def warn_damaged(name: str, why: str) -> None:
+    """The one report of a damaged sample ("shard:key") left out of what is read."""
+    log.warning("damaged sample %s (%s): skipped", name, why)
+
+
 class BaseLoader:
     """The loader interface; subclasses implement `_iterate(start)` -> (batch number, batch)."""
 
@@ -71,10 +100,7 @@ class BaseLoader:
         self.cfg = cfg
         self.index = SplitIndex.read(cfg.data_dir, cfg.split)  # counts only; the reference loads offsets
         self.stats = load_stats(cfg.data_dir)
-        # The class count that bounds a label: from dataset.json (shards made by other
-        # tools, without one, are bounded below only).
-        manifest = cfg.data_dir / MANIFEST_NAME
-        self.num_classes = num_classes(load_manifest(cfg.data_dir)) if manifest.is_file() else None
+        self.num_classes = label_bound(cfg.data_dir)
         self.device = torch.device(cfg.device)
         # DALI has no bfloat16: both backends produce float32 and cast on the device.
         self._transfer_dtype = torch.float16 if cfg.dtype == torch.float16 else torch.float32
@@ -158,7 +184,7 @@ class BaseLoader:
 
     def report_damaged(self, name: str, why: str) -> None:
         """A sample left out of its batch ("shard:key"): said each time, kept once in `skipped`."""
-        log.warning("damaged sample %s (%s): skipped", name, why)
+        warn_damaged(name, why)
         if name not in self.skipped:
             self.skipped.append(name)
 

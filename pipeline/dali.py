@@ -30,7 +30,7 @@ from nvidia.dali.plugin.pytorch import feed_ndarray
 from pipeline import badinput
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
-from pipeline.base import DAMAGED, BaseLoader, parse_label
+from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
 from pipeline.dalireader import RankReader
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_host, return_large_frees
@@ -247,7 +247,7 @@ class DaliLoader(BaseLoader):
                 path, _, member = t.source_info().rsplit(":", 2)
                 name = f"{Path(path).name}:{member.split('.', 1)[0]}"
                 if name not in self.skipped:
-                    self.report_damaged(name, f"label {bytes(np.array(t))[:12]!r} is not a class number")
+                    self.report_damaged(name, bad_label(np.array(t)))
         return labels
 
     def _batch(self, outs, plan, b: int):

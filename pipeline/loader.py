@@ -2,22 +2,24 @@
 
 Used by `trainer train` and `trainer evaluate`. The backends (`pipeline/dali.py`,
 `pipeline/reference.py`) share `pipeline/base.py`; this module picks one, falls back to
-the reference loader where DALI does not import, and resolves `--num-workers 0` (auto).
+the reference loader where DALI does not import, and resolves `--backend auto` and
+`--num-workers 0` (auto).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 import torch
 
-from pipeline.base import BaseLoader, LoaderConfig
+from pipeline.base import BACKENDS, BaseLoader, LoaderConfig
 from pipeline.reference import ReferenceLoader
 
 log = logging.getLogger(__name__)
-BACKENDS = ("dali", "reference")
+__all__ = ["BACKENDS", "LoaderConfig", "auto_workers", "make_loader", "resolve_backend"]
 
 
 # DALI threads per GPU by default: on an H100 (16 cores) 8 threads fed 23,235 images/s at
@@ -37,30 +39,22 @@ def auto_workers(backend: str, device: str, ranks_on_node: int = 1) -> int:
     return max(1, min(DALI_GPU_THREADS, cores // max(1, ranks_on_node) - 1))
 
 
-def make_loader(
-    data_dir: str | Path,
-    split: str = "train",
-    mode: str = "train",
-    batch_size: int = 128,
-    backend: str = "dali",
-    device: str = "cpu",
-    rank: int = 0,
-    world_size: int = 1,
-    seed: int = 0,
-    num_workers: int = 2,
-    dtype: torch.dtype = torch.float32,
-    channels_last: bool = False,
-    lighting_std: float = 0.1,
-    mean: str = "image",
-) -> BaseLoader:
-    """The loader for one rank; see the module docstring and `pipeline/__init__.py`."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    cfg = LoaderConfig(
-        Path(data_dir), split, mode, batch_size, str(device), rank, world_size, seed,
-        num_workers, dtype, channels_last, lighting_std, mean,
-    )  # fmt: skip
-    if backend == "dali":
+def resolve_backend(backend: str, device: str | torch.device) -> str:
+    """The one `auto` rule, for `trainer train` and the analysis tools alike: DALI on a GPU,
+    the reference loader on the CPU (DALI's CPU mode is slower than Pillow's workers here)."""
+    if backend != "auto":
+        return backend
+    return "dali" if torch.device(device).type == "cuda" else "reference"
+
+
+def make_loader(cfg: LoaderConfig | str | Path, **fields) -> BaseLoader:
+    """The loader for one rank: `make_loader(LoaderConfig(...))`, or, in short, a data dir
+    and LoaderConfig's fields as keywords (fields given with a config replace its own)."""
+    if isinstance(cfg, LoaderConfig):
+        cfg = dataclasses.replace(cfg, **fields) if fields else cfg
+    else:
+        cfg = LoaderConfig(cfg, **fields)
+    if resolve_backend(cfg.backend, cfg.device) == "dali":
         try:
             from pipeline.dali import DaliLoader
         except ImportError as err:

@@ -40,7 +40,7 @@ from pipeline.augment import (
     lighting_offset,
     mean_array,
 )
-from pipeline.base import DAMAGED, BaseLoader, parse_label
+from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
 from pipeline.hostmem import empty_shared
 from pipeline.sharding import EpochPlan, derive_seed
 from pipeline.splitindex import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES, SplitIndex
@@ -52,6 +52,13 @@ log = logging.getLogger(__name__)
 # common `ulimit -n` of 1024); reopening one costs microseconds against a decode's ms.
 MAX_OPEN_SHARDS = 64
 TAR_HEADER = 512
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """A stored JPEG -> (H, W, 3) uint8 RGB: Pillow's decode, as this loader and the analysis
+    tools see a sample."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 class ShardReader:
@@ -74,37 +81,40 @@ class ShardReader:
     def _shard_of(self, g: int) -> int:
         return int(np.searchsorted(self.index.starts, g, side="right") - 1)
 
+    def key(self, g: int) -> str:
+        """Sample g's key, from its JPEG member's tar header."""
+        header = os.pread(self._fd(self._shard_of(g)), 100, int(self.table[g, IMAGE_OFFSET]) - TAR_HEADER)
+        return header.split(b"\0", 1)[0].decode(errors="replace").split(".", 1)[0]
+
     def name(self, g: int) -> str:
-        """"shard:key" of a sample, from its JPEG member's tar header (read only for reports)."""
-        s = self._shard_of(g)
-        header = os.pread(self._fd(s), 100, int(self.table[g, IMAGE_OFFSET]) - TAR_HEADER)
-        member = header.split(b"\0", 1)[0].decode(errors="replace")
-        return f"{self.index.tars[s].name}:{member.split('.', 1)[0]}"
+        """"shard:key" of a sample (read only for reports)."""
+        return f"{self.index.tars[self._shard_of(g)].name}:{self.key(g)}"
 
     def jpeg_bytes(self, g: int) -> bytes:
         """Sample g's stored JPEG, as it is in the shard (for decoders other than Pillow)."""
         row = self.table[g]
         return os.pread(self._fd(self._shard_of(g)), int(row[IMAGE_SIZE_BYTES]), int(row[IMAGE_OFFSET]))
 
-    def sample_id(self, g: int) -> tuple[np.ndarray | None, int, tuple[str, str] | None]:
-        """(uint8 HWC image, label, None), or (None, DAMAGED, ("shard:key", why)) for a sample
-        whose JPEG does not decode or whose label is not one of the classes."""
-        fd = self._fd(self._shard_of(g))
+    def read(self, g: int, decode=None) -> tuple[object, int, tuple[str, str] | None]:
+        """(decode(JPEG), label, None), or (None, DAMAGED, ("shard:key", why)) for a sample whose
+        label is not one of the classes or whose JPEG does not decode (default: to RGB)."""
         row = self.table[g]
-        raw = os.pread(fd, int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
+        raw = os.pread(self._fd(self._shard_of(g)), int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
         label = parse_label(np.frombuffer(raw, np.uint8), self.num_classes)
         if label == DAMAGED:
-            return None, DAMAGED, (self.name(g), f"label {raw[:12]!r} is not a class number")
-        data = self.jpeg_bytes(g)
+            return None, DAMAGED, (self.name(g), bad_label(np.frombuffer(raw, np.uint8)))
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                image = np.asarray(im.convert("RGB"))
+            return (decode or decode_rgb)(self.jpeg_bytes(g)), label, None
         except (OSError, ValueError, SyntaxError):
             return None, DAMAGED, (self.name(g), "JPEG does not decode")
-        if image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+
+    def sample_id(self, g: int) -> tuple[np.ndarray | None, int, tuple[str, str] | None]:
+        """`read` of a sample the contract's size: a (256, 256, 3) uint8 image."""
+        image, label, damage = self.read(g)
+        if image is not None and image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise DataError(f"{self.name(g)} is {image.shape}, the contract says 256x256 RGB: "
                             f"re-run `preprocess shard`")
-        return image, label, None
+        return image, label, damage
 
     def sample(self, s: int, i: int) -> tuple[np.ndarray | None, int, str]:
         """Sample i of shard s: (image or None, label, "shard:key")."""

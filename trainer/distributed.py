@@ -1,4 +1,5 @@
-"""One code path for a single process and for DDP under torchrun.
+"""One code path for a single process and for DDP under torchrun: `trainer train` and the
+analysis tools (`trainer evaluate`, `predict`, `neighbors`) join the process group here.
 
 `torchrun --nproc-per-node G [--nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT]
 -m trainer train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; without them the run is a world of
@@ -33,24 +34,31 @@ class World:
         return self.world_size > 1
 
 
-def setup(device: str) -> World:
-    """Pick the device and, under torchrun, join the process group (nccl on GPU, gloo on CPU)."""
-    if device == "auto":
+def setup(device: str | None = "auto") -> World:
+    """Pick the device and, under torchrun, join the process group (nccl on GPU, gloo on CPU):
+    the one set-up for `trainer train` and the analysis tools. `device` is auto (or None),
+    cpu, cuda, or cuda:N in a single process (under torchrun a rank's GPU is its LOCAL_RANK)."""
+    if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda, but torch sees no CUDA device")
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}, but torch sees no CUDA device")
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
-        return World(device=dev)
+        if on_gpu and torch.device(device).index is None:
+            return World(device=torch.device("cuda", torch.cuda.current_device()))
+        return World(device=torch.device(device))
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda":
+    joined = dist.is_initialized()  # a caller in the same process joined first: share its group
+    if on_gpu:
         torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        if not joined:
+            dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
         group = dist.new_group(backend="gloo")
         dev = torch.device("cuda", local_rank)
     else:
-        dist.init_process_group("gloo")
+        if not joined:
+            dist.init_process_group("gloo")
         group, dev = dist.group.WORLD, torch.device("cpu")
     return World(rank, world_size, local_rank, dev, group)
 

@@ -169,13 +169,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError
-    from trainer.inference import CheckpointError, distributed_setup, load_models, make_eval_loader
+    from trainer.distributed import setup
+    from trainer.inference import CheckpointError, load_models, make_eval_loader
     from preprocess.tempfiles import replace_atomically, sweep_dead
 
     if args.label and len(args.label) != len(args.checkpoint):
         print(f"trainer evaluate: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint: give one each")
         return 2
-    rank, world, device = distributed_setup(args.device)
+    joined = setup(args.device)
+    rank, world, device = joined.rank, joined.world_size, joined.device
     try:
         models, configs, data_dir, manifest = load_models(args.checkpoint, args.data, device)
         means = {c.get("mean") or "image" for c in configs}

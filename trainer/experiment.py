@@ -15,11 +15,11 @@ Training error is the fraction of training images misclassified during the epoch
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
 import os
-import tarfile
 import time
 from pathlib import Path
 
@@ -45,33 +45,26 @@ def four_layer_cnn(activation: str, num_classes: int, image_size: int = 32) -> n
     return nn.Sequential(*layers)
 
 
-def read_split(data_dir: str | Path, split: str, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every sample of a split as (N, 3, size, size) uint8 and (N,) labels, in shard order."""
-    from PIL import Image
-
-    from preprocess.contract import EXT_IMAGE, EXT_LABEL, require_shards
+def shrunk_split(data_dir: str | Path, split: str, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sample of a split as (N, 3, size, size) uint8 and (N,) labels, in shard order
+    (`pipeline.inorder`: a damaged sample is reported and left out, as in training)."""
+    from pipeline.inorder import SplitSamples
 
     images, labels = [], []
-    for shard in require_shards(data_dir, split):
-        pending: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if ext not in (EXT_IMAGE, EXT_LABEL):
-                    continue
-                sample = pending.setdefault(key, {})
-                sample[ext] = tar.extractfile(member).read()
-                if len(sample) < 2:
-                    continue
-                del pending[key]
-                with Image.open(io.BytesIO(sample[EXT_IMAGE])) as im:
-                    im.draft("RGB", (2 * size, 2 * size))  # JPEG DCT scaling: decode small
-                    small = im.convert("RGB").resize((size, size), Image.BOX)
-                images.append(np.asarray(small))
-                labels.append(int(sample[EXT_LABEL]))
-                if limit and len(images) >= limit:
-                    return _stack(images, labels)
+    for sample in SplitSamples(data_dir, split).read(decode=functools.partial(_shrink, size=size)):
+        images.append(sample.image)
+        labels.append(sample.label)
+        if limit and len(images) >= limit:
+            break
     return _stack(images, labels)
+
+
+def _shrink(data: bytes, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("RGB", (2 * size, 2 * size))  # JPEG DCT scaling: decode small
+        return np.asarray(im.convert("RGB").resize((size, size), Image.BOX))
 
 
 def _stack(images: list, labels: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         num_classes = len(load_manifest(args.data)["classes"])
-        x, y = read_split(args.data, "train", args.image_size, args.max_images)
+        x, y = shrunk_split(args.data, "train", args.image_size, args.max_images)
     except DataError as exc:
         print(f"trainer experiment: {exc}")
         return exitcodes.for_error(exc)

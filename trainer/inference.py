@@ -14,8 +14,6 @@ prepared as the shards and the evaluation pipeline prepare them: shorter side 25
 from __future__ import annotations
 
 import functools
-import io
-import os
 import sys
 from pathlib import Path
 
@@ -95,23 +93,6 @@ def class_names(manifest: dict) -> list[str]:
     return [c.get("name") or c["wnid"] for c in classes]
 
 
-def distributed_setup(device: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the process group when started by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        import torch.distributed as dist
-
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available() and device != "cpu"
-        if use_cuda:
-            torch.cuda.set_device(local)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
-        return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return 0, 1, torch.device(chosen)
-
-
 @functools.lru_cache(maxsize=4)
 def _mean(data_dir: str, mean: str) -> np.ndarray:
     from pipeline.augment import mean_array
@@ -152,11 +133,10 @@ def image_input(path: str | Path, data_dir: Path, config: dict) -> tuple[torch.T
 
 
 def decode_stored(data: bytes) -> np.ndarray:
-    """A shard's stored JPEG -> (256, 256, 3) uint8 RGB."""
-    from PIL import Image
+    """A shard's stored JPEG -> (256, 256, 3) uint8 RGB, decoded as the loaders decode it."""
+    from pipeline.reference import decode_rgb
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
+    return decode_rgb(data)
 
 
 def make_eval_loader(data_dir: Path, split: str, batch_size: int, backend: str | None, device: torch.device,
@@ -166,16 +146,13 @@ def make_eval_loader(data_dir: Path, split: str, batch_size: int, backend: str |
     The loader splits the split over ranks and pads the last batches; `valid` marks the
     padding, so every image is counted once over all ranks.
     """
-    import pipeline
     from pipeline.augment import CENTER_OFFSET, TEN_CROPS
-
+    from pipeline.loader import LoaderConfig, make_loader
     from preprocess.contract import require_shards
 
     require_shards(data_dir, split)  # a data dir without the split: the contract's one line
-    backend = backend or ("dali" if device.type == "cuda" else "reference")
-    loader = pipeline.make_loader(
-        data_dir, split, mode="tencrop", batch_size=batch_size, backend=backend, device=device,
-        rank=rank, world_size=world, seed=0, num_workers=workers, dtype=torch.float32,
-        channels_last=False, lighting_std=0.0, mean=config.get("mean") or "image",
-    )
+    loader = make_loader(LoaderConfig(
+        data_dir, split, mode="tencrop", batch_size=batch_size, backend=backend or "auto", device=device,
+        rank=rank, world_size=world, num_workers=workers, lighting_std=0.0, mean=config.get("mean") or "image",
+    ))
     return loader, TEN_CROPS.index((CENTER_OFFSET, CENTER_OFFSET, False))

@@ -1,4 +1,4 @@
-"""The trainer's config and its rank, turned into `pipeline.make_loader`'s arguments.
+"""The trainer's config and its rank, turned into the `pipeline.LoaderConfig` of a loader.
 
 Used by `trainer.train.Trainer` for its train and validation loaders.
 """
@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import os
 
+from pipeline.base import LoaderConfig
 from trainer.config import TrainConfig
 from trainer.distributed import World
 
 
-def loader_options(cfg: TrainConfig, world: World, split: str, mode: str, backend: str, channels_last: bool) -> dict:
-    """`pipeline.make_loader`'s arguments for this rank. The device is the rank's own
-    ("cuda:k"): a bare "cuda" would put every rank's DALI pipeline on GPU 0."""
-    from pipeline.loader import auto_workers
+def loader_config(cfg: TrainConfig, world: World, split: str, mode: str, channels_last: bool) -> LoaderConfig:
+    """This rank's loader of `split` in `mode`. The device is the rank's own ("cuda:k"): a
+    bare "cuda" would put every rank's DALI pipeline on GPU 0."""
+    from pipeline.loader import auto_workers, resolve_backend
 
+    backend = resolve_backend(cfg.backend, world.device)
     per_rank = cfg.batch_size // world.world_size
     batch = per_rank if mode != "tencrop" else max(1, per_rank // 4)
     workers = cfg.num_workers or auto_workers(backend, world.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return dict(data_dir=cfg.data, split=split, mode=mode, batch_size=batch, backend=backend,
-                device=str(world.device), rank=world.rank, world_size=world.world_size, seed=cfg.seed,
-                num_workers=workers, channels_last=channels_last, lighting_std=cfg.lighting_std,
-                mean=cfg.mean)
+    return LoaderConfig(cfg.data, split, mode, batch_size=batch, backend=backend, device=world.device,
+                        rank=world.rank, world_size=world.world_size, seed=cfg.seed, num_workers=workers,
+                        channels_last=channels_last, lighting_std=cfg.lighting_std, mean=cfg.mean)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, require_shards
+from preprocess.contract import require_shards
 from preprocess.tempfiles import replace_atomically, sweep_dead
 
 INDEX_VERSION = 1
@@ -31,33 +30,25 @@ CHUNK_ROWS = 65536
 
 
 class ShardImages(torch.utils.data.IterableDataset):
-    """Center-patch inputs of a split with their location: (x, shard number, offset, size, label)."""
+    """Center-patch inputs of a split with their location: (x, key, shard number, offset, size,
+    label), read by the analysis tools' reader (`pipeline.inorder`); each DataLoader worker
+    takes every n-th shard."""
 
     def __init__(self, data_dir: Path, split: str, config: dict):
+        from pipeline.inorder import SplitSamples
+
         self.data_dir, self.config = data_dir, config
-        self.shards = require_shards(data_dir, split)
+        self.samples = SplitSamples(data_dir, split)
+        self.samples.index.table  # noqa: B018 -- parsed now, into shared memory, before any worker starts
 
     def __iter__(self):
-        from trainer.inference import center_input, decode_stored
+        from trainer.inference import center_input
 
         info = torch.utils.data.get_worker_info()
-        mine = range(len(self.shards)) if info is None else range(info.id, len(self.shards), info.num_workers)
-        for s in mine:
-            with tarfile.open(self.shards[s]) as tar:
-                found: dict[str, dict] = {}
-                for member in tar:
-                    key, _, ext = member.name.partition(".")
-                    if ext not in (EXT_IMAGE, EXT_LABEL):
-                        continue
-                    entry = found.setdefault(key, {})
-                    entry[ext] = (member, tar.extractfile(member).read())
-                    if len(entry) < 2:
-                        continue
-                    del found[key]
-                    image = decode_stored(entry[EXT_IMAGE][1])
-                    x = center_input(image, self.data_dir, self.config)
-                    jpg = entry[EXT_IMAGE][0]
-                    yield x, key, s, jpg.offset_data, jpg.size, int(entry[EXT_LABEL][1])
+        shards = range(len(self.samples.index.tars))
+        for sample in self.samples.read(shards if info is None else shards[info.id :: info.num_workers]):
+            x = center_input(sample.image, self.data_dir, self.config)
+            yield x, sample.key, sample.shard, sample.offset, sample.size, sample.label
 
 
 def index_dir_for(checkpoint: str | Path) -> Path:
@@ -177,9 +168,10 @@ def ensure_index(args, model, config, data_dir: Path, device) -> Path:
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError
-    from trainer.inference import CheckpointError, class_names, distributed_setup, image_input, load_models
+    from trainer.distributed import setup
+    from trainer.inference import CheckpointError, class_names, image_input, load_models
 
-    _, _, device = distributed_setup(args.device)
+    device = setup(args.device).device
     try:
         (model,), (config,), data_dir, manifest = load_models([args.checkpoint], args.data, device)
         queries = [image_input(p, data_dir, config) for p in args.images]

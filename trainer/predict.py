@@ -36,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError, load_stats
-    from trainer.inference import CheckpointError, class_names, distributed_setup, image_input, load_models
+    from trainer.distributed import setup
+    from trainer.inference import CheckpointError, class_names, image_input, load_models
 
-    _, _, device = distributed_setup(args.device)
+    device = setup(args.device).device
     try:
         (model,), (config,), data_dir, manifest = load_models([args.checkpoint], args.data, device)
         load_stats(data_dir)  # a damaged stats.npz ends the command once, not each image with it

@@ -27,7 +27,7 @@ from trainer.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rn
 from trainer.commands import Control
 from trainer.config import TrainConfig
 from trainer.distributed import World, all_gather_object, all_reduce_sum, setup, teardown
-from trainer.loaders import loader_options
+from trainer.loaders import loader_config
 from trainer.lr_policy import LRPolicy
 from trainer.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.optim import create_optimizer, set_lr
@@ -96,7 +96,6 @@ class Trainer:
         on_gpu = self.device.type == "cuda"
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
         self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_gpu)
-        self.backend = cfg.backend if cfg.backend != "auto" else ("dali" if on_gpu else "reference")
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
         self.class_digest = class_digest(load_manifest(cfg.data)["classes"])
@@ -188,7 +187,7 @@ class Trainer:
     def make_loader(self, split: str, mode: str):
         from pipeline import make_loader
 
-        return make_loader(**loader_options(self.cfg, self.world, split, mode, self.backend, self.channels_last))
+        return make_loader(loader_config(self.cfg, self.world, split, mode, self.channels_last))
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> int:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from gpu.timing import Budget, sync
 
@@ -22,13 +21,11 @@ CHECK_LIGHTING_STD = 1.0  # the correctness check's alpha spread (the paper's is
 DALI_SKIP = 3  # DALI's prefetch queue (depth 2) plus the batch being made
 
 
-def open_loader(data_dir, backend, device, batch, workers, mode="train", dtype=torch.float32,
-                channels_last=False, seed=0, lighting_std=0.1, split="train"):
+def open_loader(data_dir, backend, device, batch, workers, **fields):
+    """The product's loader; `fields` are any others of `pipeline.base.LoaderConfig`."""
     from pipeline import make_loader
 
-    loader = make_loader(data_dir, split=split, mode=mode, batch_size=batch, backend=backend,
-                         device=device, num_workers=workers, dtype=dtype, channels_last=channels_last,
-                         seed=seed, lighting_std=lighting_std)
+    loader = make_loader(data_dir, batch_size=batch, backend=backend, device=device, num_workers=workers, **fields)
     # make_loader falls back to the reference loader where DALI is missing: never let a
     # reference figure pass for a DALI one.
     if loader.backend != backend:

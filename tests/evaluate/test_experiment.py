@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from trainer.cli import main as trainer_main
-from trainer.experiment import epochs_to, four_layer_cnn, read_split
+from trainer.experiment import epochs_to, four_layer_cnn, shrunk_split
 
 
 def test_four_layer_net_differs_only_in_its_units():
@@ -26,7 +26,7 @@ def test_epochs_to_target():
 
 
 def test_relu_vs_tanh_writes_plot_and_curves(tiny_shards, tmp_path, capsys):
-    x, y = read_split(tiny_shards, "train", 32, None)
+    x, y = shrunk_split(tiny_shards, "train", 32, None)
     assert x.shape == (12, 3, 32, 32) and x.dtype == torch.uint8 and sorted(y.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
     png = tmp_path / "fig1.png"
     assert trainer_main(["experiment", "relu-vs-tanh", "--data", str(tiny_shards), "-o", str(png),

@@ -8,11 +8,9 @@ damages the copy; the readers are the real ones (`preprocess verify`, `trainer t
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
-import tarfile
 
 import numpy as np
 import pytest
@@ -23,8 +21,9 @@ from pipeline import make_loader
 from preprocess import exitcodes
 from preprocess.cli import main as preprocess_main
 from preprocess.contract import (
-    CorruptError, class_digest, index_name, load_manifest, load_stats, write_index,
+    CorruptError, class_digest, load_manifest, load_stats,
 )
+from tests.pipeline.synthetic_shards import relabel
 from trainer.cli import main as trainer_main
 
 TINY = ["--width", "0.0625", "--batch-size", "8", "--num-workers", "1", "--device", "cpu",
@@ -120,32 +119,9 @@ def test_the_manifest_carries_its_class_digest_and_readers_check_it(shards, caps
     assert "class_digest" in capsys.readouterr().err
 
 
-def _relabel(tar_path, member_index: int, label: bytes) -> str:
-    """Rewrite one sample's .cls payload (its size may change: the tar and index are rebuilt)."""
-    with tarfile.open(tar_path) as tf:
-        members = [(m.name, tf.extractfile(m).read()) for m in tf if m.isfile()]
-    cls = [i for i, (n, _) in enumerate(members) if n.endswith(".cls")][member_index]
-    members[cls] = (members[cls][0], label)
-    with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    samples, last = [], None
-    with tarfile.open(tar_path) as tf:
-        for m in tf:
-            key, ext = m.name.split(".", 1)
-            if key != last:
-                samples.append([])
-                last = key
-            samples[-1].append((ext, m.offset_data, m.size, m.name))
-    write_index(tar_path.with_name(index_name(tar_path)), samples)
-    return members[cls][0].split(".", 1)[0]
-
-
 @pytest.mark.parametrize("backend", ["dali", "reference"])
 def test_a_label_outside_the_classes_is_a_reported_damaged_sample(shards, backend, caplog):
-    key = _relabel(shards / "train-000002.tar", 5, b"99")  # 10 classes: 99 would index past the last
+    key = relabel(shards / "train-000002.tar", 5, b"99")  # 10 classes: 99 would index past the last
     caplog.set_level(logging.WARNING)
     loader = make_loader(shards, batch_size=16, backend=backend, num_workers=1)
     labels = torch.cat([y for _, y in loader])

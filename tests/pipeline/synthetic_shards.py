@@ -59,6 +59,20 @@ def write_index(tar_path: Path) -> Path:
     return idx
 
 
+def relabel(tar_path: Path, member_index: int, label: bytes) -> str:
+    """Rewrite the .cls payload of a shard's `member_index`-th sample (its size may change:
+    the tar and its index are rebuilt); returns the sample's key."""
+    with tarfile.open(tar_path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    cls = [i for i, (n, _) in enumerate(members) if n.endswith(f".{EXT_LABEL}")][member_index]
+    members[cls] = (members[cls][0], label)
+    with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            _add(tar, name, data)
+    write_index(tar_path)
+    return members[cls][0].split(".", 1)[0]
+
+
 def write_split(
     out_dir: Path,
     split: str,

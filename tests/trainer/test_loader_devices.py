@@ -1,5 +1,5 @@
-"""Under DDP each rank's loaders run on that rank's GPU: `Trainer.make_loader`'s arguments
-for rank k name "cuda:k", and the DALI pipelines that loader defines (the epoch's, and
+"""Under DDP each rank's loaders run on that rank's GPU: `Trainer.make_loader`'s config
+for rank k names "cuda:k", and the DALI pipelines that loader defines (the epoch's, and
 the damaged-sample decoder's) get device_id k. Needs no GPU: the pipelines are defined,
 not built, and World is what `trainer.distributed.setup` returns under torchrun."""
 
@@ -11,7 +11,7 @@ import torch
 from pipeline import make_loader
 from trainer.config import TrainConfig
 from trainer.distributed import World
-from trainer.loaders import loader_options
+from trainer.loaders import loader_config
 
 MODES = [("train", "train"), ("val", "center"), ("val", "tencrop")]
 
@@ -21,10 +21,10 @@ def test_rank_k_loaders_use_gpu_k(demo_shards, tmp_path, rank):
     cfg = TrainConfig(data=str(demo_shards), run_dir=str(tmp_path), batch_size=32, num_workers=1)
     world = World(rank=rank, world_size=4, local_rank=rank, device=torch.device("cuda", rank))
     for split, mode in MODES:
-        options = loader_options(cfg, world, split, mode, backend="dali", channels_last=True)
-        assert options["device"] == f"cuda:{rank}"
-        assert (options["rank"], options["world_size"]) == (rank, 4)
-        loader = make_loader(**options)
+        config = loader_config(cfg, world, split, mode, channels_last=True)
+        assert config.device == f"cuda:{rank}" and config.backend == "dali"  # auto, on a GPU
+        assert (config.rank, config.world_size) == (rank, 4)
+        loader = make_loader(config)
         assert loader.backend == "dali" and loader.device == torch.device("cuda", rank)
         assert loader.pipeline(loader.plan()).device_id == rank
         assert loader.recovery.decoder().pipeline().device_id == rank
@@ -32,9 +32,9 @@ def test_rank_k_loaders_use_gpu_k(demo_shards, tmp_path, rank):
 
 def test_cpu_world_gets_cpu_loaders(demo_shards, tmp_path):
     cfg = TrainConfig(data=str(demo_shards), run_dir=str(tmp_path), batch_size=32, num_workers=1)
-    options = loader_options(cfg, World(), "train", "train", backend="reference", channels_last=False)
-    assert options["device"] == "cpu" and options["batch_size"] == 32
-    assert loader_options(cfg, World(), "val", "tencrop", "reference", False)["batch_size"] == 8
+    config = loader_config(cfg, World(), "train", "train", channels_last=False)
+    assert config.device == "cpu" and config.batch_size == 32 and config.backend == "reference"
+    assert loader_config(cfg, World(), "val", "tencrop", False).batch_size == 8
 
 
 def test_num_workers_zero_means_auto(demo_shards, tmp_path, monkeypatch):
@@ -45,9 +45,9 @@ def test_num_workers_zero_means_auto(demo_shards, tmp_path, monkeypatch):
     cfg = TrainConfig(data=str(demo_shards), run_dir=str(tmp_path), batch_size=32)
     assert cfg.num_workers == 0
     gpu = World(rank=1, world_size=4, local_rank=1, device=torch.device("cuda", 1))
-    assert loader_options(cfg, gpu, "train", "train", "dali", True)["num_workers"] == DALI_GPU_THREADS
-    assert loader_options(cfg, World(), "train", "train", "reference", False)["num_workers"] == OTHER_WORKERS
+    assert loader_config(cfg, gpu, "train", "train", True).num_workers == DALI_GPU_THREADS
+    assert loader_config(cfg, World(), "train", "train", False).num_workers == OTHER_WORKERS
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 cores a GPU: one left to the trainer
-    assert loader_options(cfg, gpu, "train", "train", "dali", True)["num_workers"] == 7
+    assert loader_config(cfg, gpu, "train", "train", True).num_workers == 7
     explicit = TrainConfig(data=str(demo_shards), run_dir=str(tmp_path), batch_size=32, num_workers=3)
-    assert loader_options(explicit, gpu, "train", "train", "dali", True)["num_workers"] == 3
+    assert loader_config(explicit, gpu, "train", "train", True).num_workers == 3
