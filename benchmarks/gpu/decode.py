@@ -6,22 +6,17 @@ the GPU; it gives a decode figure even where DALI could not be brought over.
 
 from __future__ import annotations
 
-import tarfile
+import itertools
 from pathlib import Path
 
 from gpu.timing import Budget, throughput
 
 
-def read_jpegs(shards: list[Path], limit: int) -> list[bytes]:
-    out: list[bytes] = []
-    for path in shards:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if member.name.endswith(".jpg"):
-                    out.append(tar.extractfile(member).read())
-                    if len(out) >= limit:
-                        return out
-    return out
+def read_jpegs(data_dir: Path, limit: int) -> list[bytes]:
+    """The first `limit` stored JPEGs of the train split, as the shards hold them."""
+    from pipeline.inorder import SplitSamples
+
+    return [s.image for s in itertools.islice(SplitSamples(data_dir, "train").read(decode=bytes), limit)]
 
 
 def decode_throughput(jpegs: list[bytes], batch: int, device: str, budget: Budget) -> dict:

@@ -179,13 +179,13 @@ def run_all(check) -> None:
         check.skip("trainer_loop", "benchmarks/train_bench.py is not there")
 
     def gpu_decode():
-        jpegs = decode.read_jpegs(sorted(shards.glob("train-*.tar")), p.decode_batch * 8)
+        jpegs = decode.read_jpegs(shards, p.decode_batch * 8)
         result = decode.decode_throughput(jpegs, p.decode_batch, p.device, p.decode_budget)
         meas["gpu_decode"] = result
         fig["gpu_decode_images_per_s"] = result["items_per_s"]
         return result
 
-    check.step("gpu_decode", gpu_decode, needs=("torchvision",), estimate_s=20, after=("data",))
+    check.step("gpu_decode", gpu_decode, needs=("torchvision", "pipeline"), estimate_s=20, after=("data",))
 
     def pytest_gpu():
         # The project's own `gpu`-marked tests (e.g. the pipeline's nvJPEG bound), which only
