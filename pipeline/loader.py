@@ -40,8 +40,8 @@ def auto_workers(backend: str, device: str, ranks_on_node: int = 1) -> int:
 
 
 def resolve_backend(backend: str, device: str | torch.device) -> str:
-    """The one `auto` rule, for `trainer train` and the analysis tools alike: DALI on a GPU,
-    the reference loader on the CPU (DALI's CPU mode is slower than Pillow's workers here)."""
+    """The one `auto` rule, for `trainer train` and `trainer evaluate` alike: DALI on a GPU,
+    the reference loader on the CPU."""
     if backend != "auto":
         return backend
     return "dali" if torch.device(device).type == "cuda" else "reference"
