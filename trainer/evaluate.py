@@ -11,9 +11,13 @@ CNNs"), per view. The models may differ in architecture (`--extra-conv`, `--grou
 as they classify the same classes. Table 2's rows: a net fine-tuned from another run's
 weights (`trainer train --init-from`, the paper's pre-trained nets) is starred ("1 CNN*");
 a list that mixes plain and starred nets also gets the plain nets' own ensemble, so five
-plain and two pre-trained checkpoints print "1 CNN", "5 CNNs", "1 CNN*" and "7 CNNs*". Each rank counts its errors; the counts are summed over ranks, and the
-total must equal the split's size in `dataset.json`, or the command fails instead of
-reporting a number over the wrong set of images.
+plain and two pre-trained checkpoints print "1 CNN", "5 CNNs", "1 CNN*" and "7 CNNs*".
+
+The counting is `trainer.validation`'s, the code of the run's own validation, with its
+precision rule, so a checkpoint's errors here are the ones its run logged. Each rank counts
+its errors; the counts are summed over ranks, and the total must equal the split's size in
+`dataset.json`, or the command fails instead of reporting a number over the wrong set of
+images.
 """
 
 from __future__ import annotations
@@ -24,25 +28,7 @@ from pathlib import Path
 
 import torch
 
-VIEWS = ("tencrop", "center")
-METRICS = ("top1_error", "top5_error")
-
-
-def count_errors(probs: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(B, C) probabilities -> [top-1 errors, top-5 errors] over the valid rows (float64)."""
-    k = min(5, probs.shape[1])
-    top = probs.topk(k, dim=1).indices
-    hit = top == labels[:, None]
-    wrong1 = ~hit[:, 0] & valid
-    wrong5 = ~hit.any(dim=1) & valid
-    return torch.stack([wrong1.sum(), wrong5.sum()]).to(torch.float64)
-
-
-def view_probs(model: torch.nn.Module, images: torch.Tensor, center_index: int) -> dict[str, torch.Tensor]:
-    """Ten-crop batch (B, 10, 3, H, W) -> softmax of the center patch and the ten-patch mean."""
-    b, n = images.shape[:2]
-    probs = model(images.flatten(0, 1)).float().softmax(dim=1).view(b, n, -1)
-    return {"tencrop": probs.mean(dim=1), "center": probs[:, center_index]}
+from trainer.validation import METRICS, VIEWS, config_precision, rates, tally
 
 
 def table_ensembles(pretrained: list[bool]) -> list[list[int]]:
@@ -52,41 +38,6 @@ def table_ensembles(pretrained: list[bool]) -> list[list[int]]:
     return ([plain] if any(pretrained) and len(plain) > 1 else []) + [list(range(len(pretrained)))]
 
 
-@torch.no_grad()
-def tally(models: list[torch.nn.Module], batches, device: torch.device, center_index: int,
-          ensembles: list[list[int]] | None = None) -> tuple[torch.Tensor, int]:
-    """Error counts of shape (len(models) + len(ensembles), views, metrics): one row per model,
-    then one per ensemble (default: a single one of every model).
-
-    `batches` yields (images (B, 10, 3, H, W), labels (B,), valid (B,)); padding rows
-    (valid False) are run through the models but never counted.
-    """
-    ensembles = ensembles or [list(range(len(models)))]
-    for m in models:
-        m.eval()
-    counts = torch.zeros(len(models) + len(ensembles), len(VIEWS), len(METRICS), dtype=torch.float64,
-                         device=device)
-    seen = torch.zeros((), dtype=torch.float64, device=device)
-    for images, labels, valid in batches:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True).long()  # no-ops for the loader's
-        valid = valid.to(device, non_blocking=True).bool()     # tensors, already there
-        probs = [view_probs(model, images, center_index) for model in models]
-        for i, p in enumerate(probs):
-            for j, view in enumerate(VIEWS):
-                counts[i, j] += count_errors(p[view], labels, valid)
-        for e, members in enumerate(ensembles):
-            for j, view in enumerate(VIEWS):
-                mean = sum(probs[i][view] for i in members) / len(members)
-                counts[len(models) + e, j] += count_errors(mean, labels, valid)
-        seen += valid.sum()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        both = torch.cat([counts.flatten(), seen.view(1)])
-        torch.distributed.all_reduce(both)
-        counts, seen = both[:-1].view_as(counts), both[-1]
-    return counts.cpu(), int(seen.item())
-
-
 def summarize(counts: torch.Tensor, seen: int, checkpoints: list[str], split: str,
               labels: list[str] | None = None, pretrained: list[bool] | None = None) -> dict:
     """The JSON report: error rates per checkpoint and, for several, of the ensembles
@@ -94,24 +45,17 @@ def summarize(counts: torch.Tensor, seen: int, checkpoints: list[str], split: st
     labels = labels or list(checkpoints)
     pretrained = pretrained or [False] * len(checkpoints)
     groups = table_ensembles(pretrained)
-
-    def rates(row: torch.Tensor) -> dict:
-        return {
-            view: {metric: float(row[j, k]) / max(seen, 1) for k, metric in enumerate(METRICS)}
-            for j, view in enumerate(VIEWS)
-        }
-
     report = {
         "split": split,
         "count": seen,
-        "models": [{"checkpoint": c, "label": labels[i], "name": _name([i], pretrained), **rates(counts[i])}
+        "models": [{"checkpoint": c, "label": labels[i], "name": _name([i], pretrained), **rates(counts[i], seen)}
                    for i, c in enumerate(checkpoints)],
         "ensemble": None,
         "ensembles": [],
     }
     if len(checkpoints) > 1:
         report["ensembles"] = [{"name": _name(g, pretrained), "checkpoints": [checkpoints[i] for i in g],
-                                **rates(counts[len(checkpoints) + e])} for e, g in enumerate(groups)]
+                                **rates(counts[len(checkpoints) + e], seen)} for e, g in enumerate(groups)]
         report["ensemble"] = {k: v for k, v in report["ensembles"][-1].items() if k != "name"}
     return report
 
@@ -184,11 +128,17 @@ def run(args: argparse.Namespace) -> int:
         if len(means) > 1:  # one loader feeds every model: their inputs must be prepared alike
             raise CheckpointError(f"the checkpoints subtract different means ({', '.join(sorted(means))}): "
                                   "evaluate them separately")
-        loader, center_index = make_eval_loader(
+        loader, _ = make_eval_loader(
             data_dir, args.split, args.batch_size, args.backend, device, rank, world, args.workers, configs[0],
         )
+        # Each net runs as its run trained and validated it (`trainer.validation`'s rule).
+        precisions = [config_precision(c, device) for c in configs]
+        for model, p in zip(models, precisions):
+            if p.channels_last:
+                model.to(memory_format=torch.channels_last)
         pretrained = [bool(c.get("init_from")) for c in configs]
-        counts, seen = tally(models, loader, device, center_index, table_ensembles(pretrained))
+        counts, seen = tally(models, loader, device, precisions=precisions, ensembles=table_ensembles(pretrained),
+                             group=joined.control_group)  # the trainer's group: the same sum
     except (CheckpointError, DataError) as exc:
         if rank == 0:
             print(f"trainer evaluate: {exc}")

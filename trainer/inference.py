@@ -146,13 +146,13 @@ def make_eval_loader(data_dir: Path, split: str, batch_size: int, backend: str |
     The loader splits the split over ranks and pads the last batches; `valid` marks the
     padding, so every image is counted once over all ranks.
     """
-    from pipeline.augment import CENTER_OFFSET, TEN_CROPS
     from pipeline.loader import LoaderConfig, make_loader
     from preprocess.contract import require_shards
+    from trainer.validation import CENTER_PATCH
 
     require_shards(data_dir, split)  # a data dir without the split: the contract's one line
     loader = make_loader(LoaderConfig(
         data_dir, split, mode="tencrop", batch_size=batch_size, backend=backend or "auto", device=device,
         rank=rank, world_size=world, num_workers=workers, lighting_std=0.0, mean=config.get("mean") or "image",
     ))
-    return loader, TEN_CROPS.index((CENTER_OFFSET, CENTER_OFFSET, False))
+    return loader, CENTER_PATCH

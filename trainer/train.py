@@ -37,7 +37,7 @@ from trainer.resume import choose_checkpoint
 from trainer.runlock import RunLocked, hold_run_dir
 from trainer.session import RunState, Session, TrainError
 from trainer.trace import StepTrace
-from trainer.validation import evaluate_loader
+from trainer.validation import evaluate_loader, run_precision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,9 +93,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, world: World, holder: dict | None = None):
         self.cfg, self.world = cfg, world
         self.device = world.device
-        on_gpu = self.device.type == "cuda"
-        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
-        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_gpu)
+        self.precision = run_precision(cfg.amp, cfg.channels_last, self.device)  # `trainer evaluate`'s too
+        self.amp, self.channels_last = self.precision.bf16, self.precision.channels_last
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
         self.class_digest = class_digest(load_manifest(cfg.data)["classes"])
@@ -361,8 +360,8 @@ class Trainer:
         if mode not in self.val_loaders:
             self.val_loaders[mode] = self.make_loader("val", mode)
         with torch.random.fork_rng(devices=[]):  # evaluation leaves the training RNG untouched
-            result = evaluate_loader(self.model, self.val_loaders[mode], self.device, world=self.world,
-                                     amp=self.amp, channels_last=self.channels_last)
+            result = evaluate_loader(self.model, self.val_loaders[mode], self.device, view=mode,
+                                     group=self.world.control_group, precision=self.precision)
         self.last_val_step = self.state.step
         if self.session:
             self.session.evaluation(self.state, self.epoch_float(), mode, result)

@@ -18,8 +18,8 @@ from pipeline.augment import TEN_CROPS, mean_array, ten_crop_image
 from preprocess.contract import load_stats
 from tests.evaluate.helpers import CLASSES, VAL_PER_CLASS
 from trainer.cli import main as trainer_main
-from trainer.evaluate import VIEWS, count_errors, tally
 from trainer.inference import decode_stored, load_model, make_eval_loader
+from trainer.validation import VIEWS, count_errors, tally
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,12 +45,12 @@ def _observed(loader, seen_labels: list):
 @pytest.mark.parametrize("world", [1, 2])
 def test_every_val_image_is_counted_exactly_once(tiny_shards, trained_checkpoint, world):
     model, config = load_model(trained_checkpoint)
-    total, seen_labels, seen = torch.zeros(2, 2, 2, dtype=torch.float64), [], 0
+    total, seen_labels, seen = torch.zeros(1, 2, 2, dtype=torch.float64), [], 0
     for rank in range(world):  # each rank's share, as under DDP, summed as all_reduce sums
         # batch 2 over 9 images: the last batch of a rank is padded, and the padding must not count.
         loader, center = make_eval_loader(tiny_shards, "val", 2, "reference", torch.device("cpu"),
                                           rank, world, 1, config)
-        counts, n = tally([model], _observed(loader, seen_labels), torch.device("cpu"), center)
+        counts, n = tally([model], _observed(loader, seen_labels), torch.device("cpu"))
         total, seen = total + counts, seen + n
     assert seen == len(seen_labels) == CLASSES * VAL_PER_CLASS
     assert sorted(seen_labels) == sorted(list(range(CLASSES)) * VAL_PER_CLASS)
@@ -75,7 +75,7 @@ def test_ensemble_averages_softmax_not_logits():
     images = torch.randn(64, 10, 1, 2, 2)
     labels = torch.randint(0, 3, (64,))
     valid = torch.ones(64, dtype=torch.bool)
-    counts, n = tally(models, [(images, labels, valid)], torch.device("cpu"), center_index=4)
+    counts, n = tally(models, [(images, labels, valid)], torch.device("cpu"))
     with torch.no_grad():
         p = [m(images.flatten(0, 1)).softmax(1).view(64, 10, 3) for m in models]
     ensemble = (p[0].mean(1) + p[1].mean(1)) / 2

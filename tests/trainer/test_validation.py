@@ -57,7 +57,7 @@ def test_errors_equal_the_hand_count_with_padding_masked(demo_shards, models, mo
     # this test keeps the power to see a missing mask).
     masked, unmasked = _hits_with_and_without_mask(model, _loader(demo_shards, mode, 3))
     assert (unmasked > masked).all(), "the padding rows must be top-1 and top-5 hits"
-    got = evaluate_loader(model, _loader(demo_shards, mode, 3), "cpu")
+    got = evaluate_loader(model, _loader(demo_shards, mode, 3), "cpu", view=mode)
     assert got["count"] == 40
     assert got["top1_error"] == pytest.approx(want["top1_error"], abs=1e-12)
     assert got["top5_error"] == pytest.approx(want["top5_error"], abs=1e-12)
@@ -74,7 +74,8 @@ def _rank_main(rank: int, data: str, port: int, out_dir: str) -> None:
     world = setup("cpu")
     try:
         model = lookup_model(data, "center")
-        got = evaluate_loader(model, _loader(data, "center", 3, rank, 2), "cpu", world=world)
+        got = evaluate_loader(model, _loader(data, "center", 3, rank, 2), "cpu", view="center",
+                              group=world.control_group)
     finally:
         teardown(world)
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
@@ -98,3 +99,36 @@ def test_ddp_ranks_each_report_the_whole_split(demo_shards, tmp_path):
         assert got["count"] == 40, f"rank {rank} counted only its own share"
         assert got["top1_error"] == pytest.approx(want["top1_error"], abs=1e-12)
         assert got["top5_error"] == pytest.approx(want["top5_error"], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_trainer_evaluate_reports_exactly_the_runs_last_validation(demo_shards, tmp_path):
+    """One evaluation core: `trainer evaluate` of a run's last checkpoint gives, to the last
+    bit, the errors the run logged for it (center and ten-crop), though it reads the split in
+    other batches. The run trains under bf16 autocast, so the checkpoint's precision rule is
+    applied on both sides (an fp32 evaluation of a bf16-trained net is another computation)."""
+    from trainer_helpers import run_train
+
+    from trainer import runstore as rs
+    from trainer.cli import main as trainer_main
+
+    run_dir = tmp_path / "runs" / "agree"
+    # Measured: these 10 steps give a net whose top-5 differs from image to image (a net that
+    # ranks the classes alike for every image scores exactly 0.9 and 0.5 on 4 images a class).
+    done = run_train(demo_shards, run_dir, "--max-steps", "10", "--width", "0.125", "--init", "kaiming",
+                     "--lr", "0.02", "--momentum", "0", "--amp", "bf16", "--checkpoint-minutes", "600")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    store = rs.RunStore(tmp_path / "runs" / "runs.db")
+    run = store.get_run_by_name("agree")
+    logged = {name: store.last_metric(run["id"], name) for name in (rs.VAL_TOP1, rs.VAL_TOP5, rs.VAL10_TOP1,
+                                                                    rs.VAL10_TOP5)}
+    assert {m["step"] for m in logged.values()} == {10}, logged  # the last validation: of last.pt's weights
+
+    out = tmp_path / "eval.json"
+    assert trainer_main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--workers", "1",
+                         "--backend", "reference", "--device", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())["models"][0]
+    got = {rs.VAL_TOP1: report["center"]["top1_error"], rs.VAL_TOP5: report["center"]["top5_error"],
+           rs.VAL10_TOP1: report["tencrop"]["top1_error"], rs.VAL10_TOP5: report["tencrop"]["top5_error"]}
+    assert got == {name: m["value"] for name, m in logged.items()}
+    assert got[rs.VAL_TOP5] != 0.5 != got[rs.VAL10_TOP5], "a net that ranks the classes alike for every image"
