@@ -15,9 +15,9 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from preprocess import exitcodes
 from preprocess.contract import DataError, class_digest, load_manifest, require_shards
@@ -36,6 +36,7 @@ from trainer.finetune import freeze_features, transfer
 from trainer.resume import choose_checkpoint
 from trainer.runlock import RunLocked, hold_run_dir
 from trainer.session import RunState, Session, TrainError
+from trainer.step import TrainStep, step_settings
 from trainer.trace import StepTrace
 from trainer.validation import evaluate_loader
 
@@ -90,12 +91,13 @@ def train(cfg: TrainConfig) -> int:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, world: World, holder: dict | None = None):
+    def __init__(self, cfg: TrainConfig, world: World, holder: dict | None = None,
+                 on_step: Callable[[RunState], None] | None = None):
         self.cfg, self.world = cfg, world
+        self.on_step = on_step  # after each step, on every rank: benchmarks/train_bench.py's clock
         self.device = world.device
+        self.amp, self.channels_last = step_settings(cfg, self.device)
         on_gpu = self.device.type == "cuda"
-        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
-        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_gpu)
         self.backend = cfg.backend if cfg.backend != "auto" else ("dali" if on_gpu else "reference")
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
@@ -153,6 +155,7 @@ class Trainer:
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 gradient_as_bucket_view=True)
         self.net = torch.compile(net) if cfg.compile else net
+        self.step = TrainStep(self.net, self.optimizer, self.device, self.amp, self.channels_last)
 
     def resume(self) -> tuple[RunState, dict | None]:
         cfg = self.cfg
@@ -192,30 +195,31 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> int:
-        cfg, st = self.cfg, self.state
         self.begin()
-        outcome = "epochs"
         try:
-            while st.epoch < cfg.epochs:
-                outcome = self.train_epoch()
-                if outcome != "epoch":
-                    break
-                st.epoch += 1
-                st.epoch_step = 0
-                if not self.end_of_epoch():
-                    outcome = "nan"
-                    break
-            else:
-                outcome = "epochs"
-            return self.finish(outcome)
+            return self.finish(self.run_epochs())
         except BaseException as e:
             if self.session:
-                self.session.fail(st, f"{type(e).__name__}: {e}")
+                self.session.fail(self.state, f"{type(e).__name__}: {e}")
             raise
         finally:
             self.progress.close()
             if self.trace:
                 self.trace.close(self.model)
+
+    def run_epochs(self) -> str:
+        """Epochs (the rest of one first, after a resume) until the run ends.
+        Returns epochs | stop | max_steps | nan."""
+        cfg, st = self.cfg, self.state
+        while st.epoch < cfg.epochs:
+            outcome = self.train_epoch()
+            if outcome != "epoch":
+                return outcome
+            st.epoch += 1
+            st.epoch_step = 0
+            if not self.end_of_epoch():
+                return "nan"
+        return "epochs"
 
     def begin(self) -> None:
         cfg, st = self.cfg, self.state
@@ -256,11 +260,15 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
             self.meter.add(time.perf_counter() - t0)
-            self.train_step(images, labels)  # the loss accumulates on the device; read per interval
+            loss = self.step(images, labels)
+            self.loss_sum += loss.detach()  # on the device; read back per log interval (sync_loss)
+            self.loss_count += 1
             st.step += 1
             st.epoch_step += 1
             if self.trace:
                 self.trace.step(st, images, labels)
+            if self.on_step:
+                self.on_step(st)
             if cfg.step_delay:
                 time.sleep(cfg.step_delay)
             # On the CPU every loss is already on the host; on a GPU read it back only per
@@ -270,24 +278,6 @@ class Trainer:
                     return "nan"
             self.report()
         return "epoch"
-
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True).long()
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.net(images)
-        # The paper's objective: the mean over the batch of -log p(label); DDP averages
-        # the gradients over ranks, so this is the mean over the whole SGD batch.
-        # A batch whose JPEGs were all damaged is empty; it still takes part in DDP's reduction.
-        loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.sum() * 0.0
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.loss_sum += loss.detach()
-        self.loss_count += 1
-        return loss
 
     def sync_loss(self, check_params: bool = False) -> bool:
         """Mean loss since the last call over all ranks; False (and stop) if it is not finite.
