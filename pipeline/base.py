@@ -20,7 +20,7 @@ import torch
 from pipeline.augment import MEANS, MODES
 from pipeline.sharding import EpochPlan, derive_seed, plan_epoch
 from pipeline.splitindex import SplitIndex
-from preprocess.contract import MANIFEST_NAME, SPLITS, load_manifest, load_stats, num_classes
+from preprocess.contract import MANIFEST_NAME, SPLITS, Manifest, load_stats
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -74,7 +74,7 @@ class BaseLoader:
         # The class count that bounds a label: from dataset.json (shards made by other
         # tools, without one, are bounded below only).
         manifest = cfg.data_dir / MANIFEST_NAME
-        self.num_classes = num_classes(load_manifest(cfg.data_dir)) if manifest.is_file() else None
+        self.num_classes = Manifest.read(cfg.data_dir).num_classes if manifest.is_file() else None
         self.device = torch.device(cfg.device)
         # DALI has no bfloat16: both backends produce float32 and cast on the device.
         self._transfer_dtype = torch.float16 if cfg.dtype == torch.float16 else torch.float32

@@ -177,7 +177,7 @@ def ensure_index(args, model, config, data_dir: Path, device) -> Path:
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError
-    from trainer.inference import CheckpointError, class_names, distributed_setup, image_input, load_models
+    from trainer.inference import CheckpointError, distributed_setup, image_input, load_models
 
     _, _, device = distributed_setup(args.device)
     try:
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError) as exc:
         print(f"trainer neighbors: {exc}")
         return exitcodes.for_error(exc)
-    names = class_names(manifest)
+    names = manifest.class_names()
     with torch.no_grad():
         q = model.hidden(torch.stack([x for x, _ in queries]).to(device)).float()
     dist, rows = nearest(q, index["features"], index["sq_norms"], args.k, device)

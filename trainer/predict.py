@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError, load_stats
-    from trainer.inference import CheckpointError, class_names, distributed_setup, image_input, load_models
+    from trainer.inference import CheckpointError, distributed_setup, image_input, load_models
 
     _, _, device = distributed_setup(args.device)
     try:
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError) as exc:
         print(f"trainer predict: {exc}")
         return exitcodes.for_error(exc)
-    names = class_names(manifest)
+    names = manifest.class_names()
     inputs, kept, failed = [], [], 0
     for path in args.images:
         try:

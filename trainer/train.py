@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from preprocess import exitcodes
-from preprocess.contract import DataError, class_digest, load_manifest, require_shards
+from preprocess.contract import DataError, Manifest, require_shards
 from trainer import config as config_mod
 from trainer import runstore as rs
 from trainer.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
@@ -57,11 +57,11 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
     """Bad input ends here with one line: no data, a contradicting class count, a run dir
     that cannot be written."""
     cfg = cfg.resolved()
-    manifest = load_manifest(cfg.data)
+    manifest = Manifest.read(cfg.data)
     require_shards(cfg.data, "train")
     if cfg.val_every or cfg.tencrop:
         require_shards(cfg.data, "val")
-    n = len(manifest["classes"])
+    n = manifest.num_classes
     if cfg.num_classes and cfg.num_classes != n:
         raise TrainError(f"--num-classes {cfg.num_classes} contradicts {cfg.data}/dataset.json, which has {n} classes")
     if cfg.freeze_features and not cfg.init_from:
@@ -101,7 +101,7 @@ class Trainer:
         self.backend = cfg.backend if cfg.backend != "auto" else ("dali" if on_gpu else "reference")
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
-        self.class_digest = class_digest(load_manifest(cfg.data)["classes"])
+        self.class_digest = Manifest.read(cfg.data).class_digest
         if world.is_main:
             for p in self.ckdir.sweep():
                 self.say(f"trainer: removed {p.name}, left in {p.parent} by a writer that is gone")
