@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from trainer import runstore as rs
 from trainer.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.commands import Control
 from trainer.config import TrainConfig
-from trainer.distributed import World, all_gather_object, all_reduce_sum, setup, teardown
+from trainer.distributed import World, all_gather_object, setup, teardown
 from trainer.loaders import loader_options
 from trainer.lr_policy import LRPolicy
 from trainer.model import MODEL_FIELDS, build_model, configure_cuda
@@ -36,7 +37,7 @@ from trainer.finetune import freeze_features, transfer
 from trainer.resume import choose_checkpoint
 from trainer.runlock import RunLocked, hold_run_dir
 from trainer.session import RunState, Session, TrainError
-from trainer.step import TrainStep, step_settings
+from trainer.step import LossTally, TrainStep, step_settings
 from trainer.trace import StepTrace
 from trainer.validation import evaluate_loader
 
@@ -227,8 +228,7 @@ class Trainer:
         self.meter = Meter(cfg.batch_size)
         self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
         self.trace = StepTrace(cfg.trace, self.world.rank) if cfg.trace else None
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.loss_count = 0
+        self.losses = LossTally(self.device)
         if st.resumed_from:
             self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
                                 f"batch {st.epoch_step}/{self.steps_per_epoch})")
@@ -260,9 +260,7 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
             self.meter.add(time.perf_counter() - t0)
-            loss = self.step(images, labels)
-            self.loss_sum += loss.detach()  # on the device; read back per log interval (sync_loss)
-            self.loss_count += 1
+            self.losses.add(self.step(images, labels))  # read back per log interval (sync_loss)
             st.step += 1
             st.epoch_step += 1
             if self.trace:
@@ -284,19 +282,10 @@ class Trainer:
         Before a checkpoint the weights are checked too: a finite loss can precede an
         update that overflows, and such weights must never replace the last good file."""
         st = self.state
-        if self.loss_count == 0 and not check_params:
+        if self.losses.count == 0 and not check_params:
             return True
-        total = torch.tensor([self.loss_sum.item(), float(max(self.loss_count, 1))], dtype=torch.float64)
-        if check_params:
-            weights = torch.stack([p.detach().float().sum() for p in self.model.parameters()]).sum()
-            total[0] += 0.0 if torch.isfinite(weights) else float("nan")
-        total[0] = total[0] if torch.isfinite(total[0]) else float("inf")
-        all_reduce_sum(self.world, total)
-        had_steps = self.loss_count > 0
-        self.loss_sum.zero_()
-        self.loss_count = 0
-        loss = float(total[0] / total[1])
-        if not torch.isfinite(torch.tensor(loss)):
+        loss, had_steps = self.losses.take(self.world, self.model if check_params else None)
+        if not math.isfinite(loss):
             self.last_loss = loss
             return False
         if not had_steps:
