@@ -27,6 +27,8 @@ def step_settings(cfg, device: torch.device) -> tuple[bool, bool]:
 
 @dataclass(frozen=True)
 class TrainStep:
+    """`step(images, labels)`: one optimizer step on a batch; returns its loss."""
+
     net: torch.nn.Module  # the model as trained: DDP-wrapped and/or compiled, or bare
     optimizer: torch.optim.Optimizer
     device: torch.device
