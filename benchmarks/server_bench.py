@@ -43,7 +43,7 @@ SERIES_CALL = "/api/runs/{rid}/metrics/train_loss?max_points=1000"
 
 
 def fill_store(db: Path, rows: int) -> int:
-    from trainer.runstore import RunStore
+    from trainer.runstore import RunProgress, RunStore
 
     store = RunStore(db, flush_interval=1e9)
     rid, _ = store.start_run("bench", {"run_dir": "", "epochs": 90}, lr=0.01)
@@ -53,7 +53,7 @@ def fill_store(db: Path, rows: int) -> int:
         if step % 50_000 == 0:
             store.flush()
     store.flush()
-    store.update_progress(rid, epoch=steps / 10_000, step=steps, lr=0.01, epochs=90)
+    store.update_progress(rid, epoch=steps / 10_000, step=steps, lr=0.01, progress=RunProgress(epochs=90))
     store.close()
     return rid
 
@@ -102,7 +102,7 @@ def start_clients(url: str, n: int, seconds: float, period: float, bypass: bool 
 def writer_main(db: str, rid: int, seconds: float, interval: float) -> None:
     """Child process: append to the run store as the trainer's rank 0 does for `seconds`;
     prints {"t0", "t1", "rows"}."""
-    from trainer.runstore import RunStore
+    from trainer.runstore import RunProgress, RunStore
 
     store = RunStore(db)  # the trainer's flush interval: 1 s
     step = store.get_run(rid)["step"]
@@ -115,7 +115,7 @@ def writer_main(db: str, rid: int, seconds: float, interval: float) -> None:
         if time.monotonic() - last_poll >= 1.0:
             last_poll = time.monotonic()
             store.pending_commands(rid)
-            store.update_progress(rid, epoch=step / 10_000, step=step, lr=0.01, epochs=90)
+            store.update_progress(rid, epoch=step / 10_000, step=step, lr=0.01, progress=RunProgress(epochs=90))
         time.sleep(interval)
     store.flush()
     store.close()
@@ -172,7 +172,7 @@ def training_loop(db: Path, rid: int, seconds: float) -> tuple[list[float], list
     (which tells SQLite contention from CPU contention on a small machine)."""
     import torch
 
-    from trainer.runstore import RunStore
+    from trainer.runstore import RunProgress, RunStore
 
     store = RunStore(db)
     x = torch.randn(384, 384)
@@ -189,7 +189,7 @@ def training_loop(db: Path, rid: int, seconds: float) -> tuple[list[float], list
         if time.monotonic() - last_poll >= 1.0:
             last_poll = time.monotonic()
             store.pending_commands(rid)
-            store.update_progress(rid, epoch=step / 10_000, step=step, lr=0.01, epochs=90)
+            store.update_progress(rid, epoch=step / 10_000, step=step, lr=0.01, progress=RunProgress(epochs=90))
         end_step = time.perf_counter()
         times.append((end_step - t) * 1000)
         store_times.append((end_step - s) * 1000)

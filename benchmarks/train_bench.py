@@ -2,8 +2,9 @@
 
 Both loops train the same AlexNet with the same optimizer, batch size, AMP/channels-last
 settings and thread count, in the same process, alternating, best of `--repeats`:
-  bare:    one batch already in memory (on the device), forward/backward/step, nothing else;
-  trainer: `trainer.train.Trainer` itself on real shards: the loader (reference on CPU,
+  bare:    the trainer's own step (`trainer.step.TrainStep`) on one batch already in memory
+           (on the device), nothing else;
+  trainer: `trainer.train.Trainer.fit` itself on real shards: the loader (reference on CPU,
            DALI on GPU), control exchange, loss read-back, metrics, progress and run store.
   no-data: the trainer's loop with its loader swapped for the same batch repeated: what
            control, metrics and the run store cost without the data path.
@@ -18,6 +19,8 @@ Prints a table, then one JSON line last.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -29,7 +32,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 
 def demo_shards(workdir: Path, per_class: int) -> Path:
@@ -43,16 +45,14 @@ def demo_shards(workdir: Path, per_class: int) -> Path:
     return out
 
 
-def make_trainer(args, data: Path, run_dir: Path, max_steps: int):
+def train_config(args, data: Path, run_dir: Path, max_steps: int):
+    """The config both loops run: the bare loop builds its model, optimizer and step from it too."""
     from trainer.config import TrainConfig
-    from trainer.distributed import setup
-    from trainer.train import Trainer, check_inputs
 
-    cfg = TrainConfig(data=str(data), run_dir=str(run_dir), width=args.width, batch_size=args.batch_size,
-                      max_steps=max_steps, epochs=10**6, device=args.device, num_workers=args.workers,
-                      val_every=0, tencrop=False, checkpoint_minutes=10**6, log_every=args.log_every,
-                      resume="never")
-    return Trainer(check_inputs(cfg), setup(args.device))
+    return TrainConfig(data=str(data), run_dir=str(run_dir), width=args.width, batch_size=args.batch_size,
+                       max_steps=max_steps, epochs=10**6, device=args.device, num_workers=args.workers,
+                       val_every=0, tencrop=False, checkpoint_minutes=10**6, log_every=args.log_every,
+                       resume="never")
 
 
 class InMemory:
@@ -75,57 +75,75 @@ class InMemory:
         return {}
 
 
+class Clock:
+    """The Trainer's step hook: the wall time after step `start` and after step `end`, the
+    device caught up at each, so the window holds steps start+1 .. end."""
+
+    def __init__(self, device: str, start: int, end: int):
+        self.cuda, self.start, self.end = device.startswith("cuda"), start, end
+        self.marks: dict[int, float] = {}
+
+    def __call__(self, state) -> None:
+        if state.step in (self.start, self.end):
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.marks[state.step] = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.marks[self.end] - self.marks[self.start]
+
+
 def time_trainer(args, data: Path, run_dir: Path, in_memory: bool = False) -> tuple[float, float]:
-    """(images/s, data-wait fraction) of the trainer's loop over steps warmup+1 .. warmup+steps."""
-    trainer = make_trainer(args, data, run_dir, args.warmup + args.steps)
+    """(images/s, data-wait fraction) of `Trainer.fit` over steps warmup+1 .. warmup+steps;
+    the run then ends as any run that reaches --max-steps does (a checkpoint, after the clock)."""
+    from trainer.distributed import setup
+    from trainer.train import Trainer, check_inputs
+
+    clock = Clock(args.device, args.warmup, args.warmup + args.steps)
+    cfg = check_inputs(train_config(args, data, run_dir, args.warmup + args.steps))
+    trainer = Trainer(cfg, setup(args.device), on_step=clock)
     if in_memory:
         trainer.train_loader = InMemory(trainer.train_loader)
-    marks, step = {}, trainer.train_step
-
-    def timed_step(images, labels):
-        loss = step(images, labels)
-        n = trainer.state.step + 1
-        if n in (args.warmup, args.warmup + args.steps):
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            marks[n] = time.perf_counter()
-        return loss
-
-    trainer.train_step = timed_step
-    trainer.begin()
-    trainer.progress.enabled = False  # the table below is the output
-    while trainer.train_epoch() == "epoch":
-        trainer.state.epoch += 1
-        trainer.state.epoch_step = 0
-    trainer.session.finish("finished")
-    return args.steps * args.batch_size / (marks[args.warmup + args.steps] - marks[args.warmup]), \
-        trainer.meter.data_wait_frac
+    said = io.StringIO()  # the trainer's progress lines: the table below is the output
+    try:
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            code = trainer.fit()
+    except BaseException:
+        sys.stderr.write(said.getvalue())
+        raise
+    if code != 0:
+        raise RuntimeError(f"the trainer ended with exit status {code}:\n{said.getvalue()[-2000:]}")
+    return args.steps * args.batch_size / clock.seconds(), trainer.meter.data_wait_frac
 
 
-def time_bare(args, num_classes: int) -> float:
-    from trainer.model import AlexNet
-    from trainer.optim import PaperSGD
+def time_bare(args, cfg) -> float:
+    """The product's step (`trainer.step.TrainStep`) on the model and optimizer that `cfg`
+    makes, with the Trainer's AMP and channels-last rule, on one batch already on the device."""
+    from trainer.model import build_model, configure_cuda
+    from trainer.optim import create_optimizer
+    from trainer.step import TrainStep
+    from trainer.validation import run_precision
 
     device = torch.device(args.device)
-    gpu = device.type == "cuda"
-    fmt = torch.channels_last if gpu else torch.contiguous_format
-    torch.manual_seed(0)
-    model = AlexNet(num_classes=num_classes, width=args.width).to(device, memory_format=fmt)
-    opt = PaperSGD(model.parameters(), lr=0.01)
+    precision = run_precision(cfg.amp, cfg.channels_last, device)
+    amp, channels_last = precision.bf16, precision.channels_last
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        configure_cuda()
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device, memory_format=fmt)
+    optimizer = create_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                 weight_decay=cfg.weight_decay)
+    step = TrainStep(model.train(), optimizer, device, amp, channels_last)
     x = torch.randn(args.batch_size, 3, 224, 224, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, num_classes, (args.batch_size,), device=device)
+    y = torch.randint(0, cfg.num_classes, (args.batch_size,), device=device)
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
-            if gpu:
+            if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if gpu:
+        step(x, y)
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return args.steps * args.batch_size / (time.perf_counter() - t0)
 
@@ -151,12 +169,12 @@ def main() -> int:
         tmp = Path(tmp)
         per_class = max(16, (args.warmup + args.steps) * args.batch_size // 10 + 8)
         data = args.data or demo_shards(tmp, per_class)
-        from preprocess.contract import load_manifest
+        from trainer.train import check_inputs
 
-        num_classes = len(load_manifest(data)["classes"])
+        bare_cfg = check_inputs(train_config(args, data, tmp / "runs" / "bare", 0))  # the class count
         bare, loop, mem, wait = [], [], [], []
         for r in range(args.repeats):
-            bare.append(time_bare(args, num_classes))
+            bare.append(time_bare(args, bare_cfg))
             ips, w = time_trainer(args, data, tmp / "runs" / f"bench{r}")
             loop.append(ips)
             wait.append(w)

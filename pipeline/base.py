@@ -25,7 +25,7 @@ import torch
 from pipeline.augment import MEANS, MODES
 from pipeline.sharding import EpochPlan, derive_seed, plan_epoch
 from pipeline.splitindex import SplitIndex
-from preprocess.contract import MANIFEST_NAME, SPLITS, load_manifest, load_stats, num_classes
+from preprocess.contract import MANIFEST_NAME, SPLITS, Manifest, load_stats
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -83,7 +83,7 @@ def bad_label(raw) -> str:
 def label_bound(data_dir: Path) -> int | None:
     """The class count that bounds a label: from dataset.json (shards made by other tools,
     without one, are bounded below only)."""
-    return num_classes(load_manifest(data_dir)) if (Path(data_dir) / MANIFEST_NAME).is_file() else None
+    return Manifest.read(data_dir).num_classes if (Path(data_dir) / MANIFEST_NAME).is_file() else None
 
 
 def warn_damaged(name: str, why: str) -> None:

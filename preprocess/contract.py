@@ -92,6 +92,8 @@ def require_shards(data_dir: str | Path, split: str) -> list[Path]:
 
 
 def load_manifest(data_dir: str | Path) -> dict:
+    """dataset.json whole and checked, as a dict: for the code that writes, merges or
+    reports it. A reader of its fields uses `Manifest.read`."""
     path = Path(data_dir) / MANIFEST_NAME
     if not path.is_file():
         raise DataError(
@@ -234,13 +236,55 @@ def load_stats(data_dir: str | Path) -> DatasetStats:
 WORK_DIR = ".preprocess"  # inside the output folder: per-shard statistics and bookkeeping
 
 
-def split_count(manifest: dict, split: str) -> int:
-    """Number of samples of a split in a manifest (0 when the split is absent)."""
-    return int(manifest.get("splits", {}).get(split, {}).get("count", 0))
+@dataclass(frozen=True)
+class SplitEntry:
+    count: int
+    shards: tuple[dict, ...]  # {"name", "count", "bytes", "sha256"}, in shard order
 
 
-def num_classes(manifest: dict) -> int:
-    return len(manifest["classes"])
+@dataclass(frozen=True)
+class Manifest:
+    """dataset.json as its readers use it: `Manifest.read(data_dir)`, checked by
+    `load_manifest`, with typed fields. The preprocess side that writes, merges and reports
+    the file keeps the whole dict (`load_manifest`, `write_manifest`)."""
+
+    classes: tuple[dict, ...]  # {"index", "wnid", "name"}, in label order
+    image_size: int  # side of the stored square images
+    splits: dict[str, SplitEntry]  # the splits the file lists
+
+    @classmethod
+    def read(cls, data_dir: str | Path) -> "Manifest":
+        return cls.of(load_manifest(data_dir))
+
+    @classmethod
+    def of(cls, manifest: dict) -> "Manifest":
+        """The view of a manifest dict that `load_manifest` checked."""
+        splits = {name: SplitEntry(int(entry.get("count", 0)), tuple(entry.get("shards", [])))
+                  for name, entry in manifest.get("splits", {}).items()}
+        return cls(classes=tuple(sorted(manifest["classes"], key=lambda c: c["index"])),
+                   image_size=int(manifest.get("params", {}).get("image_size", IMAGE_SIZE)), splits=splits)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_digest(self) -> str:
+        return class_digest(list(self.classes))
+
+    def class_names(self) -> list[str]:
+        """Each label's name (its wnid where the name is missing), in label order."""
+        return [c.get("name") or c["wnid"] for c in self.classes]
+
+    def split_count(self, split: str) -> int:
+        """Samples of a split (0 when the split is absent)."""
+        entry = self.splits.get(split)
+        return entry.count if entry else 0
+
+    def split_shards(self, split: str) -> tuple[dict, ...]:
+        """A split's shard entries in order (none when the split is absent)."""
+        entry = self.splits.get(split)
+        return entry.shards if entry else ()
 
 
 def class_digest(classes: list[dict]) -> str:

@@ -20,8 +20,8 @@ from pathlib import Path
 import simplejpeg
 
 from preprocess.contract import (
-    EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, SPLITS, CorruptError, DataError, index_name, list_shards, load_manifest,
-    load_stats, read_index,
+    EXT_IMAGE, EXT_LABEL, EXT_META, SPLITS, CorruptError, DataError, Manifest, index_name, list_shards, load_stats,
+    read_index,
 )
 from preprocess.output import sha256_file
 
@@ -107,12 +107,12 @@ def check(data_dir: str | Path) -> Report:
     """Every problem of a shard folder; raises DataError when its dataset.json is missing or
     damaged (there is nothing to check against)."""
     data_dir = Path(data_dir)
-    manifest = load_manifest(data_dir)
-    classes, size = manifest["classes"], manifest.get("params", {}).get("image_size", IMAGE_SIZE)
+    manifest = Manifest.read(data_dir)
+    classes, size = list(manifest.classes), manifest.image_size
     report, keys = Report(), set()
     problems = report.problems
     for split in SPLITS:
-        entries = manifest.get("splits", {}).get(split, {}).get("shards", [])
+        entries = manifest.split_shards(split)
         on_disk = {p.name for p in list_shards(data_dir, split)}
         for extra in sorted(on_disk - {e["name"] for e in entries}):
             problems.append(f"{extra}: not in the manifest")
@@ -122,9 +122,9 @@ def check(data_dir: str | Path) -> Report:
                 problems.append(f"{entry['name']}: missing")
                 continue
             _check_shard(shard, entry, classes, size, keys, report)
-        if sum(e["count"] for e in entries) != manifest.get("splits", {}).get(split, {}).get("count", 0):
+        if sum(e["count"] for e in entries) != manifest.split_count(split):
             problems.append(f"{split}: shard counts do not add up to the manifest's count")
-    if manifest.get("splits", {}).get("train", {}).get("count"):
+    if manifest.split_count("train"):
         try:
             stats = load_stats(data_dir)  # checks every field's shape and that it is finite
             if stats.mean_image.shape != (size, size, 3):

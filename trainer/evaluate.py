@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             print(f"trainer evaluate: {exc}")
         return exitcodes.for_error(exc)
-    expected = int(manifest.get("splits", {}).get(args.split, {}).get("count", seen))
+    expected = manifest.split_count(args.split) if args.split in manifest.splits else seen
     if seen != expected:  # damaged samples are masked by the loader: a partial count is no result
         if rank == 0:
             print(f"trainer evaluate: counted {seen} {args.split} images but dataset.json lists {expected}; "

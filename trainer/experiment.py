@@ -168,7 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
-    from preprocess.contract import DataError, load_manifest
+    from preprocess.contract import DataError, Manifest
 
     try:
         lrs = [float(v) for v in args.lrs.split(",") if v.strip()]
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trainer experiment: --lrs must be numbers separated by commas, not {args.lrs!r}")
         return 2
     try:
-        num_classes = len(load_manifest(args.data)["classes"])
+        num_classes = Manifest.read(args.data).num_classes
         x, y = shrunk_split(args.data, "train", args.image_size, args.max_images)
     except DataError as exc:
         print(f"trainer experiment: {exc}")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocess.contract import DataError, class_digest, load_manifest
+from preprocess.contract import DataError, Manifest
 from trainer.checkpoint import (CheckpointError, class_change, class_note, describe_mismatch, load_checkpoint,
                                 model_weights)
 
@@ -66,15 +66,14 @@ def resolve_data_dir(data: str | None, config: dict, checkpoint: str | Path) -> 
     return Path(data)
 
 
-def load_models(paths: list[str], data: str | None, device) -> tuple[list, list[dict], Path, dict]:
+def load_models(paths: list[str], data: str | None, device) -> tuple[list, list[dict], Path, Manifest]:
     """Checkpoints for one data set: each must classify exactly the data's classes, in the
     same label order (the class list digest it recorded at training)."""
     loaded = [_load(Path(p), device) for p in paths]
     models, configs = [m for m, _, _ in loaded], [c for _, c, _ in loaded]
     data_dir = resolve_data_dir(data, configs[0], paths[0])
-    manifest = load_manifest(data_dir)
-    classes = len(manifest["classes"])
-    digest = class_digest(manifest["classes"])
+    manifest = Manifest.read(data_dir)
+    classes, digest = manifest.num_classes, manifest.class_digest
     for p, (model, _, ckpt) in zip(paths, loaded):
         if num_classes(model) != classes:
             raise CheckpointError(f"{p} classifies {num_classes(model)} classes but "
@@ -88,9 +87,6 @@ def load_models(paths: list[str], data: str | None, device) -> tuple[list, list[
     return models, configs, data_dir, manifest
 
 
-def class_names(manifest: dict) -> list[str]:
-    classes = sorted(manifest["classes"], key=lambda c: c["index"])
-    return [c.get("name") or c["wnid"] for c in classes]
 
 
 @functools.lru_cache(maxsize=4)

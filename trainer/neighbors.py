@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError
     from trainer.distributed import setup
-    from trainer.inference import CheckpointError, class_names, image_input, load_models
+    from trainer.inference import CheckpointError, image_input, load_models
 
     device = setup(args.device).device
     try:
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError) as exc:
         print(f"trainer neighbors: {exc}")
         return exitcodes.for_error(exc)
-    names = class_names(manifest)
+    names = manifest.class_names()
     with torch.no_grad():
         q = model.hidden(torch.stack([x for x, _ in queries]).to(device)).float()
     dist, rows = nearest(q, index["features"], index["sq_norms"], args.k, device)

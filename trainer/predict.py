@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError, load_stats
     from trainer.distributed import setup
-    from trainer.inference import CheckpointError, class_names, image_input, load_models
+    from trainer.inference import CheckpointError, image_input, load_models
 
     device = setup(args.device).device
     try:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, DataError) as exc:
         print(f"trainer predict: {exc}")
         return exitcodes.for_error(exc)
-    names = class_names(manifest)
+    names = manifest.class_names()
     inputs, kept, failed = [], [], 0
     for path in args.images:
         try:

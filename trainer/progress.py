@@ -7,6 +7,7 @@ second; metric rows are written every `log_every` steps by the loop.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -87,9 +88,10 @@ def _hms(seconds: float) -> str:
 
 
 class StoreReporter:
-    """Rank 0's writes to the run store: metric rows per log interval, progress ~1/s."""
+    """Rank 0's writes to the run store: metric rows per log interval, progress ~1/s.
+    `fixed` holds the run's fixed facts; each progress write adds what the loop measured."""
 
-    def __init__(self, store, run_id: int, *, fixed: dict, progress_seconds: float = 1.0):
+    def __init__(self, store, run_id: int, *, fixed: rs.RunProgress, progress_seconds: float = 1.0):
         self.store, self.run_id, self.fixed = store, run_id, fixed
         self.progress_seconds = progress_seconds
         self._last = -1e18
@@ -107,7 +109,7 @@ class StoreReporter:
         if not force and now - self._last < self.progress_seconds:
             return
         self._last = now
-        self.store.update_progress(self.run_id, epoch=epoch, step=step, lr=lr, images_per_sec=meter.images_per_sec,
-                                   data_wait_frac=meter.data_wait_frac, eta_s=eta_s, images_seen=images_seen,
-                                   **self.fixed)
+        record = dataclasses.replace(self.fixed, images_per_sec=meter.images_per_sec,
+                                     data_wait_frac=meter.data_wait_frac, eta_s=eta_s, images_seen=images_seen)
+        self.store.update_progress(self.run_id, epoch=epoch, step=step, lr=lr, progress=record)
         self.store.maybe_flush()

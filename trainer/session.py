@@ -50,12 +50,11 @@ class Session:
             self.event(state.step, "restart", {
                 "resumed_from_step": state.step, "checkpoint": state.resumed_from or None,
                 "replayed_commands": [c["id"] for c in self.replays]})
-        self.reporter_fixed = {"epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch,
-                               "batch_size": cfg.batch_size, "world_size": world.world_size, "demo": cfg.demo,
-                               "max_steps": cfg.max_steps}
+        fixed = rs.RunProgress(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, batch_size=cfg.batch_size,
+                               world_size=world.world_size, demo=cfg.demo, max_steps=cfg.max_steps)
         from trainer.progress import Meter, StoreReporter
 
-        self.reporter = StoreReporter(self.store, self.run_id, fixed=self.reporter_fixed)
+        self.reporter = StoreReporter(self.store, self.run_id, fixed=fixed)
         self.reporter.progress(state.step, state.epoch + state.epoch_step / steps_per_epoch, lr=state.lr,
                                meter=Meter(cfg.batch_size), eta_s=0.0, images_seen=state.step * cfg.batch_size,
                                force=True)

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from preprocess import exitcodes
-from preprocess.contract import DataError, class_digest, load_manifest, require_shards
+from preprocess.contract import DataError, Manifest, require_shards
 from trainer import config as config_mod
 from trainer import runstore as rs
 from trainer.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.commands import Control
 from trainer.config import TrainConfig
-from trainer.distributed import World, all_gather_object, all_reduce_sum, setup, teardown
+from trainer.distributed import World, all_gather_object, setup, teardown
 from trainer.loaders import loader_config
 from trainer.lr_policy import LRPolicy
 from trainer.model import MODEL_FIELDS, build_model, configure_cuda
@@ -36,6 +37,7 @@ from trainer.finetune import freeze_features, transfer
 from trainer.resume import choose_checkpoint
 from trainer.runlock import RunLocked, hold_run_dir
 from trainer.session import RunState, Session, TrainError
+from trainer.step import LossTally, TrainStep
 from trainer.trace import StepTrace
 from trainer.validation import evaluate_loader, run_precision
 
@@ -56,11 +58,11 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
     """Bad input ends here with one line: no data, a contradicting class count, a run dir
     that cannot be written."""
     cfg = cfg.resolved()
-    manifest = load_manifest(cfg.data)
+    manifest = Manifest.read(cfg.data)
     require_shards(cfg.data, "train")
     if cfg.val_every or cfg.tencrop:
         require_shards(cfg.data, "val")
-    n = len(manifest["classes"])
+    n = manifest.num_classes
     if cfg.num_classes and cfg.num_classes != n:
         raise TrainError(f"--num-classes {cfg.num_classes} contradicts {cfg.data}/dataset.json, which has {n} classes")
     if cfg.freeze_features and not cfg.init_from:
@@ -90,14 +92,16 @@ def train(cfg: TrainConfig) -> int:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, world: World, holder: dict | None = None):
+    def __init__(self, cfg: TrainConfig, world: World, holder: dict | None = None,
+                 on_step: Callable[[RunState], None] | None = None):
         self.cfg, self.world = cfg, world
+        self.on_step = on_step  # after each step, on every rank: benchmarks/train_bench.py's clock
         self.device = world.device
         self.precision = run_precision(cfg.amp, cfg.channels_last, self.device)  # `trainer evaluate`'s too
         self.amp, self.channels_last = self.precision.bf16, self.precision.channels_last
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
-        self.class_digest = class_digest(load_manifest(cfg.data)["classes"])
+        self.class_digest = Manifest.read(cfg.data).class_digest
         if world.is_main:
             for p in self.ckdir.sweep():
                 self.say(f"trainer: removed {p.name}, left in {p.parent} by a writer that is gone")
@@ -151,6 +155,7 @@ class Trainer:
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 gradient_as_bucket_view=True)
         self.net = torch.compile(net) if cfg.compile else net
+        self.step = TrainStep(self.net, self.optimizer, self.device, self.amp, self.channels_last)
 
     def resume(self) -> tuple[RunState, dict | None]:
         cfg = self.cfg
@@ -190,30 +195,31 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> int:
-        cfg, st = self.cfg, self.state
         self.begin()
-        outcome = "epochs"
         try:
-            while st.epoch < cfg.epochs:
-                outcome = self.train_epoch()
-                if outcome != "epoch":
-                    break
-                st.epoch += 1
-                st.epoch_step = 0
-                if not self.end_of_epoch():
-                    outcome = "nan"
-                    break
-            else:
-                outcome = "epochs"
-            return self.finish(outcome)
+            return self.finish(self.run_epochs())
         except BaseException as e:
             if self.session:
-                self.session.fail(st, f"{type(e).__name__}: {e}")
+                self.session.fail(self.state, f"{type(e).__name__}: {e}")
             raise
         finally:
             self.progress.close()
             if self.trace:
                 self.trace.close(self.model)
+
+    def run_epochs(self) -> str:
+        """Epochs (the rest of one first, after a resume) until the run ends.
+        Returns epochs | stop | max_steps | nan."""
+        cfg, st = self.cfg, self.state
+        while st.epoch < cfg.epochs:
+            outcome = self.train_epoch()
+            if outcome != "epoch":
+                return outcome
+            st.epoch += 1
+            st.epoch_step = 0
+            if not self.end_of_epoch():
+                return "nan"
+        return "epochs"
 
     def begin(self) -> None:
         cfg, st = self.cfg, self.state
@@ -221,8 +227,7 @@ class Trainer:
         self.meter = Meter(cfg.batch_size)
         self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
         self.trace = StepTrace(cfg.trace, self.world.rank) if cfg.trace else None
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.loss_count = 0
+        self.losses = LossTally(self.device)
         if st.resumed_from:
             self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
                                 f"batch {st.epoch_step}/{self.steps_per_epoch})")
@@ -254,11 +259,13 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
             self.meter.add(time.perf_counter() - t0)
-            self.train_step(images, labels)  # the loss accumulates on the device; read per interval
+            self.losses.add(self.step(images, labels))  # read back per log interval (sync_loss)
             st.step += 1
             st.epoch_step += 1
             if self.trace:
                 self.trace.step(st, images, labels)
+            if self.on_step:
+                self.on_step(st)
             if cfg.step_delay:
                 time.sleep(cfg.step_delay)
             # On the CPU every loss is already on the host; on a GPU read it back only per
@@ -269,42 +276,15 @@ class Trainer:
             self.report()
         return "epoch"
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True).long()
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.net(images)
-        # The paper's objective: the mean over the batch of -log p(label); DDP averages
-        # the gradients over ranks, so this is the mean over the whole SGD batch.
-        # A batch whose JPEGs were all damaged is empty; it still takes part in DDP's reduction.
-        loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.sum() * 0.0
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.loss_sum += loss.detach()
-        self.loss_count += 1
-        return loss
-
     def sync_loss(self, check_params: bool = False) -> bool:
         """Mean loss since the last call over all ranks; False (and stop) if it is not finite.
         Before a checkpoint the weights are checked too: a finite loss can precede an
         update that overflows, and such weights must never replace the last good file."""
         st = self.state
-        if self.loss_count == 0 and not check_params:
+        if self.losses.count == 0 and not check_params:
             return True
-        total = torch.tensor([self.loss_sum.item(), float(max(self.loss_count, 1))], dtype=torch.float64)
-        if check_params:
-            weights = torch.stack([p.detach().float().sum() for p in self.model.parameters()]).sum()
-            total[0] += 0.0 if torch.isfinite(weights) else float("nan")
-        total[0] = total[0] if torch.isfinite(total[0]) else float("inf")
-        all_reduce_sum(self.world, total)
-        had_steps = self.loss_count > 0
-        self.loss_sum.zero_()
-        self.loss_count = 0
-        loss = float(total[0] / total[1])
-        if not torch.isfinite(torch.tensor(loss)):
+        loss, had_steps = self.losses.take(self.world, self.model if check_params else None)
+        if not math.isfinite(loss):
             self.last_loss = loss
             return False
         if not had_steps:

@@ -4,8 +4,8 @@ loss that falls.
 bare: the batch already sits on the device, so the figure is the model's ceiling.
 fed: every step takes the next batch from the loader; the time spent waiting in `next()`
 with the GPU idle, over the total, is the data-wait fraction (the issue's target: below 5%).
-One step function serves all three, AMP and channels-last switched by flags, as the
-trainer does (STYLE.md: one path with `enabled=` flags).
+Every figure times the trainer's own step (`trainer.step.TrainStep`), AMP and channels-last
+switched by flags as the trainer switches them.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from trainer.model import AlexNet, configure_cuda
 from trainer.optim import PaperSGD
+from trainer.step import TrainStep
 
 from gpu.timing import Budget, sync, throughput
 
@@ -33,39 +33,23 @@ def make_model(num_classes: int, width: float, device: str, channels_last: bool,
     return model, PaperSGD(model.parameters())
 
 
-def make_step(model, optimizer, device: str, amp: bool):
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-
-    def step(images, labels):
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels)  # as trainer.train: the loss in fp32
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
-
-
-def _place(images, labels, device: str, channels_last: bool):
-    images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(device, non_blocking=True).long()
+def make_step(model, optimizer, device: str, amp: bool, channels_last: bool) -> TrainStep:
+    return TrainStep(model, optimizer, torch.device(device), amp, channels_last)
 
 
 def _random_batch(num_classes, batch, device, channels_last):
     # Content does not change the speed of dense convolutions; random data is fine here.
-    images = torch.randn(batch, 3, 224, 224)
-    labels = torch.randint(0, num_classes, (batch,))
-    return _place(images, labels, device, channels_last)
+    # Already on the device (and channels-last): the step's own copies are then no-ops.
+    images = torch.randn(batch, 3, 224, 224, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, torch.randint(0, num_classes, (batch,), device=device)
 
 
 def bare(num_classes, width, batch, device, amp, channels_last, budget: Budget, compile: bool = False) -> dict:
     model, opt = make_model(num_classes, width, device, channels_last)
     net = torch.compile(model) if compile else model  # what `trainer train --compile` does
-    step = make_step(net.train(), opt, device, amp)
+    step = make_step(net.train(), opt, device, amp, channels_last)
     images, labels = _random_batch(num_classes, batch, device, channels_last)
     t0 = time.perf_counter()
     step(images, labels)  # with compile: the compilation
@@ -83,7 +67,7 @@ def profile(num_classes, width, batch, device, amp, channels_last, steps: int, p
     from torch.profiler import profile as torch_profile
 
     model, opt = make_model(num_classes, width, device, channels_last)
-    step = make_step(model.train(), opt, device, amp)
+    step = make_step(model.train(), opt, device, amp, channels_last)
     images, labels = _random_batch(num_classes, batch, device, channels_last)
     for _ in range(3):
         step(images, labels)
@@ -103,7 +87,7 @@ def profile(num_classes, width, batch, device, amp, channels_last, steps: int, p
             "top": [{"op": e.key, "share": round(getattr(e, key) / total, 4), "calls": e.count} for e in top]}
 
 
-def _fed_phase(batches, step, device, channels_last, seconds: float, max_steps: int, drain: bool) -> dict:
+def _fed_phase(batches, step, device, seconds: float, max_steps: int, drain: bool) -> dict:
     """Steps fed from `batches` for about `seconds`. With `drain`, the GPU queue is emptied
     before each `next()`, so the time in `next()` is the data alone; without, the time in
     `next()` is what the trainer's data-time meter sees (it includes any wait for the GPU
@@ -122,7 +106,7 @@ def _fed_phase(batches, step, device, channels_last, seconds: float, max_steps: 
         if n == 0:
             start_wait += waited
             starts += 1
-        step(*_place(images, labels, device, channels_last))
+        step(images, labels)  # the step copies the batch to the device, as in the trainer
         steps += 1
         seen += int(labels.shape[0])
         if steps >= 2 and time.perf_counter() - t0 >= seconds:
@@ -146,13 +130,13 @@ def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: 
     steady figures.
     """
     model, opt = make_model(num_classes, width, device, channels_last)
-    step = make_step(model.train(), opt, device, amp)
+    step = make_step(model.train(), opt, device, amp, channels_last)
     for _ in range(budget.warmup_steps):
-        step(*_place(*next(batches)[1], device, channels_last))
+        step(*next(batches)[1])
     sync(device)
     half = budget.min_seconds / 2
-    as_trainer = _fed_phase(batches, step, device, channels_last, half, budget.max_steps, drain=False)
-    drained = _fed_phase(batches, step, device, channels_last, half, budget.max_steps, drain=True)
+    as_trainer = _fed_phase(batches, step, device, half, budget.max_steps, drain=False)
+    drained = _fed_phase(batches, step, device, half, budget.max_steps, drain=True)
     return {"items_per_s": as_trainer["items_per_s"], "batch": batch,
             "data_wait_fraction": drained["next_fraction"],
             "next_fraction_as_trainer": as_trainer["next_fraction"],
@@ -175,8 +159,8 @@ def loss_falls(images, labels, num_classes, width, device, amp, channels_last, s
     for layer in model.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             layer.reset_parameters()
-    step = make_step(model.train(), opt, device, amp)
-    images, labels = _place(images, labels, device, channels_last)
+    step = make_step(model.train(), opt, device, amp, channels_last)
+    images, labels = images.to(device), labels.to(device)  # one batch, copied once
     losses = [float(step(images, labels).detach()) for _ in range(steps)]
     start = sum(losses[:3]) / 3
     best = min(losses[3:])

@@ -65,8 +65,8 @@ def _store_with_a_run(path):
             runstore.IMAGES_SEEN: step * 128,
         })
     # What the trainer keeps in the run's progress (throughput, data wait, images seen).
-    store.update_progress(run_id, epoch=1.0, step=20, lr=0.01, images_per_sec=100.0,
-                          data_wait_frac=0.1, images_seen=2560, demo=True)
+    store.update_progress(run_id, epoch=1.0, step=20, lr=0.01, progress=runstore.RunProgress(
+        images_per_sec=100.0, data_wait_frac=0.1, images_seen=2560, demo=True))
     store.close()
 
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from shardrun import output_bytes, run_cli, run_inprocess, shard_args
 
-from preprocess.contract import list_shards, load_manifest, load_stats, split_count
+from preprocess.contract import Manifest, list_shards, load_manifest, load_stats
 from preprocess.democorpus import SYNSETS_NAME
 from preprocess.holdout import held_count
 from test_shard_output import _samples
@@ -34,7 +34,8 @@ def test_holdout_is_per_class_deterministic_and_kept_out_of_the_statistics(train
     assert r.returncode == 0, r.stderr
     assert output_bytes(one) == output_bytes(two)  # same files held out, same bytes, any worker count
     m = load_manifest(one)
-    assert (split_count(m, "train"), split_count(m, "val")) == (90, 30)  # 12 a class: 3 held out of each
+    counts = Manifest.of(m)
+    assert (counts.split_count("train"), counts.split_count("val")) == (90, 30)  # 12 a class: 3 held out of each
     assert m["params"]["holdout_fraction"] == 0.25 and m["params"]["holdout_seed"] == 7
     val = [s for shard in list_shards(one, "val") for s in _samples(shard)]
     train = [s for shard in list_shards(one, "train") for s in _samples(shard)]

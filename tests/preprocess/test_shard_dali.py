@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from preprocess.contract import (
-    EXT_IMAGE, EXT_LABEL, index_name, list_shards, load_manifest, parse_index, split_count,
+    EXT_IMAGE, EXT_LABEL, Manifest, index_name, list_shards, load_manifest, parse_index,
 )
 
 dali = pytest.importorskip("nvidia.dali")
@@ -53,4 +53,4 @@ def test_dali_reads_every_shard_with_its_index(demo_shards):
             assert set(shapes) == {(256, 256, 3)}
             assert all(0 <= c < n_classes for c in labels)
             total += n
-        assert total == split_count(manifest, split) > 0
+        assert total == Manifest.of(manifest).split_count(split) > 0

@@ -10,7 +10,7 @@ import pytest
 from shardrun import output_bytes, run_cli, run_inprocess, shard_args
 
 from preprocess import image
-from preprocess.contract import list_shards, load_manifest, load_stats, parse_index, split_count
+from preprocess.contract import Manifest, list_shards, load_manifest, load_stats, parse_index
 from preprocess.sources import discover
 from preprocess.verify import verify
 
@@ -26,7 +26,8 @@ def test_manifest_follows_the_contract(demo_shards, demo_corpus):
     m = load_manifest(demo_shards)
     assert [c["wnid"] for c in m["classes"]] == sorted(p.name for p in (demo_corpus / "train").iterdir())
     assert [c["index"] for c in m["classes"]] == list(range(10)) and m["classes"][0]["name"] == "astronaut"
-    assert split_count(m, "train") == 120 and split_count(m, "val") == 40 and m["rejected"] == 0
+    counts = Manifest.of(m)
+    assert counts.split_count("train") == 120 and counts.split_count("val") == 40 and m["rejected"] == 0
     assert m["params"]["image_size"] == 256 and m["params"]["jpeg_quality"] == 95 and m["params"]["seed"] == 0
     assert m["totals"]["count"] == 160
     for split in ("train", "val"):
@@ -85,7 +86,7 @@ def test_shard_max_bytes_splits_shards_deterministically(demo_corpus, tmp_path):
     for split in ("train", "val"):
         entries = m["splits"][split]["shards"]
         assert len(entries) > 4 and all(e["bytes"] <= limit for e in entries)
-        assert sum(e["count"] for e in entries) == split_count(m, split)
+        assert sum(e["count"] for e in entries) == Manifest.of(m).split_count(split)
         for entry in entries:
             idx = (tmp_path / "a" / entry["name"]).with_suffix(".idx")
             assert len(parse_index(idx.read_text())) == entry["count"]

@@ -16,7 +16,7 @@ from oddfiles import odd_files
 from shardrun import output_bytes, run_cli, run_inprocess, shard_args
 
 from preprocess import democorpus
-from preprocess.contract import WORK_DIR, load_manifest, load_stats, split_count
+from preprocess.contract import WORK_DIR, Manifest, load_manifest, load_stats
 from preprocess.verify import verify
 
 
@@ -105,7 +105,7 @@ def test_each_bad_file_is_rejected_with_its_reason_and_the_rest_converted(odd_co
     assert got == {name: want for name, (_, want) in files.items() if want != "ok"}
     m = load_manifest(out)
     n_ok = sum(want == "ok" for _, want in files.values())
-    assert split_count(m, "train") == 120 + n_ok and m["rejected"] == len(got)
+    assert Manifest.of(m).split_count("train") == 120 + n_ok and m["rejected"] == len(got)
     assert "rejected: 6 (" in result.stdout
     assert verify(out) == []  # shards whole despite the failing exit status
     again = run_cli(shard_args(corpus, out, "--workers", "1", "--max-reject-fraction", "0.05"))

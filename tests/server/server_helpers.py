@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 
 from trainer import runstore
-from trainer.runstore import RunStore
+from trainer.runstore import RunProgress, RunStore
 from trainer.server.app import create_app
 from trainer.server.protocol import uvicorn_options
 from trainer.server.settings import ServerSettings
@@ -67,9 +67,9 @@ def make_run(store: RunStore, name: str = "run-a", *, lr: float = 0.01, steps: i
             store.log_metrics(rid, step, step / spe, {runstore.VAL_TOP1: 0.9 - step * 1e-5,
                                                      runstore.VAL_TOP5: 0.7 - step * 1e-5})
     store.flush()
-    store.update_progress(rid, epoch=steps / spe, step=steps, lr=lr, epochs=epochs, steps_per_epoch=spe,
-                          images_per_sec=500.0, data_wait_frac=0.05, eta_s=3600.0, images_seen=steps * 128,
-                          batch_size=128, world_size=1, demo=True)
+    store.update_progress(rid, epoch=steps / spe, step=steps, lr=lr, progress=RunProgress(
+        epochs=epochs, steps_per_epoch=spe, images_per_sec=500.0, data_wait_frac=0.05, eta_s=3600.0,
+        images_seen=steps * 128, batch_size=128, world_size=1, demo=True))
     if status != "running":
         store.set_status(rid, status)
     return rid

@@ -69,7 +69,8 @@ def test_non_finite_values_are_null_not_500(live):
     rid = make_run(live.store, steps=3)
     live.store.log_metrics(rid, 4, 0.04, {runstore.LOSS: float("nan")})
     live.store.flush()
-    live.store.update_progress(rid, epoch=0.04, step=4, lr=0.01, eta_s=float("inf"), images_per_sec=float("nan"))
+    live.store.update_progress(rid, epoch=0.04, step=4, lr=0.01,
+                               progress=runstore.RunProgress(eta_s=float("inf"), images_per_sec=float("nan")))
     with live.client() as c:
         assert c.get(f"/api/runs/{rid}/metrics/{runstore.LOSS}").json()["values"][-1] is None
         run = c.get(f"/api/runs/{rid}")

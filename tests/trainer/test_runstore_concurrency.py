@@ -41,7 +41,8 @@ def test_a_hard_polling_reader_never_breaks_the_writer(tmp_path):
         wait_for(lambda: (tmp_path / "ready").exists(), timeout=60, what="the reader", proc=reader)
         for step in range(1, 401):
             store.log_metrics(run_id, step, step / 100, {rs.LOSS: 1.0 / step, rs.LR: 0.01})
-            store.update_progress(run_id, epoch=step / 100, step=step, lr=0.01, images_per_sec=1.0)
+            store.update_progress(run_id, epoch=step / 100, step=step, lr=0.01,
+                                  progress=rs.RunProgress(images_per_sec=1.0))
             if step % 50 == 0:
                 store.log_event(run_id, step, "checkpoint", {"path": "x"}, flush=True)
     finally:

@@ -20,15 +20,15 @@ from trainer.runstore.commands import Command, CommandsMixin
 from trainer.runstore.schema import (
     COMMAND_STATES, DATA_WAIT, DEFAULT_MIN_LR, EPOCH, FLOOR_TOLERANCE, IMAGES_PER_SEC, IMAGES_SEEN, INTERRUPTED,
     LOSS, LR, MIGRATIONS, RUN_STATUSES, SCHEMA_VERSION, VAL10_TOP1, VAL10_TOP5, VAL_TOP1, VAL_TOP5,
-    RunStoreDamaged, RunStoreError, RunStoreFull, _schema_statements, _snapshot, _transaction, is_damage,
-    store_error,
+    RunProgress, RunStoreDamaged, RunStoreError, RunStoreFull, _schema_statements, _snapshot, _transaction,
+    is_damage, store_error,
 )
 
 __all__ = [
     "COMMAND_STATES", "DATA_WAIT", "DEFAULT_MIN_LR", "EPOCH", "FLOOR_TOLERANCE", "IMAGES_PER_SEC", "IMAGES_SEEN",
     "INTERRUPTED", "LOSS", "LR", "RUN_STATUSES", "SCHEMA_VERSION", "VAL10_TOP1", "VAL10_TOP5", "VAL_TOP1",
-    "VAL_TOP5", "Command", "RunStore", "RunStoreDamaged", "RunStoreError", "RunStoreFull", "is_damage",
-    "store_error",
+    "VAL_TOP5", "Command", "RunProgress", "RunStore", "RunStoreDamaged", "RunStoreError", "RunStoreFull",
+    "is_damage", "store_error",
 ]
 
 # Metric and event rows kept in memory while the file cannot be written (a full disk):
@@ -192,11 +192,12 @@ class RunStore(CommandsMixin):
             (status, now, finished, run_id),
         )
 
-    def update_progress(self, run_id: int, *, epoch: float, step: int, lr: float, **progress) -> None:
+    def update_progress(self, run_id: int, *, epoch: float, step: int, lr: float,
+                        progress: RunProgress = RunProgress()) -> None:
         """The run's current position; `progress` holds the rest (epochs, ETA, images/s...)."""
         self._conn().execute(
             "UPDATE runs SET epoch = ?, step = ?, lr = ?, progress = ?, updated_at = ? WHERE id = ?",
-            (epoch, step, lr, json.dumps(progress, sort_keys=True), time.time(), run_id),
+            (epoch, step, lr, json.dumps(progress.to_json(), sort_keys=True), time.time(), run_id),
         )
 
     def get_run(self, run_id: int) -> dict | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 from preprocess import exitcodes
@@ -25,6 +26,38 @@ IMAGES_PER_SEC = "images_per_sec"
 DATA_WAIT = "data_wait_frac"
 EPOCH = "epoch"
 IMAGES_SEEN = "images_seen"
+
+
+
+@dataclasses.dataclass(frozen=True)
+class RunProgress:
+    """The progress record: the JSON object in `runs.progress`, beside the row's epoch, step
+    and LR columns. Rank 0 writes it about once a second (`trainer.progress.StoreReporter`);
+    the REST API (`trainer.server.summary`) and /metrics (`trainer.server.prometheus`) read
+    it. A field a stored row lacks (a store written before the field existed) reads as None."""
+
+    # The run's fixed facts (trainer.session).
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int | None = None
+    world_size: int | None = None
+    demo: bool = False
+    max_steps: int | None = None  # 0: all epochs
+    # What the loop measures (trainer.progress.Meter): floats may be NaN or infinite.
+    images_per_sec: float | None = None
+    data_wait_frac: float | None = None
+    eta_s: float | None = None
+    images_seen: int | None = None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, stored: dict) -> "RunProgress":
+        """The record of a stored object, its values as stored (a reader checks their
+        types); keys this code does not know are passed over."""
+        return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls) if f.name in stored})
+
 
 RUN_STATUSES = ("running", "finished", "stopped", "failed")
 # Never stored: what a reader shows for a "running" row whose trainer is gone

@@ -11,9 +11,10 @@ import math
 
 from trainer import runstore
 from trainer.runlock import observed_status
-from trainer.runstore import RunStore
+from trainer.runstore import RunProgress, RunStore
 
-# (name, type, help, how to read it from a run: a metric name or a progress/run field)
+# (name, type, help, how to read it from a run: a metric name, a `runs` column, or a field
+# of the progress record, `RunProgress`)
 METRICS = [
     ("alexnet_train_loss", "gauge", "Training cross-entropy loss at the last logged step.", ("metric", runstore.LOSS)),
     ("alexnet_learning_rate", "gauge", "Current learning rate of SGD.", ("run", "lr")),
@@ -52,7 +53,7 @@ def _value(store: RunStore, run: dict, source: tuple[str, str]) -> float | None:
     elif kind == "run":
         value = run.get(key)
     else:
-        value = run["progress"].get(key)
+        value = getattr(RunProgress.from_json(run["progress"]), key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from trainer import runstore
-from trainer.runstore import RunStore
+from trainer.runstore import RunProgress, RunStore
 
 from .schemas import RunBrief, RunDetail
 
@@ -48,11 +48,11 @@ def _int(value) -> int | None:
 def run_brief(run: dict) -> RunBrief:
     return RunBrief(
         id=run["id"], name=run["name"], status=run["status"], epoch=run["epoch"], step=run["step"],
-        lr=run["lr"], updated_at=run["updated_at"], demo=bool(run["progress"].get("demo", False)))
+        lr=run["lr"], updated_at=run["updated_at"], demo=bool(RunProgress.from_json(run["progress"]).demo))
 
 
 def run_detail(store: RunStore, run: dict) -> RunDetail:
-    rid, progress = run["id"], run["progress"]
+    rid, progress = run["id"], RunProgress.from_json(run["progress"])
 
     def last(name: str) -> float | None:
         row = store.last_metric(rid, name)
@@ -63,18 +63,18 @@ def run_detail(store: RunStore, run: dict) -> RunDetail:
     return RunDetail(
         **run_brief(run).model_dump(),
         created_at=run["created_at"], finished_at=run["finished_at"],
-        epochs=_int(progress.get("epochs", run["config"].get("epochs"))),
-        steps_per_epoch=_int(progress.get("steps_per_epoch")),
+        epochs=_int(run["config"].get("epochs") if progress.epochs is None else progress.epochs),
+        steps_per_epoch=_int(progress.steps_per_epoch),
         best_val_top1_error=store.best_metric(rid, runstore.VAL_TOP1),
         best_val_top5_error=store.best_metric(rid, runstore.VAL_TOP5),
         last_val_top1_error=last(runstore.VAL_TOP1),
         last_val_top5_error=last(runstore.VAL_TOP5),
         last_train_loss=last(runstore.LOSS),
-        images_per_sec=_num(progress.get("images_per_sec")),
-        data_wait_frac=_num(progress.get("data_wait_frac")),
-        eta_s=_num(progress.get("eta_s")),
-        images_seen=_int(progress.get("images_seen")),
+        images_per_sec=_num(progress.images_per_sec),
+        data_wait_frac=_num(progress.data_wait_frac),
+        eta_s=_num(progress.eta_s),
+        images_seen=_int(progress.images_seen),
         pending_commands=store.count_commands(rid, "pending"),
         # ?v= changes with each new picture, so a browser never shows a stale cached one.
         filters_url=f"/api/runs/{rid}/filters.png?v={stamp}" if filters else None,
-        config=json_safe(run["config"]), progress=json_safe(progress))
+        config=json_safe(run["config"]), progress=json_safe(run["progress"]))
