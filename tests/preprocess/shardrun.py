@@ -16,7 +16,11 @@ def shard_args(src: Path, out: Path, *extra: str, max_count: int = 32) -> list[s
 
 
 def run_inprocess(args: list[str]) -> int:
-    """Single-worker runs only: forking workers from the test process is left to `run_cli`."""
+    """Single-worker runs only: forking workers from the test process (threads running) can
+    deadlock a worker on a lock held at the fork, so more workers are left to `run_cli`."""
+    if "--workers" not in args:
+        args = [*args, "--workers", "1"]
+    assert args[args.index("--workers") + 1] == "1", "run_inprocess runs one worker; use run_cli for more"
     return main(args)
 
 

@@ -43,7 +43,8 @@ def test_holdout_is_per_class_deterministic_and_kept_out_of_the_statistics(train
     assert not {k for k, _, _ in val} & {k for k, _, _ in train}
     assert load_stats(one).n_pixels == 90 * 256 * 256  # the mean image and PCA saw train only
     other = tmp_path / "other"
-    assert run_inprocess(shard_args(train_only, other, "--holdout-fraction", "0.25", "--holdout-seed", "8")) == 0
+    assert run_inprocess(shard_args(train_only, other, "--holdout-fraction", "0.25", "--holdout-seed", "8",
+                                         "--workers", "1")) == 0
     assert {k for s in list_shards(other, "val") for k, _, _ in _samples(s)} != {k for k, _, _ in val}
 
 
