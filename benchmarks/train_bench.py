@@ -2,9 +2,9 @@
 
 Both loops train the same AlexNet with the same optimizer, batch size, AMP/channels-last
 settings and thread count, in the same process, alternating, best of `--repeats`:
-  bare:    the trainer's own step (`trainer.step.TrainStep`) on one batch already in memory
+  bare:    the trainer's own step (`trainer.run.step.TrainStep`) on one batch already in memory
            (on the device), nothing else;
-  trainer: `trainer.train.Trainer.fit` itself on real shards: the loader (reference on CPU,
+  trainer: `trainer.run.train.Trainer.fit` itself on real shards: the loader (reference on CPU,
            DALI on GPU), control exchange, loss read-back, metrics, progress and run store.
   no-data: the trainer's loop with its loader swapped for the same batch repeated: what
            control, metrics and the run store cost without the data path.
@@ -47,7 +47,7 @@ def demo_shards(workdir: Path, per_class: int) -> Path:
 
 def train_config(args, data: Path, run_dir: Path, max_steps: int):
     """The config both loops run: the bare loop builds its model, optimizer and step from it too."""
-    from trainer.config import TrainConfig
+    from trainer.run.config import TrainConfig
 
     return TrainConfig(data=str(data), run_dir=str(run_dir), width=args.width, batch_size=args.batch_size,
                        max_steps=max_steps, epochs=10**6, device=args.device, num_workers=args.workers,
@@ -96,8 +96,8 @@ class Clock:
 def time_trainer(args, data: Path, run_dir: Path, in_memory: bool = False) -> tuple[float, float]:
     """(images/s, data-wait fraction) of `Trainer.fit` over steps warmup+1 .. warmup+steps;
     the run then ends as any run that reaches --max-steps does (a checkpoint, after the clock)."""
-    from trainer.distributed import setup
-    from trainer.train import Trainer, check_inputs
+    from trainer.run.distributed import setup
+    from trainer.run.train import Trainer, check_inputs
 
     clock = Clock(args.device, args.warmup, args.warmup + args.steps)
     cfg = check_inputs(train_config(args, data, run_dir, args.warmup + args.steps))
@@ -117,12 +117,12 @@ def time_trainer(args, data: Path, run_dir: Path, in_memory: bool = False) -> tu
 
 
 def time_bare(args, cfg) -> float:
-    """The product's step (`trainer.step.TrainStep`) on the model and optimizer that `cfg`
+    """The product's step (`trainer.run.step.TrainStep`) on the model and optimizer that `cfg`
     makes, with the Trainer's AMP and channels-last rule, on one batch already on the device."""
-    from trainer.model import build_model, configure_cuda
-    from trainer.optim import create_optimizer
-    from trainer.step import TrainStep
-    from trainer.validation import run_precision
+    from trainer.run.model import build_model, configure_cuda
+    from trainer.run.optim import create_optimizer
+    from trainer.run.step import TrainStep
+    from trainer.run.validation import run_precision
 
     device = torch.device(args.device)
     precision = run_precision(cfg.amp, cfg.channels_last, device)
@@ -169,7 +169,7 @@ def main() -> int:
         tmp = Path(tmp)
         per_class = max(16, (args.warmup + args.steps) * args.batch_size // 10 + 8)
         data = args.data or demo_shards(tmp, per_class)
-        from trainer.train import check_inputs
+        from trainer.run.train import check_inputs
 
         bare_cfg = check_inputs(train_config(args, data, tmp / "runs" / "bare", 0))  # the class count
         bare, loop, mem, wait = [], [], [], []

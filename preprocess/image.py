@@ -1,6 +1,6 @@
 """One input file to one 256x256 RGB image: robust decode, fast downscale, center crop.
 
-Used by `preprocess shard` (through `preprocess.shards`) and `trainer.inference`. The fast
+Used by `preprocess shard` (through `preprocess.shards`) and `trainer.analysis.inference`. The fast
 path decodes JPEGs with libjpeg-turbo (simplejpeg) into a reused buffer, using its
 DCT-domain scaling by 1/2, 1/4 or 1/8 while the short side stays at least `DCT_MARGIN`
 times the target; torch's uint8 kernel for antialiased bicubic resampling (Pillow's

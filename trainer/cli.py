@@ -12,13 +12,13 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("trainer.train", "train AlexNet on prepared shards (torchrun for several GPUs)"),
+    "train": ("trainer.run.train", "train AlexNet on prepared shards (torchrun for several GPUs)"),
     "serve": ("trainer.server.cli", "serve the progress page, the REST API and /metrics"),
-    "evaluate": ("trainer.evaluate", "top-1/top-5 error of checkpoints: center crop, ten-crop, ensembles"),
-    "filters": ("trainer.filters", "draw the conv1 kernels of a checkpoint (the paper's Figure 3)"),
-    "predict": ("trainer.predict", "the five most probable classes of images (Figure 4, left)"),
-    "neighbors": ("trainer.neighbors", "nearest training images in the last hidden layer (Figure 4, right)"),
-    "experiment": ("trainer.experiment", "the paper's experiments, e.g. relu-vs-tanh (Figure 1)"),
+    "evaluate": ("trainer.analysis.evaluate", "top-1/top-5 error of checkpoints: center crop, ten-crop, ensembles"),
+    "filters": ("trainer.analysis.filters", "draw the conv1 kernels of a checkpoint (the paper's Figure 3)"),
+    "predict": ("trainer.analysis.predict", "the five most probable classes of images (Figure 4, left)"),
+    "neighbors": ("trainer.analysis.neighbors", "nearest training images in the last hidden layer (Figure 4, right)"),
+    "experiment": ("trainer.analysis.experiment", "the paper's experiments, e.g. relu-vs-tanh (Figure 1)"),
 }
 
 

@@ -16,7 +16,7 @@ import subprocess
 
 # Imports the check can use; each one missing only skips the steps that need it.
 OPTIONAL = ("torch", "torchvision", "nvidia.dali", "webdataset", "simplejpeg", "cv2", "PIL",
-            "skimage", "sklearn", "preprocess.cli", "pipeline", "trainer.model", "trainer.optim", "pytest")
+            "skimage", "sklearn", "preprocess.cli", "pipeline", "trainer.run.model", "trainer.run.optim", "pytest")
 # Only their data files are read (the demo corpus's photos): finding them is enough, and
 # importing scikit-learn costs seconds.
 FIND_ONLY = ("skimage", "sklearn")

@@ -3,7 +3,7 @@
 Each variant is the paper's model at batch 128 on a batch already on the GPU, built and
 timed on its own with the same budget; the ratios are over the variant the trainer runs
 (`product`) and over the trainer as it was before these levers (`before`).
-The levers: torch's `nn.LocalResponseNorm` against `trainer.lrn`; `cudnn.benchmark`;
+The levers: torch's `nn.LocalResponseNorm` against `trainer.run.lrn`; `cudnn.benchmark`;
 channels-last or NCHW; CUDA graphs of the forward and backward; and, for scale, one
 column (groups=1, another model: more weights). One convolution per column instead of
 cuDNN's grouped kernels was measured at 1.00x on an H100 and dropped (benchmarks/README.md).
@@ -16,8 +16,8 @@ import contextlib
 import torch
 from torch.nn import functional as F
 
-from trainer.model import AlexNet, configure_cuda
-from trainer.optim import PaperSGD
+from trainer.run.model import AlexNet, configure_cuda
+from trainer.run.optim import PaperSGD
 
 from gpu.timing import Budget, sync, throughput
 
@@ -49,7 +49,7 @@ def _switches(benchmark):
 def _model(classes, width, device, channels_last, groups, torch_lrn):
     torch.manual_seed(0)
     model = AlexNet(num_classes=classes, width=width, groups=groups)
-    if torch_lrn:  # the model before trainer.lrn: torch's alpha is the paper's times n
+    if torch_lrn:  # the model before trainer.run.lrn: torch's alpha is the paper's times n
         model.norm1 = torch.nn.LocalResponseNorm(5, 5 * 1e-4, 0.75, 2.0)
         model.norm2 = torch.nn.LocalResponseNorm(5, 5 * 1e-4, 0.75, 2.0)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)

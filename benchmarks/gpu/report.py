@@ -16,7 +16,7 @@ TARGETS = (
     ("data_wait_fraction", "data wait, fed by DALI (GPU drained)", WAIT_TARGET, "max"),
     ("next_fraction_as_trainer", "  time in next() as the trainer runs", None, None),
     ("train_fed_reference_images_per_s", "training fed by reference images/s", None, None),
-    ("trainer_loop_images_per_s", "trainer.train.Trainer loop images/s", None, None),
+    ("trainer_loop_images_per_s", "trainer.run.train.Trainer loop images/s", None, None),
     ("trainer_loop_data_wait_fraction", "  its data-wait meter", None, None),
     ("gpu_decode_images_per_s", "torchvision decode_jpeg images/s", None, None),
 )

@@ -27,7 +27,7 @@ def run_all(check) -> None:
     check.step("dali_vs_cpu", lambda: dali_vs_cpu(check), needs=DALI, estimate_s=20)
     check.step("center_vs_reference", lambda: center_vs_reference(check), needs=DALI, estimate_s=20,
                after=("data",))
-    check.step("loss_falls", lambda: loss_falls(check), needs=("pipeline", "trainer.model"), estimate_s=30,
+    check.step("loss_falls", lambda: loss_falls(check), needs=("pipeline", "trainer.run.model"), estimate_s=30,
                after=("data",))
     # The loaders.
     check.step("dali_pipeline", lambda: loader_figure(check, "dali", p.dali_batch, p.dali_threads,
@@ -48,16 +48,16 @@ def run_all(check) -> None:
     if fig.get("dali_images_per_s") and fig.get("reference_images_per_s"):
         check.report.setdefault("ratios", {})["dali_over_reference"] = round(
             fig["dali_images_per_s"] / fig["reference_images_per_s"], 2)
-    # The training step: the model and settings the trainer runs (trainer.model.configure_cuda on a GPU).
-    check.step("train_bare", lambda: train_bare(check), needs=("trainer.model",), estimate_s=25, after=("data",))
-    check.step("train_levers", lambda: train_levers(check), needs=("trainer.model",), estimate_s=70,
+    # The training step: the model and settings the trainer runs (trainer.run.model.configure_cuda on a GPU).
+    check.step("train_bare", lambda: train_bare(check), needs=("trainer.run.model",), estimate_s=25, after=("data",))
+    check.step("train_levers", lambda: train_levers(check), needs=("trainer.run.model",), estimate_s=70,
                after=("data",))
-    check.step("profile_train", lambda: profile_train(check), needs=("trainer.model",), estimate_s=20,
+    check.step("profile_train", lambda: profile_train(check), needs=("trainer.run.model",), estimate_s=20,
                after=("data",))
-    check.step("train_fed", lambda: train_fed(check), needs=("pipeline", "trainer.model"), estimate_s=50,
+    check.step("train_fed", lambda: train_fed(check), needs=("pipeline", "trainer.run.model"), estimate_s=50,
                after=("data",))
     if TRAIN_BENCH.is_file():
-        check.step("trainer_loop", lambda: trainer_loop(check), needs=("pipeline", "trainer.model"),
+        check.step("trainer_loop", lambda: trainer_loop(check), needs=("pipeline", "trainer.run.model"),
                    estimate_s=60, after=("data",))
     else:
         check.skip("trainer_loop", "benchmarks/train_bench.py is not there")
@@ -72,7 +72,7 @@ def run_all(check) -> None:
         check.skip("train_bare_compiled", "dry run" if check.dry_run else
                    "no C compiler (cc, gcc) for torch.compile" if not compiler else "target already met")
     else:
-        check.step("train_bare_compiled", lambda: train_bare(check, compile=True), needs=("trainer.model",),
+        check.step("train_bare_compiled", lambda: train_bare(check, compile=True), needs=("trainer.run.model",),
                    estimate_s=80, after=("data",))
 
 
@@ -209,7 +209,7 @@ def train_fed(check) -> dict:
 
 
 def trainer_loop(check) -> dict:
-    """benchmarks/train_bench.py (the trainer's own bench): `trainer.train.Trainer` itself,
+    """benchmarks/train_bench.py (the trainer's own bench): `trainer.run.train.Trainer` itself,
     DALI-fed on a GPU, against its bare loop. Its steps stay inside one epoch: an epoch end
     would write a 0.5 GB checkpoint inside the timed window."""
     p = check.plan

@@ -4,7 +4,7 @@ loss that falls.
 bare: the batch already sits on the device, so the figure is the model's ceiling.
 fed: every step takes the next batch from the loader; the time spent waiting in `next()`
 with the GPU idle, over the total, is the data-wait fraction (the issue's target: below 5%).
-Every figure times the trainer's own step (`trainer.step.TrainStep`), AMP and channels-last
+Every figure times the trainer's own step (`trainer.run.step.TrainStep`), AMP and channels-last
 switched by flags as the trainer switches them.
 """
 
@@ -16,9 +16,9 @@ import time
 import torch
 from torch import nn
 
-from trainer.model import AlexNet, configure_cuda
-from trainer.optim import PaperSGD
-from trainer.step import TrainStep
+from trainer.run.model import AlexNet, configure_cuda
+from trainer.run.optim import PaperSGD
+from trainer.run.step import TrainStep
 
 from gpu.timing import Budget, sync, throughput
 

@@ -49,7 +49,7 @@ def test_dry_run_records_environment_and_data(dry_run):
     _, rep, out = dry_run
     assert rep["bench"] == "gpu_check" and rep["dry_run"] is True
     assert rep["machine"]["cpus"] >= 1 and rep["machine"]["torch"]
-    assert set(rep["modules"]) >= {"torch", "torchvision", "nvidia.dali", "pipeline", "trainer.model"}
+    assert set(rep["modules"]) >= {"torch", "torchvision", "nvidia.dali", "pipeline", "trainer.run.model"}
     # 4 classes x (16 train + 2 val) photos made, then sharded by preprocess.
     assert rep["data"]["images"] == 72 and rep["data"]["source"] in ("photos", "synthetic")
     assert rep["data"]["train_shards"] == 2 and positive(rep["data"]["shard_seconds"])

@@ -54,7 +54,7 @@ def test_train_args_from_the_environment_reach_the_trainer(capsys):
 def test_the_entrypoints_demo_flags_parse_after_the_command(capsys):
     """Without ImageNet shards docker/trainer-entrypoint.sh appends `trainer.demo --prepare`'s
     flags to the command; argparse keeps the last value of a repeated flag."""
-    from trainer.demo import demo_plan, parse_args, train_argv
+    from trainer.demo.launcher import demo_plan, parse_args, train_argv
 
     demo_args = parse_args(["--workdir", "/data/shards/demo", "--runs-dir", "/data/runs", "--device", "cuda"])
     demo_args.run_name = "demo"

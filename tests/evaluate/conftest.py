@@ -3,8 +3,8 @@
 The shards are made by the real `preprocess demo-corpus` and `preprocess shard` (3 classes,
 4 train + 3 val images each, at most 5 images per shard so that every split spans several
 shards). The model is a width-reduced AlexNet trained in-process on the center patches of
-the 12 training images, prepared as `trainer.inference` prepares them, until it classifies
-every one of them correctly; it is saved with `trainer.checkpoint.save_checkpoint`.
+the 12 training images, prepared as `trainer.analysis.inference` prepares them, until it classifies
+every one of them correctly; it is saved with `trainer.run.checkpoint.save_checkpoint`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def tiny_shards(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(tiny_shards, tmp_path_factory) -> Path:
-    from trainer.model import build_model
+    from trainer.run.model import build_model
 
     run_dir = tmp_path_factory.mktemp("run")
     config = train_config(tiny_shards, run_dir)

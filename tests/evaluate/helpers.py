@@ -11,7 +11,7 @@ WIDTH = 0.125
 
 
 def train_config(data: Path, run_dir: Path, **model) -> dict:
-    from trainer.config import TrainConfig
+    from trainer.run.config import TrainConfig
 
     return TrainConfig(data=str(data), run_dir=str(run_dir), num_classes=CLASSES, width=WIDTH, **model).to_dict()
 
@@ -20,7 +20,7 @@ def write_checkpoint(path: Path, model: torch.nn.Module, config: dict, step: int
                      class_digest: str | None = None) -> Path:
     """A checkpoint record as `trainer train` writes it; its class digest is that of the
     shards its config names (pass one to write a checkpoint of another class list)."""
-    from trainer.checkpoint import pack, save_checkpoint
+    from trainer.run.checkpoint import pack, save_checkpoint
 
     if class_digest is None and config.get("data"):
         from preprocess.contract import class_digest as digest_of, load_manifest
@@ -33,7 +33,7 @@ def write_checkpoint(path: Path, model: torch.nn.Module, config: dict, step: int
 
 
 def train_inputs(data: Path, config: dict) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    from trainer.neighbors import ShardImages
+    from trainer.analysis.neighbors import ShardImages
 
     rows = list(ShardImages(data, "train", config))
     return torch.stack([r[0] for r in rows]), torch.tensor([r[5] for r in rows]), [r[1] for r in rows]

@@ -10,8 +10,8 @@ import torch
 
 from trainer.cli import build_parser
 from trainer.cli import main as trainer_main
-from trainer.config import from_args
-from trainer.model import build_model
+from trainer.run.config import from_args
+from trainer.run.model import build_model
 
 SWITCHES = ["--groups", "1", "--no-lrn", "--no-overlap-pool", "--dropout", "0", "--activation", "tanh",
             "--lighting-std", "0", "--mean", "channel"]
@@ -73,8 +73,8 @@ def test_the_trainers_loaders_use_the_mean_and_lighting_switches(tiny_shards, tm
     """What the trainer feeds the net, not what it records: with --mean channel and
     --lighting-std 0 a batch is whole pixel levels minus the per-channel mean."""
     from preprocess.contract import load_stats
-    from trainer.distributed import setup
-    from trainer.train import Trainer, check_inputs
+    from trainer.run.distributed import setup
+    from trainer.run.train import Trainer, check_inputs
 
     parser, _ = build_parser("train")
     cfg = from_args(parser.parse_args(["--data", str(tiny_shards), "--run-dir", str(tmp_path / "run"),

@@ -18,8 +18,8 @@ from pipeline.augment import TEN_CROPS, mean_array, ten_crop_image
 from preprocess.contract import load_stats
 from tests.evaluate.helpers import CLASSES, VAL_PER_CLASS
 from trainer.cli import main as trainer_main
-from trainer.inference import decode_stored, load_model, make_eval_loader
-from trainer.validation import VIEWS, count_errors, tally
+from trainer.analysis.inference import decode_stored, load_model, make_eval_loader
+from trainer.run.validation import VIEWS, count_errors, tally
 
 REPO = Path(__file__).resolve().parents[2]
 

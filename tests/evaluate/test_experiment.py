@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from trainer.cli import main as trainer_main
-from trainer.experiment import epochs_to, four_layer_cnn, shrunk_split
+from trainer.analysis.experiment import epochs_to, four_layer_cnn, shrunk_split
 
 
 def test_four_layer_net_differs_only_in_its_units():

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from trainer.cli import main as trainer_main
-from trainer.neighbors import index_dir_for, nearest, open_index
+from trainer.analysis.neighbors import index_dir_for, nearest, open_index
 
 
 def test_nearest_matches_brute_force_across_chunks():
@@ -76,7 +76,7 @@ def test_training_image_finds_itself_and_index_is_reused(tiny_shards, trained_ch
 def test_hidden_features_are_what_the_index_holds(tiny_shards, trained_checkpoint, tmp_path, capsys):
     """The index this test builds itself with `trainer neighbors` (no other test's files)."""
     from tests.evaluate.helpers import train_inputs
-    from trainer.inference import load_model
+    from trainer.analysis.inference import load_model
 
     checkpoint = _own_checkpoint(trained_checkpoint, tmp_path)
     query, _ = _first_train_image(tiny_shards, tmp_path)

@@ -7,7 +7,7 @@ import tarfile
 import torch
 
 from trainer.cli import main as trainer_main
-from trainer.model import build_model
+from trainer.run.model import build_model
 
 from tests.evaluate.helpers import CLASSES, train_config, write_checkpoint
 

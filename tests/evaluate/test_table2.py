@@ -10,8 +10,8 @@ import torch
 from tests.evaluate.helpers import train_config, write_checkpoint
 from tests.evaluate.test_evaluate import _hand_top1_errors
 from trainer.cli import main as trainer_main
-from trainer.evaluate import table_ensembles
-from trainer.model import build_model
+from trainer.analysis.evaluate import table_ensembles
+from trainer.run.model import build_model
 
 
 def _checkpoint(tmp_path, data, name, seed, **fields):

@@ -22,10 +22,10 @@ import torch
 
 from preprocess import exitcodes
 from preprocess.contract import class_digest, load_manifest
-from trainer.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, pack
+from trainer.run.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, pack
 from trainer.cli import main
-from trainer.config import TrainConfig
-from trainer.model import build_model
+from trainer.run.config import TrainConfig
+from trainer.run.model import build_model
 from trainer.runstore import RunStore
 
 from tests.evaluate.helpers import write_checkpoint

@@ -47,8 +47,8 @@ def _nan_mean_image(data):
 
 def _evaluate_checkpoint(data, tmp_path):
     from tests.evaluate.helpers import write_checkpoint
-    from trainer.config import TrainConfig
-    from trainer.model import build_model
+    from trainer.run.config import TrainConfig
+    from trainer.run.model import build_model
 
     config = TrainConfig(data=str(data), run_dir=str(tmp_path / "run"), num_classes=10, width=0.125).to_dict()
     return write_checkpoint(tmp_path / "model.pt", build_model(config), config)

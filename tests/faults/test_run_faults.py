@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from server_helpers import auth, serving  # noqa: E402
 from trainer_helpers import REPO, checkpoint, env, kill9, start_train, train_argv, wait_for  # noqa: E402
 
-from trainer.commands import Control  # noqa: E402
-from trainer.distributed import World  # noqa: E402
-from trainer.runlock import RunLock  # noqa: E402
+from trainer.run.commands import Control  # noqa: E402
+from trainer.run.distributed import World  # noqa: E402
+from trainer.runstore.runlock import RunLock  # noqa: E402
 from trainer.runstore import RunStore  # noqa: E402
 
 # A slow tiny run: commands are polled once a second; checkpoints every ~0.3 s.
@@ -145,7 +145,7 @@ def test_a_second_lock_names_the_holder_and_a_closed_one_frees_the_run(tmp_path)
     """Row 4 at the unit level: flock, the holder's pid and host in the file, O_CLOEXEC."""
     import fcntl
 
-    from trainer.runlock import RunLocked, lock_held, read_holder
+    from trainer.runstore.runlock import RunLocked, lock_held, read_holder
 
     held = RunLock(tmp_path)
     assert fcntl.fcntl(held.fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
@@ -166,7 +166,7 @@ def test_a_full_store_keeps_a_bounded_buffer_and_writes_it_later(tmp_path, small
     without a checkpoint). Now rows wait in a bounded buffer, a command's verdict is retried,
     and one warning line (and one on recovery) is all the terminal sees."""
     import trainer.runstore as rs
-    from trainer.storeguard import GuardedStore
+    from trainer.run.storeguard import GuardedStore
 
     monkeypatch.setattr(rs, "MAX_BUFFERED_ROWS", 50)
     disk = small_disk(512)

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from server_helpers import TOKEN, auth, make_run, serving  # noqa: E402
 
-from trainer.runlock import LOCK_NAME, STALE_S  # noqa: E402
+from trainer.runstore.runlock import LOCK_NAME, STALE_S  # noqa: E402
 from trainer.runstore import RunStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -40,8 +40,8 @@ def test_a_bad_label_is_a_reported_damaged_sample_for_the_analysis_tools(demo_sh
     did the same while indexing. Now both leave such samples out and name them, as the
     training loaders do."""
     from tests.evaluate.helpers import train_config
-    from trainer.experiment import shrunk_split
-    from trainer.neighbors import ShardImages
+    from trainer.analysis.experiment import shrunk_split
+    from trainer.analysis.neighbors import ShardImages
 
     shards = tmp_path / "shards"
     shutil.copytree(demo_shards, shards, ignore=shutil.ignore_patterns(".preprocess"))

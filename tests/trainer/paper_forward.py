@@ -1,5 +1,5 @@
 """Section 3 of the paper written out once more, in plain torch.nn.functional calls on a
-state dict: the reference that `trainer.model.AlexNet` must compute, switch by switch."""
+state dict: the reference that `trainer.run.model.AlexNet` must compute, switch by switch."""
 
 from __future__ import annotations
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.checkpoint import (CheckpointDir, CheckpointError, load_checkpoint, pack, rng_state, save_checkpoint,
+from trainer.run.checkpoint import (CheckpointDir, CheckpointError, load_checkpoint, pack, rng_state, save_checkpoint,
                                 set_rng_state)
-from trainer.commands import Control, replays_on_resume
-from trainer.distributed import World
+from trainer.run.commands import Control, replays_on_resume
+from trainer.run.distributed import World
 from trainer.runstore import RunStore
 
 

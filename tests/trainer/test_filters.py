@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainer.filters import BACKGROUND, filter_grid, grid_layout, kernel_tiles, model_groups, save_filters_png
-from trainer.model import AlexNet
+from trainer.run.filters import BACKGROUND, filter_grid, grid_layout, kernel_tiles, model_groups, save_filters_png
+from trainer.run.model import AlexNet
 
 
 def _tiles_in_png(path, weight, groups, scale=3):

@@ -16,10 +16,10 @@ from preprocess.cli import main as preprocess_main
 from preprocess.contract import class_digest, load_manifest
 from preprocess.democorpus import SYNSETS_NAME
 from trainer import runstore as rs
-from trainer.checkpoint import CheckpointError
-from trainer.config import TrainConfig
-from trainer.finetune import transfer
-from trainer.model import build_model
+from trainer.run.checkpoint import CheckpointError
+from trainer.run.config import TrainConfig
+from trainer.run.finetune import transfer
+from trainer.run.model import build_model
 
 STEPS = ("--val-every", "0", "--no-tencrop", "--checkpoint-minutes", "600", "--init", "kaiming", "--extra-conv")
 

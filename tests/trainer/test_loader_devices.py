@@ -1,7 +1,7 @@
 """Under DDP each rank's loaders run on that rank's GPU: `Trainer.make_loader`'s config
 for rank k names "cuda:k", and the DALI pipelines that loader defines (the epoch's, and
 the damaged-sample decoder's) get device_id k. Needs no GPU: the pipelines are defined,
-not built, and World is what `trainer.distributed.setup` returns under torchrun."""
+not built, and World is what `trainer.run.distributed.setup` returns under torchrun."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipeline import make_loader
-from trainer.config import TrainConfig
-from trainer.distributed import World
-from trainer.loaders import loader_config
+from trainer.run.config import TrainConfig
+from trainer.run.distributed import World
+from trainer.run.loaders import loader_config
 
 MODES = [("train", "train"), ("val", "center"), ("val", "tencrop")]
 

@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.lr_policy import LRPolicy
+from trainer.run.lr_policy import LRPolicy
 
 
 def test_manual_never_divides():

@@ -1,10 +1,10 @@
-"""trainer.lrn: section 3.3's normalization, in either memory layout, with its own backward."""
+"""trainer.run.lrn: section 3.3's normalization, in either memory layout, with its own backward."""
 
 import pytest
 import torch
 
-from trainer.lrn import local_response_norm
-from trainer.model import AlexNet
+from trainer.run.lrn import local_response_norm
+from trainer.run.model import AlexNet
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 

@@ -5,7 +5,7 @@ import torch
 
 from paper_forward import paper_forward
 
-from trainer.model import AlexNet, build_model
+from trainer.run.model import AlexNet, build_model
 
 
 def n_params(model):

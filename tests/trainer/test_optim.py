@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from trainer.optim import PaperSGD, create_optimizer, set_lr
+from trainer.run.optim import PaperSGD, create_optimizer, set_lr
 
 
 def _grad(w: torch.Tensor, i: int) -> torch.Tensor:

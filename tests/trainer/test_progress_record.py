@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sqlite3
 
-from trainer.progress import Meter, StoreReporter
+from trainer.run.progress import Meter, StoreReporter
 from trainer.runstore import RunProgress, RunStore
 from trainer.server.prometheus import exposition
 from trainer.server.summary import run_brief, run_detail

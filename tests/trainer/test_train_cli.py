@@ -98,7 +98,7 @@ def test_bad_input_is_one_line(demo_shards, tmp_path, capsys):
 
 
 def test_unknown_config_keys_fail():
-    from trainer.config import TrainConfig
+    from trainer.run.config import TrainConfig
 
     with pytest.raises(ValueError, match="unknown config keys: lr_schedule"):
         TrainConfig.from_dict({"data": "d", "run_dir": "r", "lr_schedule": "cosine"})

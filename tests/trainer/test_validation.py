@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from lookup_model import expected_errors, lookup_model
 
 from pipeline import make_loader
-from trainer.validation import evaluate_loader
+from trainer.run.validation import evaluate_loader
 
 
 def _loader(data, mode, batch, rank=0, world=1):
@@ -66,7 +66,7 @@ def test_errors_equal_the_hand_count_with_padding_masked(demo_shards, models, mo
 
 def _rank_main(rank: int, data: str, port: int, out_dir: str) -> None:
     """One DDP rank: join a real gloo group, evaluate its share, write what it got."""
-    from trainer.distributed import setup, teardown
+    from trainer.run.distributed import setup, teardown
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))

@@ -32,18 +32,18 @@ IMAGES_SEEN = "images_seen"
 @dataclasses.dataclass(frozen=True)
 class RunProgress:
     """The progress record: the JSON object in `runs.progress`, beside the row's epoch, step
-    and LR columns. Rank 0 writes it about once a second (`trainer.progress.StoreReporter`);
+    and LR columns. Rank 0 writes it about once a second (`trainer.run.progress.StoreReporter`);
     the REST API (`trainer.server.summary`) and /metrics (`trainer.server.prometheus`) read
     it. A field a stored row lacks (a store written before the field existed) reads as None."""
 
-    # The run's fixed facts (trainer.session).
+    # The run's fixed facts (trainer.run.session).
     epochs: int | None = None
     steps_per_epoch: int | None = None
     batch_size: int | None = None
     world_size: int | None = None
     demo: bool = False
     max_steps: int | None = None  # 0: all epochs
-    # What the loop measures (trainer.progress.Meter): floats may be NaN or infinite.
+    # What the loop measures (trainer.run.progress.Meter): floats may be NaN or infinite.
     images_per_sec: float | None = None
     data_wait_frac: float | None = None
     eta_s: float | None = None
@@ -61,7 +61,7 @@ class RunProgress:
 
 RUN_STATUSES = ("running", "finished", "stopped", "failed")
 # Never stored: what a reader shows for a "running" row whose trainer is gone
-# (trainer/runlock.py decides).
+# (trainer/runstore/runlock.py decides).
 INTERRUPTED = "interrupted"
 COMMAND_STATES = ("pending", "applied", "rejected")
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from trainer.runlock import observed_status
+from trainer.runstore.runlock import observed_status
 from trainer.runstore import RunStore
 
 from .auth import bearer_matches
@@ -32,7 +32,7 @@ SeriesCacheDep = Annotated[SeriesCache, Depends(get_series_cache)]
 
 def shown(run: dict | None) -> dict | None:
     """The run as readers see it: "interrupted" where its row says running but its trainer
-    is gone (trainer/runlock.py)."""
+    is gone (trainer/runstore/runlock.py)."""
     if run is not None:
         run["status"] = observed_status(run)
     return run

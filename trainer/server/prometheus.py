@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from trainer import runstore
-from trainer.runlock import observed_status
+from trainer.runstore.runlock import observed_status
 from trainer.runstore import RunProgress, RunStore
 
 # (name, type, help, how to read it from a run: a metric name, a `runs` column, or a field

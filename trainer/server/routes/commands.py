@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
-from trainer.runlock import interrupted_reason
+from trainer.runstore.runlock import interrupted_reason
 from trainer.runstore import INTERRUPTED
 
 from ..deps import OperatorDep, RunDep, StoreDep

@@ -5,7 +5,7 @@ Read in order: config -> inputs checked -> distributed setup -> model, optimizer
 -> the end. One path for CPU and GPU, one process or `torchrun --nproc-per-node G -m
 trainer train ...` (DDP), AMP on or off. Only rank 0 writes the run store, the
 checkpoints and the terminal; every rank takes the same decisions at the same steps
-(`trainer.commands`).
+(`trainer.run.commands`).
 """
 
 from __future__ import annotations
@@ -22,24 +22,24 @@ import torch
 
 from preprocess import exitcodes
 from preprocess.contract import DataError, Manifest, require_shards
-from trainer import config as config_mod
+from trainer.run import config as config_mod
 from trainer import runstore as rs
-from trainer.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
-from trainer.commands import Control
-from trainer.config import TrainConfig
-from trainer.distributed import World, all_gather_object, setup, teardown
-from trainer.loaders import loader_config
-from trainer.lr_policy import LRPolicy
-from trainer.model import MODEL_FIELDS, build_model, configure_cuda
-from trainer.optim import create_optimizer, set_lr
-from trainer.progress import Meter, Progress
-from trainer.finetune import freeze_features, transfer
-from trainer.resume import choose_checkpoint
-from trainer.runlock import RunLocked, hold_run_dir
-from trainer.session import RunState, Session, TrainError
-from trainer.step import LossTally, TrainStep
-from trainer.trace import StepTrace
-from trainer.validation import evaluate_loader, run_precision
+from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
+from trainer.run.commands import Control
+from trainer.run.config import TrainConfig
+from trainer.run.distributed import World, all_gather_object, setup, teardown
+from trainer.run.loaders import loader_config
+from trainer.run.lr_policy import LRPolicy
+from trainer.run.model import MODEL_FIELDS, build_model, configure_cuda
+from trainer.run.optim import create_optimizer, set_lr
+from trainer.run.progress import Meter, Progress
+from trainer.run.finetune import freeze_features, transfer
+from trainer.run.resume import choose_checkpoint
+from trainer.runstore.runlock import RunLocked, hold_run_dir
+from trainer.run.session import RunState, Session, TrainError
+from trainer.run.step import LossTally, TrainStep
+from trainer.run.trace import StepTrace
+from trainer.run.validation import evaluate_loader, run_precision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """The trainer's config and its rank, turned into the `pipeline.LoaderConfig` of a loader.
 
-Used by `trainer.train.Trainer` for its train and validation loaders.
+Used by `trainer.run.train.Trainer` for its train and validation loaders.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 
 from pipeline.base import LoaderConfig
-from trainer.config import TrainConfig
-from trainer.distributed import World
+from trainer.run.config import TrainConfig
+from trainer.run.distributed import World
 
 
 def loader_config(cfg: TrainConfig, world: World, split: str, mode: str, channels_last: bool) -> LoaderConfig:

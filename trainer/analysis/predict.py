@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError, load_stats
-    from trainer.distributed import setup
-    from trainer.inference import CheckpointError, image_input, load_models
+    from trainer.run.distributed import setup
+    from trainer.analysis.inference import CheckpointError, image_input, load_models
 
     device = setup(args.device).device
     try:

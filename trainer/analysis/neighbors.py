@@ -42,7 +42,7 @@ class ShardImages(torch.utils.data.IterableDataset):
         self.samples.index.table  # noqa: B018 -- parsed now, into shared memory, before any worker starts
 
     def __iter__(self):
-        from trainer.inference import center_input
+        from trainer.analysis.inference import center_input
 
         info = torch.utils.data.get_worker_info()
         shards = range(len(self.samples.index.tars))
@@ -110,7 +110,7 @@ def nearest(queries: torch.Tensor, features, sq_norms, k: int, device, chunk: in
 
 def read_stored(data_dir: Path, shard: int, offset: int, size: int) -> np.ndarray:
     """A training image straight from its shard by byte offset (no scan of the tar)."""
-    from trainer.inference import decode_stored
+    from trainer.analysis.inference import decode_stored
 
     with open(require_shards(data_dir, "train")[shard], "rb") as f:
         f.seek(offset)
@@ -168,8 +168,8 @@ def ensure_index(args, model, config, data_dir: Path, device) -> Path:
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError
-    from trainer.distributed import setup
-    from trainer.inference import CheckpointError, image_input, load_models
+    from trainer.run.distributed import setup
+    from trainer.analysis.inference import CheckpointError, image_input, load_models
 
     device = setup(args.device).device
     try:

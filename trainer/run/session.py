@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import runstore as rs
-from trainer.checkpoint import CheckpointDir, pack, unwrap
-from trainer.commands import replays_on_resume, settle_included
-from trainer.runlock import observed_status
-from trainer.storeguard import GuardedStore, Heartbeat
+from trainer.run.checkpoint import CheckpointDir, pack, unwrap
+from trainer.run.commands import replays_on_resume, settle_included
+from trainer.runstore.runlock import observed_status
+from trainer.run.storeguard import GuardedStore, Heartbeat
 
 
 class TrainError(RuntimeError):
@@ -42,7 +42,7 @@ class Session:
             self.run_id, resumed = self._start(store, world, state, holder)
         except (sqlite3.Error, OSError) as e:
             raise rs.store_error(f"cannot write the run store {cfg.runs_db}", e) from e
-        # From here on a failing store costs a warning, not the run (trainer/storeguard.py).
+        # From here on a failing store costs a warning, not the run (trainer/run/storeguard.py).
         self.store = GuardedStore(store)
         self.heartbeat = Heartbeat(store, self.run_id)
         self.heartbeat.start()
@@ -52,7 +52,7 @@ class Session:
                 "replayed_commands": [c["id"] for c in self.replays]})
         fixed = rs.RunProgress(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, batch_size=cfg.batch_size,
                                world_size=world.world_size, demo=cfg.demo, max_steps=cfg.max_steps)
-        from trainer.progress import Meter, StoreReporter
+        from trainer.run.progress import Meter, StoreReporter
 
         self.reporter = StoreReporter(self.store, self.run_id, fixed=fixed)
         self.reporter.progress(state.step, state.epoch + state.epoch_step / steps_per_epoch, lr=state.lr,
@@ -103,11 +103,9 @@ class Session:
         return path
 
     def write_filters(self, model) -> None:
-        """Figure 3 beside the checkpoints, if the filters module is installed."""
-        try:
-            from trainer.filters import save_filters_png
-        except ImportError:
-            return
+        """Figure 3 beside the checkpoints."""
+        from trainer.run.filters import save_filters_png  # numpy and PIL, only when drawing
+
         try:
             save_filters_png(unwrap(model), Path(self.cfg.run_dir) / "filters.png")
         except Exception as e:  # a drawing problem must never stop training

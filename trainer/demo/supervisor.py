@@ -1,4 +1,4 @@
-"""Child processes of `make demo` (trainer/demo.py): start, watch, and stop them cleanly.
+"""Child processes of `make demo` (trainer/demo/launcher.py): start, watch, and stop them cleanly.
 
 Each child runs in its own session, so a terminal's Ctrl-C reaches only the demo process,
 which then stops the children itself, newest first: the trainer gets SIGINT and time to

@@ -9,7 +9,7 @@ takes writes again; a command verdict that could not be written is retried then 
 read that fails (the command poll) answers "nothing new" until the file answers again.
 
 The heartbeat thread lives here too: it tells a server on another machine that the trainer
-is alive (trainer/runlock.py, STALE_S).
+is alive (trainer/runstore/runlock.py, STALE_S).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlite3
 import threading
 
 from trainer import runstore as rs
-from trainer.runlock import HEARTBEAT_S
+from trainer.runstore.runlock import HEARTBEAT_S
 
 STORE_ERRORS = (sqlite3.Error, OSError, rs.RunStoreError)
 # What a failed read returns: the trainer's callers read lists of commands.

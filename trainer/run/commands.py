@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer.distributed import World, all_reduce_sum
+from trainer.run.distributed import World, all_reduce_sum
 from trainer.runstore import FLOOR_TOLERANCE
 
 

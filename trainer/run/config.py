@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.model import MODEL_FIELDS
+from trainer.run.model import MODEL_FIELDS
 from trainer.runstore import DEFAULT_MIN_LR
 
 
@@ -40,7 +40,7 @@ class TrainConfig:
     bias_const: float = 1.0
     extra_conv: bool = False
     init: str = "paper"
-    init_from: str = ""  # a checkpoint of another run to start from (trainer.finetune)
+    init_from: str = ""  # a checkpoint of another run to start from (trainer.run.finetune)
     freeze_features: bool = False
     # LR policy: manual (the operator divides it, as the authors did), plateau, step.
     lr_policy: str = "manual"
@@ -124,7 +124,7 @@ HELP = {
     "num_workers": "DALI threads or reference loader processes per rank; 0: auto (8 DALI threads "
                    "per GPU, fewer on a machine with under 9 cores per GPU; 4 otherwise)",
     "extra_conv": "section 6's sixth conv layer over the last pooling layer (3x3, 256 kernels, "
-                  "see trainer/model.py)",
+                  "see trainer/run/model.py)",
     "init": "paper: weights N(0, 0.01), biases 1 where section 5 says; kaiming: torchvision's "
             "(PyTorch's layer defaults)",
     "init_from": "start a new run from this checkpoint's weights (fine-tuning, section 6): matching layers "

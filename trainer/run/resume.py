@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from trainer.checkpoint import CheckpointDir, class_change, class_note, load_checkpoint
-from trainer.session import TrainError
+from trainer.run.checkpoint import CheckpointDir, class_change, class_note, load_checkpoint
+from trainer.run.session import TrainError
 
 
 def choose_checkpoint(cfg, ckdir: CheckpointDir, class_digest: str, *,

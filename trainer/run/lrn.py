@@ -2,7 +2,7 @@
 
     b_i = a_i / (k + alpha * sum_{j = i - n/2 .. i + n/2} a_j^2) ^ beta
 
-over the channel index, zero outside the channels. `trainer.model.AlexNet` uses it after
+over the channel index, zero outside the channels. `trainer.run.model.AlexNet` uses it after
 the ReLUs of conv1 and conv2.
 
 Why not `torch.nn.LocalResponseNorm`: it views its input as (N, 1, C, H, W) for an

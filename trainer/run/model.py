@@ -22,7 +22,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from trainer.lrn import LocalResponseNorm
+from trainer.run.lrn import LocalResponseNorm
 
 INIT_STD = 0.01  # section 5: weights ~ N(0, 0.01)
 INITS = ("paper", "kaiming")

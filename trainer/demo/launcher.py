@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.supervisor import ChildFailed, StopRequested, Supervisor
+from trainer.demo.supervisor import ChildFailed, StopRequested, Supervisor
 
 SERVE_LOG = "serve.log"
 
@@ -233,6 +233,3 @@ def main(argv: list[str] | None = None) -> int:
         say("stopped")
     return rc
 
-
-if __name__ == "__main__":
-    sys.exit(main())

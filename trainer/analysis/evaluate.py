@@ -13,7 +13,7 @@ weights (`trainer train --init-from`, the paper's pre-trained nets) is starred (
 a list that mixes plain and starred nets also gets the plain nets' own ensemble, so five
 plain and two pre-trained checkpoints print "1 CNN", "5 CNNs", "1 CNN*" and "7 CNNs*".
 
-The counting is `trainer.validation`'s, the code of the run's own validation, with its
+The counting is `trainer.run.validation`'s, the code of the run's own validation, with its
 precision rule, so a checkpoint's errors here are the ones its run logged. Each rank counts
 its errors; the counts are summed over ranks, and the total must equal the split's size in
 `dataset.json`, or the command fails instead of reporting a number over the wrong set of
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.validation import METRICS, VIEWS, config_precision, rates, tally
+from trainer.run.validation import METRICS, VIEWS, config_precision, rates, tally
 
 
 def table_ensembles(pretrained: list[bool]) -> list[list[int]]:
@@ -113,8 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError
-    from trainer.distributed import setup
-    from trainer.inference import CheckpointError, load_models, make_eval_loader
+    from trainer.run.distributed import setup
+    from trainer.analysis.inference import CheckpointError, load_models, make_eval_loader
     from preprocess.tempfiles import replace_atomically, sweep_dead
 
     if args.label and len(args.label) != len(args.checkpoint):
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         loader, _ = make_eval_loader(
             data_dir, args.split, args.batch_size, args.backend, device, rank, world, args.workers, configs[0],
         )
-        # Each net runs as its run trained and validated it (`trainer.validation`'s rule).
+        # Each net runs as its run trained and validated it (`trainer.run.validation`'s rule).
         precisions = [config_precision(c, device) for c in configs]
         for model, p in zip(models, precisions):
             if p.channels_last:

@@ -4,7 +4,7 @@
     trainer predict --checkpoint runs/NAME/checkpoints/last.pt photo.jpg
 
 Loading a checkpoint here checks it against what it will be used with and turns every
-mismatch (not a checkpoint or damaged: `trainer.checkpoint`; weights that do not fit the
+mismatch (not a checkpoint or damaged: `trainer.run.checkpoint`; weights that do not fit the
 architecture its config names; a class count or class list other than the data's) into a
 `CheckpointError` whose message is the one line the command prints. Single images are
 prepared as the shards and the evaluation pipeline prepare them: shorter side 256, center
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from preprocess.contract import DataError, Manifest
-from trainer.checkpoint import (CheckpointError, class_change, class_note, describe_mismatch, load_checkpoint,
+from trainer.run.checkpoint import (CheckpointError, class_change, class_note, describe_mismatch, load_checkpoint,
                                 model_weights)
 
 
@@ -32,7 +32,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
 
 
 def _load(path: Path, device) -> tuple[torch.nn.Module, dict, dict]:
-    from trainer.model import build_model, configure_cuda
+    from trainer.run.model import build_model, configure_cuda
 
     ckpt = load_checkpoint(path, warn=_warn)  # damaged or not ours: its one line
     state = model_weights(path, ckpt)
@@ -144,7 +144,7 @@ def make_eval_loader(data_dir: Path, split: str, batch_size: int, backend: str |
     """
     from pipeline.loader import LoaderConfig, make_loader
     from preprocess.contract import require_shards
-    from trainer.validation import CENTER_PATCH
+    from trainer.run.validation import CENTER_PATCH
 
     require_shards(data_dir, split)  # a data dir without the split: the contract's one line
     loader = make_loader(LoaderConfig(

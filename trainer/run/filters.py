@@ -1,6 +1,5 @@
-"""The paper's Figure 3: the first layer's kernels as an image.
-
-    trainer filters --checkpoint runs/NAME/checkpoints/last.pt -o filters.png
+"""The paper's Figure 3: the first layer's kernels as an image (a run's filters.png; the
+subcommand `trainer filters` is `trainer.analysis.filters`).
 
 Each 11x11x3 kernel becomes one RGB tile, scaled to its own range (min -> black, max ->
 white), because the kernels' magnitudes differ by an order of magnitude and a common scale
@@ -12,7 +11,6 @@ kernels and the other colour blobs. The trainer calls `save_filters_png` at each
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,24 +106,3 @@ def save_filters_png(model, path: str | Path, scale: int = 3) -> Path:
     sweep_dead(path.parent, target=path.name)  # a former writer's, killed mid-write
     # Renamed into place: the page may be reading the previous one.
     return replace_atomically(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `trainer train`")
-    parser.add_argument("-o", "--output", default="filters.png", help="PNG to write (default: filters.png)")
-    parser.add_argument("--scale", type=int, default=3, help="pixels per kernel weight (default: 3)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from preprocess import exitcodes
-    from trainer.inference import CheckpointError, load_model
-
-    try:
-        model, _ = load_model(args.checkpoint, device="cpu")
-    except CheckpointError as exc:
-        print(f"trainer filters: {exc}")
-        return exitcodes.for_error(exc)
-    path = save_filters_png(model, args.output, args.scale)
-    n = model.conv1.weight.shape[0]
-    print(f"wrote {path}: {n} conv1 kernels in {model_groups(model)} block(s)")
-    return 0

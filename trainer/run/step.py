@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainer.distributed import all_reduce_sum
+from trainer.run.distributed import all_reduce_sum
 
 
 @dataclass(frozen=True)
