@@ -11,23 +11,25 @@ partly covered first and last ones by index files cut to the rank's samples. The
 then yields the same samples in the same order (the shuffle buffer and its seed
 unchanged) while parsing 1/w of the split. Damaged samples found by recovery are patched
 into those derived files too. Derived files live in a temporary folder owned by the
-reader and removed with it; only `preprocess.contract` reads and writes index files.
+reader and removed with it (a rank killed outright cannot: the next reader's start sweeps
+such folders, `pipeline.mptemp`); only `preprocess.contract` reads and writes index files.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import weakref
 from pathlib import Path
 
 import numpy as np
 
+from pipeline import mptemp
 from pipeline.splitindex import SplitIndex
 from preprocess.contract import (
     EXT_IMAGE, EXT_LABEL, DataError, Members, read_index, read_index_columns, write_index,
 )
 
+INDEX_DIR_PREFIX = "pipeline-idx"
 READER = "Reader"  # the reader's name, for checkpoints and error reports
 SHUFFLE_BUFFER = 4096  # samples; DALI's buffer shuffle mixes about this far in a rank's range
 
@@ -44,7 +46,7 @@ class RankReader:
 
     def _folder(self) -> Path:
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="pipeline-idx-"))
+            self._dir = mptemp.owned_dir(INDEX_DIR_PREFIX)  # a killed rank's is swept by the next
             weakref.finalize(self, shutil.rmtree, self._dir, True)
         return self._dir
 

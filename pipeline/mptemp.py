@@ -1,5 +1,7 @@
 """A rank's multiprocessing temp folder (/tmp/pymp-*), named for its owner, and the sweep
-that removes the folders of dead owners.
+that removes the folders of dead owners. `owned_dir(prefix)` gives any other temp folder a
+process keeps for its life the same naming and the same sweep (the DALI reader's derived
+index files: /tmp/pipeline-idx-*).
 
 The folder holds the forkserver's listening socket and the resource sharer's; Python
 removes it when its process exits normally. A rank killed outright (SIGKILL, OOM,
@@ -25,7 +27,11 @@ from pathlib import Path
 
 from pipeline import procs
 
-_OWNED = re.compile(r"pymp-(\d+)-(\d+)-")
+MP_PREFIX = "pymp"
+
+
+def _owned(prefix: str) -> re.Pattern:
+    return re.compile(rf"{re.escape(prefix)}-(\d+)-(\d+)-")
 
 
 def _remove(rmtree, path: str) -> None:
@@ -42,24 +48,33 @@ def claim() -> str:
     config = process.current_process()._config
     if config.get("tempdir") is None:
         pid = os.getpid()
-        path = tempfile.mkdtemp(prefix=f"pymp-{pid}-{procs.start_time(pid)}-")
+        path = tempfile.mkdtemp(prefix=f"{MP_PREFIX}-{pid}-{procs.start_time(pid)}-")
         # shutil.rmtree held here: the finalizer can run late in interpreter shutdown.
         util.Finalize(None, _remove, args=(shutil.rmtree, path), exitpriority=-100)
         config["tempdir"] = path
     return config["tempdir"]
 
 
-def owner(path: Path) -> tuple[int, int] | None:
+def owned_dir(prefix: str) -> Path:
+    """A new temp folder named for this process (PREFIX-<pid>-<start time>-*), after sweeping
+    the folders of that prefix whose makers are dead (killed before they could remove them).
+    The caller removes it when done, as with `tempfile.mkdtemp`."""
+    sweep(prefix=prefix)
+    pid = os.getpid()
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{pid}-{procs.start_time(pid)}-"))
+
+
+def owner(path: Path, prefix: str = MP_PREFIX) -> tuple[int, int] | None:
     """(pid, start time) of a claimed folder's maker; None for any other folder."""
-    m = _OWNED.match(path.name)
+    m = _owned(prefix).match(path.name)
     return (int(m[1]), int(m[2])) if m else None
 
 
-def dead_owners(root: str | Path | None = None) -> list[Path]:
+def dead_owners(root: str | Path | None = None, prefix: str = MP_PREFIX) -> list[Path]:
     """Claimed folders under `root` (the temp folder) of this user whose maker is dead."""
     found = []
-    for path in Path(root or tempfile.gettempdir()).glob("pymp-*-*-*"):
-        who = owner(path)
+    for path in Path(root or tempfile.gettempdir()).glob(f"{prefix}-*-*-*"):
+        who = owner(path, prefix)
         try:
             mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
         except OSError:
@@ -69,9 +84,9 @@ def dead_owners(root: str | Path | None = None) -> list[Path]:
     return found
 
 
-def sweep(root: str | Path | None = None) -> list[Path]:
+def sweep(root: str | Path | None = None, prefix: str = MP_PREFIX) -> list[Path]:
     """Remove the claimed folders of dead makers; never one whose maker runs."""
-    removed = dead_owners(root)
+    removed = dead_owners(root, prefix)
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed

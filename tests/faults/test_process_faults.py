@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,6 +160,18 @@ def test_the_sweep_removes_only_folders_of_dead_makers(tmp_path):
         (folder / "listener-x").touch()
     assert sorted(mptemp.sweep(tmp_path)) == sorted([dead, reused])
     assert live.is_dir() and foreign.is_dir()
+
+
+def test_a_dali_readers_index_folder_is_swept_once_its_rank_is_dead(tmp_path, monkeypatch):
+    from pipeline.dalireader import INDEX_DIR_PREFIX
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # mkdtemp and the sweep look here
+    dead = tmp_path / f"{INDEX_DIR_PREFIX}-{_a_dead_pid()}-123-abc"  # a rank killed with -9
+    dead.mkdir()
+    (dead / "train-000001-0-40.idx").touch()
+    mine = mptemp.owned_dir(INDEX_DIR_PREFIX)
+    assert not dead.exists() and mine.is_dir() and mptemp.owner(mine, INDEX_DIR_PREFIX)[0] == os.getpid()
+    assert mptemp.sweep(tmp_path, INDEX_DIR_PREFIX) == [] and mine.is_dir()  # a live maker's stays
 
 
 def _a_dead_pid() -> int:
