@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 from trainer import runstore as rs
 from trainer.runstore import RunStore
@@ -53,3 +54,25 @@ def test_a_hard_polling_reader_never_breaks_the_writer(tmp_path):
     assert len(store.metric_series(run_id, rs.LOSS, max_points=1000)) == 400
     assert len(store.events(run_id, kinds=["checkpoint"])) == 8
     assert store.get_run(run_id)["step"] == 400
+
+
+CREATOR = textwrap.dedent("""
+    import sys, time
+    from trainer.runstore import RunStore
+    root, go, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    for r in range(rounds):  # every process opens store r at the same instant
+        while time.time() < go + 0.15 * r:
+            pass
+        RunStore(f"{root}/runs-{r}.db").close()
+""")
+
+
+def test_processes_creating_one_store_at_once_all_open_it(tmp_path):
+    """Two trainers started together on a new runs.db: SQLite refuses one's lock upgrade at
+    once (no busy wait), which failed a CI run; opening retries. Measured before the retry:
+    4 failed opens in 90 (15 rounds of 6)."""
+    go, rounds = time.time() + 1.5, 15
+    procs = [subprocess.Popen([sys.executable, "-c", CREATOR, str(tmp_path), str(go), str(rounds)], cwd=REPO,
+                              env=env(), stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]

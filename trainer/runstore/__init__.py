@@ -87,7 +87,7 @@ class RunStore(CommandsMixin):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _create_private(self.path)
-            self._init_schema()
+            self._init_schema_retrying()
         except (OSError, sqlite3.Error) as e:
             if is_damage(e):
                 raise self.damaged(e) from e
@@ -103,6 +103,20 @@ class RunStore(CommandsMixin):
             conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
         return conn
+
+    def _init_schema_retrying(self) -> None:
+        """`_init_schema`, tried again while another process holds the file: two processes
+        creating one store at once can get "database is locked" at once, not after the busy
+        timeout (SQLite refuses a lock upgrade that could deadlock without waiting), as two
+        trainers started together on one runs.db did in CI."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                return self._init_schema()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _init_schema(self) -> None:
         conn = self._conn()
