@@ -25,7 +25,8 @@ from nvidia.dali.pipeline import Pipeline
 
 from pipeline.dalireader import READER, RankReader
 from pipeline.readerstate import graft_reader_state
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError, read_index
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError
+from preprocess.indexfile import read_index
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 64  # batches between recovery checkpoints (one costs a few ms)

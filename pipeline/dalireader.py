@@ -12,7 +12,7 @@ then yields the same samples in the same order (the shuffle buffer and its seed
 unchanged) while parsing 1/w of the split. Damaged samples found by recovery are patched
 into those derived files too. Derived files live in a temporary folder owned by the
 reader and removed with it (a rank killed outright cannot: the next reader's start sweeps
-such folders, `pipeline.mptemp`); only `preprocess.contract` reads and writes index files.
+such folders, `pipeline.mptemp`); only `preprocess.indexfile` reads and writes index files.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import numpy as np
 
 from pipeline import mptemp
 from pipeline.splitindex import SplitIndex
-from preprocess.contract import (
-    EXT_IMAGE, EXT_LABEL, DataError, Members, read_index, read_index_columns, write_index,
-)
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError
+from preprocess.indexfile import Members, read_index, read_index_columns, write_index
 
 INDEX_DIR_PREFIX = "pipeline-idx"
 READER = "Reader"  # the reader's name, for checkpoints and error reports

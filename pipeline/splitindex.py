@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError, index_name, read_index_columns, read_index_count, \
-    require_shards
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError, index_name, require_shards
+from preprocess.indexfile import read_index_columns, read_index_count
 
 # Columns of `SplitIndex.table`: offset and size of the JPEG, then of the label.
 IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES = range(4)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from preprocess import exitcodes, image
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE, write_index
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE
+from preprocess.indexfile import write_index
 from preprocess.sources import SampleTable, Source
 from preprocess.stats import Moments
 from preprocess.tempfiles import no_space, replacing, temp_path

@@ -21,8 +21,8 @@ import simplejpeg
 
 from preprocess.contract import (
     EXT_IMAGE, EXT_LABEL, EXT_META, SPLITS, CorruptError, DataError, Manifest, index_name, list_shards, load_stats,
-    read_index,
 )
+from preprocess.indexfile import read_index
 from preprocess.output import sha256_file
 
 

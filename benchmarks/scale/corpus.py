@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from preprocess.contract import (
-    STATS_NAME, index_name, load_manifest, read_index, read_index_count, shard_name, write_index, write_manifest,
-)
+from preprocess.contract import STATS_NAME, index_name, load_manifest, shard_name, write_manifest
+from preprocess.indexfile import read_index, read_index_count, write_index
 
 IMAGENET_TRAIN = 1_281_167
 IMAGENET_VAL = 50_000

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess.contract import EXT_IMAGE, EXT_LABEL, IMAGE_SIZE, DatasetStats, index_name, shard_name
-from preprocess.contract import write_index as contract_write_index
+from preprocess.indexfile import write_index as contract_write_index
 
 
 def synthetic_image(rng: np.random.Generator) -> np.ndarray:

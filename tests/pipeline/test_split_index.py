@@ -15,7 +15,7 @@ from pipeline import make_loader
 from pipeline.reference import rank_positions
 from pipeline.sharding import derive_seed, plan_epoch
 from pipeline.splitindex import COLUMNS, SplitIndex
-from preprocess.contract import read_index
+from preprocess.indexfile import read_index
 
 
 def walk(order: list[int], sizes, position: int) -> tuple[int, int]:
@@ -77,7 +77,7 @@ def test_reference_loader_shares_its_table_with_its_workers(shard_dir):
 
 def test_dali_rank_reads_only_the_index_of_its_shards(shard_dir):
     """Each rank's reader gets the shards its range touches, cut to its own samples."""
-    from preprocess.contract import read_index_count
+    from preprocess.indexfile import read_index_count
 
     for world_size in (2, 3):
         for rank in range(world_size):

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from preprocess.contract import (
-    DataError, format_index, load_manifest, read_index, read_index_columns, read_index_count, write_index,
-    write_manifest,
-)
+from preprocess.contract import DataError, load_manifest, write_manifest
+from preprocess.indexfile import format_index, read_index, read_index_columns, read_index_count, write_index
 
 UNIFORM = [[("jpg", 512 + 4096 * i, 1000 + i, f"k{i}.jpg"), ("cls", 2048 + 4096 * i, 1 + i % 3, f"k{i}.cls"),
             ("json", 3072 + 4096 * i, 60, f"k{i}.json")] for i in range(50)]

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preprocess.contract import (
-    EXT_IMAGE, EXT_LABEL, Manifest, index_name, list_shards, load_manifest, parse_index,
-)
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, Manifest, index_name, list_shards, load_manifest
+from preprocess.indexfile import parse_index
 
 dali = pytest.importorskip("nvidia.dali")
 

@@ -10,7 +10,8 @@ import pytest
 from shardrun import output_bytes, run_cli, run_inprocess, shard_args
 
 from preprocess import image
-from preprocess.contract import Manifest, list_shards, load_manifest, load_stats, parse_index
+from preprocess.contract import Manifest, list_shards, load_manifest, load_stats
+from preprocess.indexfile import parse_index
 from preprocess.sources import discover
 from preprocess.verify import verify
 
