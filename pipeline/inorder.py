@@ -18,7 +18,8 @@ from typing import Any
 
 from pipeline.base import label_bound, warn_damaged
 from pipeline.reference import ShardReader
-from pipeline.splitindex import IMAGE_OFFSET, IMAGE_SIZE_BYTES, SplitIndex
+from pipeline.splitindex import SplitIndex
+from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES
 
 
 @dataclass(frozen=True)

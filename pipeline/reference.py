@@ -43,7 +43,8 @@ from pipeline.augment import (
 from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
 from pipeline.hostmem import empty_shared
 from pipeline.sharding import EpochPlan, derive_seed
-from pipeline.splitindex import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES, SplitIndex
+from pipeline.splitindex import SplitIndex
+from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES
 from preprocess.contract import CROP_SIZE, IMAGE_SIZE, DataError
 
 log = logging.getLogger(__name__)

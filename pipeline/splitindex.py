@@ -1,30 +1,34 @@
-"""A split's shards and where each sample's bytes lie: held once per rank, shared by its workers.
+"""A split's shards and where each sample's bytes lie: held once per node, or once per rank.
 
 Used by both backends of `pipeline.make_loader` (`trainer train` / `trainer evaluate`).
 `SplitIndex.read` reads only each index file's header (the sample counts), which is all
 that planning and the DALI backend need. The reference loader also needs every sample's
-JPEG and label offsets: `table` parses them once (`preprocess.contract.read_index_columns`)
-into one fixed-width int64 array of 32 bytes a sample (41 MB for ImageNet's 1.28 M) in
-shared memory. Pickled to a DataLoader worker, a shared torch tensor travels as a file
-descriptor, not as data (torch.multiprocessing's reductions): every worker maps the
-rank's one copy, as FFCV's workers share its table, instead of unpickling its own copy of
-every index line at every epoch start (217 MB a worker at ImageNet size before).
+JPEG and label offsets, the (N, 4) int64 `table` (32 bytes a sample, 41 MB for ImageNet's
+1.28 M). Shards that `preprocess shard` wrote come with it as a file
+(`preprocess.offsetstable`): the rank checks it against the manifest and maps it
+read-only, and so does each DataLoader worker, by its path, so every rank and worker of a
+node reads one copy in the page cache, as FFCV's workers share its table. For shards
+without one (other tools, older outputs), or whose table no longer matches their index
+files (a warning says so and how to rewrite it), the rank parses the index files once into
+shared memory, which a worker receives as a file descriptor (torch.multiprocessing's
+reductions): one copy per rank. Before either, each worker unpickled its own copy of every
+index line at every epoch start (217 MB a worker at ImageNet size).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError, index_name, require_shards
-from preprocess.indexfile import read_index_columns, read_index_count
+from preprocess.contract import MANIFEST_NAME, CorruptError, DataError, Manifest, index_name, require_shards
+from preprocess.indexfile import read_index_count
+from preprocess.offsetstable import WIDTH, fill, map_table, open_table
 
-# Columns of `SplitIndex.table`: offset and size of the JPEG, then of the label.
-IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES = range(4)
-COLUMNS = (EXT_IMAGE, EXT_LABEL)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,8 +38,11 @@ class SplitIndex:
     tars: list[Path]
     idx: list[Path]
     sizes: np.ndarray  # (S,) int64 samples per shard
-    _table: torch.Tensor | None = field(default=None, repr=False)
+    _table: torch.Tensor | np.ndarray | None = field(default=None, repr=False)
+    data_dir: Path | None = None
+    table_entry: dict | None = None  # the manifest's entry for the split's table file, if it has one
     starts: np.ndarray = field(init=False, repr=False)  # (S + 1,) first global number of each shard, then N
+    _checked: bool = field(default=False, init=False, repr=False)  # the rank checked the file's sha256
 
     def __post_init__(self):
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
@@ -43,6 +50,7 @@ class SplitIndex:
     @classmethod
     def read(cls, data_dir: str | Path, split: str) -> SplitIndex:
         """The split's shards and counts; a missing index is a DataError naming the fix."""
+        data_dir = Path(data_dir)
         tars = require_shards(data_dir, split)
         idx = [tar.with_name(index_name(tar)) for tar in tars]
         for tar, path in zip(tars, idx):
@@ -52,7 +60,8 @@ class SplitIndex:
                     f"--out {data_dir}` (it writes both), or `wds2idx {tar} {path}`"
                 )
         sizes = np.array([read_index_count(p) for p in idx], np.int64)
-        return cls(tars, idx, sizes)
+        entry = Manifest.read(data_dir).split_offsets(split) if (data_dir / MANIFEST_NAME).is_file() else None
+        return cls(tars, idx, sizes, data_dir=data_dir, table_entry=entry)
 
     @property
     def total(self) -> int:
@@ -63,18 +72,33 @@ class SplitIndex:
         return self.starts[shard] + sample
 
     @property
+    def node_shared(self) -> bool:
+        """Whether the table is the split's file, mapped (one copy per node)."""
+        return self.table_entry is not None
+
+    @property
     def table(self) -> np.ndarray:
-        """(N, 4) int64, by global sample number: IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET,
-        LABEL_SIZE_BYTES. Parsed on first use, straight into shared memory."""
+        """(N, 4) int64, by global sample number, columns as `preprocess.offsetstable` names
+        them. Mapped (or parsed) on first use."""
         if self._table is None:
-            starts = self.starts
-            shared = torch.empty((self.total, 2 * len(COLUMNS)), dtype=torch.int64).share_memory_()
-            view = shared.numpy()
-            for s, path in enumerate(self.idx):
-                columns = read_index_columns(path, COLUMNS)
-                if len(columns) != self.sizes[s]:
-                    raise DataError(f"{path} changed while it was read: {len(columns)} samples, "
-                                    f"its header said {self.sizes[s]}")
-                view[starts[s] : starts[s + 1]] = columns
-            self._table = shared
-        return self._table.numpy()
+            if self.table_entry is None:
+                shared = torch.empty((self.total, WIDTH), dtype=torch.int64).share_memory_()
+                fill(shared.numpy(), self.idx, self.sizes)
+                self._table = shared
+            elif self._checked:
+                self._table = map_table(self.data_dir / self.table_entry["name"], self.total)
+            else:
+                try:
+                    self._table = open_table(self.data_dir, self.table_entry, self.idx, self.total)
+                    self._checked = True
+                except CorruptError as err:  # a stale cache of the index files: read them instead
+                    log.warning("%s; until then each rank parses the index files itself", err)
+                    self.table_entry = None
+                    return self.table
+        return self._table.numpy() if isinstance(self._table, torch.Tensor) else self._table
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.node_shared:  # a worker maps the file itself: pickling a memmap copies its rows
+            state["_table"] = None
+        return state

@@ -241,6 +241,7 @@ WORK_DIR = ".preprocess"  # inside the output folder: per-shard statistics and b
 class SplitEntry:
     count: int
     shards: tuple[dict, ...]  # {"name", "count", "bytes", "sha256"}, in shard order
+    offsets: dict | None = None  # the offsets table's {"name", "rows", "bytes", "sha256"} (preprocess.offsetstable)
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,7 @@ class Manifest:
     @classmethod
     def of(cls, manifest: dict) -> "Manifest":
         """The view of a manifest dict that `load_manifest` checked."""
-        splits = {name: SplitEntry(int(entry.get("count", 0)), tuple(entry.get("shards", [])))
+        splits = {name: SplitEntry(int(entry.get("count", 0)), tuple(entry.get("shards", [])), entry.get("offsets"))
                   for name, entry in manifest.get("splits", {}).items()}
         return cls(classes=tuple(sorted(manifest["classes"], key=lambda c: c["index"])),
                    image_size=int(manifest.get("params", {}).get("image_size", IMAGE_SIZE)), splits=splits)
@@ -281,6 +282,11 @@ class Manifest:
         """Samples of a split (0 when the split is absent)."""
         entry = self.splits.get(split)
         return entry.count if entry else 0
+
+    def split_offsets(self, split: str) -> dict | None:
+        """The split's offsets table entry; None for shards written before there was one."""
+        entry = self.splits.get(split)
+        return entry.offsets if entry else None
 
     def split_shards(self, split: str) -> tuple[dict, ...]:
         """A split's shard entries in order (none when the split is absent)."""

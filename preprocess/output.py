@@ -1,7 +1,7 @@
 """The output folder of `preprocess shard` / `preprocess stats --merge`: bookkeeping, resume, manifest.
 
-Layout under OUT: the shards, their `.idx` files, `dataset.json`, `stats.npz`,
-`rejects.jsonl` (the contract), and `.preprocess/` with what makes reruns and merges
+Layout under OUT: the shards, their `.idx` files, each split's offsets table
+(`preprocess.offsetstable`), `dataset.json`, `stats.npz`, `rejects.jsonl` (the contract), and `.preprocess/` with what makes reruns and merges
 exact: `options.json` (what the bytes depend on), `source.json` (classes, unit names,
 rejects found before decoding), and per unit `UNIT.json` (its pieces' sizes and hashes,
 its rejects), `UNIT.moments.npz` (train) and, until placed, its pieces `UNIT-pN.tar/.idx`.
@@ -26,6 +26,7 @@ from preprocess.contract import (
     FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, SPLITS, STATS_NAME, WORK_DIR, class_digest, index_name, shard_name,
     write_manifest,
 )
+from preprocess.offsetstable import table_name, write_table
 from preprocess.stats import Moments, merge_all
 from preprocess.tempfiles import replacing, sweep_dead, temp_path
 
@@ -97,6 +98,7 @@ class Output:
         for split in SPLITS:
             for p in list(self.out.glob(f"{split}-*.tar")) + list(self.out.glob(f"{split}-*.idx")):
                 p.unlink()
+            (self.out / table_name(split)).unlink(missing_ok=True)
         for name in (MANIFEST_NAME, STATS_NAME, REJECTS_NAME):
             (self.out / name).unlink(missing_ok=True)
         shutil.rmtree(self.work, ignore_errors=True)
@@ -199,7 +201,9 @@ class Output:
                     n += 1
             if shards or info["inputs"].get(split):
                 splits[split] = {"count": sum(s["count"] for s in shards),
-                                 "bytes": sum(s["bytes"] for s in shards), "shards": shards}
+                                 "bytes": sum(s["bytes"] for s in shards), "shards": shards,
+                                 "offsets": write_table(self.out, split, [self.out / index_name(s["name"]) for s in shards],
+                                                        [s["count"] for s in shards])}
         manifest = {
             "format_version": FORMAT_VERSION,
             "params": params,

@@ -2,8 +2,9 @@
 
 Returns a list of problems (empty when the dataset is whole): missing or extra shards,
 wrong sizes or sha256, samples missing a field, images that do not decode to 256x256 RGB,
-labels outside the classes or disagreeing with the recorded wnid, duplicate keys, and
-index files that do not describe their tar exactly; `stats.npz` damaged or not finite.
+labels outside the classes or disagreeing with the recorded wnid, duplicate keys, index
+files that do not describe their tar exactly, an offsets table that differs from the
+manifest or from the index files; `stats.npz` damaged or not finite.
 A shard whose sha256 differs is still read sample by sample, to name the samples that
 show the damage (a flipped bit in a JPEG's entropy data often decodes without error:
 the sha256 is what catches it). `check` also says whether one of the files the readers
@@ -22,7 +23,8 @@ import simplejpeg
 from preprocess.contract import (
     EXT_IMAGE, EXT_LABEL, EXT_META, SPLITS, CorruptError, DataError, Manifest, index_name, list_shards, load_stats,
 )
-from preprocess.indexfile import read_index
+from preprocess.indexfile import read_index, read_index_columns
+from preprocess.offsetstable import COLUMNS, open_table
 from preprocess.output import sha256_file
 
 
@@ -103,6 +105,34 @@ def _check_shard(shard: Path, entry: dict, classes: list[dict], size: int, keys:
         problems.append(f"{index.name}: does not match the members of {shard.name}")
 
 
+def _check_table(data_dir: Path, split: str, manifest: Manifest, report: Report) -> None:
+    """The split's offsets table against the manifest and, shard by shard, the index files."""
+    entry = manifest.split_offsets(split)
+    if entry is None:
+        return  # written before tables existed: the loaders parse the index files instead
+    try:
+        idx = [data_dir / index_name(shard["name"]) for shard in manifest.split_shards(split)]
+        table = open_table(data_dir, entry, idx, manifest.split_count(split))
+    except OSError:
+        return  # an index file is missing or unreadable: reported with its shard
+    except DataError as err:
+        report.corrupt = True
+        report.problems.append(str(err))
+        return
+    start = 0
+    for shard in manifest.split_shards(split):
+        rows = table[start : start + shard["count"]]
+        start += shard["count"]
+        try:
+            same = (read_index_columns(data_dir / index_name(shard["name"]), COLUMNS) == rows).all()
+        except (OSError, DataError):
+            continue  # the unreadable index is reported with its shard
+        if not same:
+            report.corrupt = True
+            report.problems.append(f"{entry['name']}: the rows of {shard['name']} differ from its index file; "
+                                   f"rerun the `preprocess shard` command that made it")
+
+
 def check(data_dir: str | Path) -> Report:
     """Every problem of a shard folder; raises DataError when its dataset.json is missing or
     damaged (there is nothing to check against)."""
@@ -124,6 +154,8 @@ def check(data_dir: str | Path) -> Report:
             _check_shard(shard, entry, classes, size, keys, report)
         if sum(e["count"] for e in entries) != manifest.split_count(split):
             problems.append(f"{split}: shard counts do not add up to the manifest's count")
+        else:
+            _check_table(data_dir, split, manifest, report)
     if manifest.split_count("train"):
         try:
             stats = load_stats(data_dir)  # checks every field's shape and that it is finite

@@ -20,6 +20,7 @@ from PIL import Image
 
 from preprocess.contract import STATS_NAME, index_name, load_manifest, shard_name, write_manifest
 from preprocess.indexfile import read_index, read_index_count, write_index
+from preprocess.offsetstable import write_table
 
 IMAGENET_TRAIN = 1_281_167
 IMAGENET_VAL = 50_000
@@ -105,7 +106,9 @@ def link_full_split(src: Path, dst: Path, n_train: int = IMAGENET_TRAIN, n_val: 
     splits = {}
     for split, total in (("train", n_train), ("val", n_val)):
         shards = _link_split(src, dst, split, total)
-        splits[split] = {"count": total, "bytes": sum(s["bytes"] for s in shards), "shards": shards}
+        splits[split] = {"count": total, "bytes": sum(s["bytes"] for s in shards), "shards": shards,
+                         "offsets": write_table(dst, split, [dst / index_name(s["name"]) for s in shards],
+                                                [s["count"] for s in shards])}
     manifest["splits"] = splits
     manifest["totals"] = {"count": n_train + n_val, "bytes": sum(s["bytes"] for s in splits.values())}
     write_manifest(dst, manifest)

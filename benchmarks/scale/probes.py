@@ -109,6 +109,10 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
                               "worker_private_floor_mb": min(private, default=0.0),
                               "worker_own_mb": max(own, default=0.0), "workers": len(seen[-1])})
         del it
+    if backend == "reference":
+        # The offsets table: one page-cache copy a node when it is the split's file, else one a rank.
+        out["index_mb"] = loader.index.table.nbytes / (1 << 20)
+        out["index_node_shared"] = loader.index.node_shared
     if backend == "reference" and world_size == 1:
         out["lookup_us_last_rank"] = lookup_us(loader, batch_size)
         out["lookup_us_rank0"] = lookup_us(loader, batch_size, rank=0)
