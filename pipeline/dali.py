@@ -4,11 +4,14 @@
 One graph serves CPU (`device_id=None`, CPU decode) and GPU (`mixed` decode, GPU
 arithmetic): only the placement differs, except that in train mode on the CPU the graph
 stops at the mirrored uint8 windows and `pipeline.host_normalize` does the float step.
-A pipeline is built per epoch, its reader and random-op seeds derived from (seed, epoch,
-rank), so epoch e is reproducible without running epochs 0..e-1; its reader gets only the
-rank's shards of that epoch (`pipeline/dalireader.py`), so a build parses 1/w of the
-split's index, and the previous epoch's pipeline is gone before the next is built (one
-alive at a time), its buffers returned to the system (`pipeline.hostmem.return_large_frees`).
+In train mode a pipeline is built per epoch, its reader and random-op seeds derived from
+(seed, epoch, rank), so epoch e is reproducible without running epochs 0..e-1; its reader
+gets only the rank's shards of that epoch (`pipeline/dalireader.py`), a new random 1/w of
+the split each epoch, so a build parses 1/w of the split's index, and the previous epoch's
+pipeline is gone before the next is built (one alive at a time), its buffers returned to
+the system (`pipeline.hostmem.return_large_frees`). An eval loader reads the same samples
+in the same order every epoch: its pipeline is built once and reused while nothing it
+reads changes.
 Why not one pipeline for the run: the reader takes its files at build time, and DALI's
 own per-epoch file shuffle (`shuffle_after_epoch`) draws its own permutation over the
 whole split, which every rank would then parse (benchmarks/README.md, "Scale"). Mid-epoch resume restores DALI's own checkpoint
@@ -160,6 +163,8 @@ class DaliLoader(BaseLoader):
         self.reader = RankReader(self.index)
         self.recovery = DaliRecovery(self.reader, cfg.batch_size, self.device_id)
         self.pipe: Pipeline | None = None
+        self._live: tuple | None = None  # what an eval pipeline reads, while it may be reused (`_reusable`)
+        self._runs = 0  # batches the live pipeline produced
         self._checkpoint: tuple[int, bytes | None] = (0, None)  # (batch, DALI state before it)
         self._host_normalize = None  # the CPU train graph ends with uint8 windows
         if cfg.mode == "train" and self.device_id is None:
@@ -202,11 +207,27 @@ class DaliLoader(BaseLoader):
         for b in range(start, plan.num_batches):
             yield b, self._batch(self._run(plan, b), plan, b)
 
+    def _reads(self, plan) -> tuple:
+        """What a pipeline built for `plan` reads: the rank's shards, range and patched samples."""
+        patched = tuple(sorted((s, i) for s, samples in self.reader.patches.items() for i in samples))
+        return tuple(plan.shard_order), plan.start, plan.size, patched
+
+    def _reusable(self, plan, start: int, checkpoint: str | None) -> bool:
+        """Whether the live pipeline can serve this epoch as it is: an eval pipeline (no random
+        operators, the same samples in the same order every epoch) whose last epoch ran to
+        its end, so that its reader has wrapped to the same epoch's start. A validation
+        pass then rebuilds and re-parses nothing (the reader's shards have not changed)."""
+        return (self.cfg.mode != "train" and self.pipe is not None and start == 0 and checkpoint is None
+                and self._live == self._reads(plan) and self._runs % plan.num_batches == 0)
+
     def _start(self, plan, start: int, checkpoint: str | None) -> None:
-        """Build the epoch's pipeline positioned before batch `start`."""
+        """The epoch's pipeline positioned before batch `start`: built, or the live one reused."""
+        self._checkpoint = (start if checkpoint is not None else 0, checkpoint)
+        if self._reusable(plan, start, checkpoint):
+            return
         self.release()
         self.pipe = self.build(plan, checkpoint)
-        self._checkpoint = (start if checkpoint is not None else 0, checkpoint)
+        self._live, self._runs = self._reads(plan), 0
         if checkpoint is None:
             for b in range(start):  # no DALI checkpoint: deterministic replay
                 self._run(plan, b)
@@ -223,6 +244,7 @@ class DaliLoader(BaseLoader):
                         self.skipped.append(name)
                 self._rebuild(plan, b)
                 continue
+            self._runs += 1
             if (b + 1) % badinput.CHECKPOINT_EVERY == 0:
                 self._checkpoint = (b + 1, self.pipe.checkpoint())
             return outs
@@ -232,6 +254,7 @@ class DaliLoader(BaseLoader):
         at, checkpoint = self._checkpoint
         self.release()
         self.pipe = self.build(plan, checkpoint)
+        self._live = None  # positioned by a checkpoint and a replay: not reused at the next epoch
         for _ in range(at, b):  # these batches decoded before; replay restores RNG states
             self.pipe.run()
 

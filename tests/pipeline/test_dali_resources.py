@@ -59,10 +59,11 @@ def test_cpu_loader_builds_cpu_pipelines(shard_dir):
     assert loader.recovery.decoder().pipeline().device_id is None
 
 
-@pytest.mark.parametrize("split, mode", [("train", "train"), ("val", "center")])
-def test_one_pipeline_alive_across_epoch_boundaries(shard_dir, split, mode, monkeypatch):
+@pytest.mark.parametrize("split, mode, builds", [("train", "train", 3), ("val", "center", 1)])
+def test_one_pipeline_alive_across_epoch_boundaries(shard_dir, split, mode, builds, monkeypatch):
     """The old epoch's pipeline (on a GPU: its decoder and buffers) is gone before the new
-    one is built, without waiting for the garbage collector."""
+    one is built, without waiting for the garbage collector; an eval loader's one pipeline
+    serves every epoch."""
     loader = make_loader(shard_dir, split=split, mode=mode, batch_size=16, backend="dali", num_workers=1)
     built: list[weakref.ref] = []
     alive_at_build: list[int] = []
@@ -82,7 +83,26 @@ def test_one_pipeline_alive_across_epoch_boundaries(shard_dir, split, mode, monk
         assert sum(ref() is not None for ref in built) == 1
         for _ in batches:
             pass
-    assert alive_at_build == [0, 0, 0]
+    assert alive_at_build == [0] * builds
+
+
+@pytest.mark.parametrize("mode", ["center", "tencrop"])
+def test_a_reused_eval_pipeline_gives_every_epoch_the_same_batches(shard_dir, mode):
+    """Validation twice on one pipeline, then again after a pass broken off mid-epoch (which
+    must rebuild): the same images, labels and masks each time, for a middle rank too."""
+    for rank in (0, 1):
+        loader = make_loader(shard_dir, split="val", mode=mode, batch_size=5, backend="dali", num_workers=1,
+                             rank=rank, world_size=3)
+        first = [[t.clone() for t in batch] for batch in loader]
+        pipe = loader.pipe
+        again = [[t.clone() for t in batch] for batch in loader]
+        assert loader.pipe is pipe
+        next(iter(loader))  # broken off after one batch
+        after_break = [[t.clone() for t in batch] for batch in loader]
+        assert loader.pipe is not pipe
+        for other in (again, after_break):
+            assert len(other) == len(first)
+            assert all(torch.equal(a, b) for x, y in zip(first, other) for a, b in zip(x, y))
 
 
 # Allocates and frees an 8 MiB block twice and prints how much of it stays resident. The
