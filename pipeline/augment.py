@@ -82,6 +82,12 @@ def center_params(n: int) -> TrainParams:
     return TrainParams(x=c, y=c.copy(), flip=np.zeros(n, bool), alpha=np.zeros((n, 3)))
 
 
+def crop_window(image: np.ndarray, x: int, y: int, flip: bool) -> np.ndarray:
+    """The 224x224 window at (x, y) of a uint8 HWC image, mirrored when `flip`: a view."""
+    patch = image[y : y + CROP_SIZE, x : x + CROP_SIZE]
+    return patch[:, ::-1] if flip else patch
+
+
 def augment_image(
     image: np.ndarray, mean: np.ndarray, x: int, y: int, flip: bool, offset: np.ndarray | None = None
 ) -> np.ndarray:
@@ -93,8 +99,7 @@ def augment_image(
     centered = image.astype(np.float32) - mean
     if offset is not None:
         centered += np.asarray(offset, np.float32)
-    patch = centered[y : y + CROP_SIZE, x : x + CROP_SIZE]
-    return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
+    return np.ascontiguousarray(crop_window(centered, x, y, flip))
 
 
 def ten_crop_image(image: np.ndarray, mean: np.ndarray) -> np.ndarray:

@@ -4,7 +4,10 @@
 installed, and the baseline in `benchmarks/pipeline_bench.py`. It reads the same
 per-rank sample ranges as DALI (`pipeline/sharding.py`), each sample by its offsets in
 the split's shared index (`pipeline/splitindex.py`), and applies the augmentation of
-`pipeline/augment.py`. Within a rank, batch start+k goes to DataLoader worker
+`pipeline/augment.py`: workers decode and cut each sample's uint8 window, and the rank
+makes the float batch with the step DALI's CPU graph ends with (`pipeline.host_normalize`):
+a quarter of the bytes through shared memory, and a worker's memory is its own ~19 MB
+plus a 9.6 MB batch of windows at batch 64 (with float batches: 38.5 MB). Within a rank, batch start+k goes to DataLoader worker
 k % num_workers, and its random parameters are drawn from (seed, epoch, rank, b): the
 output does not depend on the number of workers, and resuming at batch k is exact and
 costs nothing.
@@ -33,14 +36,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from pipeline import mptemp
 from pipeline.augment import (
     TEN_CROPS,
-    augment_image,
     center_params,
+    crop_window,
     draw_train_params,
     lighting_matrix,
     lighting_offset,
     mean_array,
 )
 from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
+from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_shared
 from pipeline.sharding import EpochPlan, derive_seed
 from pipeline.splitindex import SplitIndex
@@ -167,7 +171,8 @@ class EpochBatches(Sampler):
 
 @dataclass
 class BatchMaker(Dataset):
-    """Worker side: decodes and augments the samples of one batch into its final layout."""
+    """Worker side: decodes the samples of one batch and cuts their windows (crop and mirror,
+    uint8, in the final layout); the rank's `HostNormalizer` makes them float."""
 
     index: SplitIndex
     mode: str
@@ -176,9 +181,6 @@ class BatchMaker(Dataset):
     rank: int
     lighting_std: float
     channels_last: bool
-    dtype: torch.dtype  # float32, or float16 when the loader's dtype is float16
-    mean: np.ndarray
-    matrix: np.ndarray
     num_classes: int | None = None
 
     def __post_init__(self):
@@ -196,6 +198,15 @@ class BatchMaker(Dataset):
         rng = np.random.default_rng(derive_seed(self.seed, epoch, self.rank, b, 4))
         return draw_train_params(rng, self.batch_size, self.lighting_std)
 
+    def crops(self, epoch: int, b: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, flip, alpha) of each of the batch's n samples' windows, in order (ten a
+        sample in tencrop mode)."""
+        if self.mode == "tencrop":
+            x, y, flip = (np.tile(np.array(v), n) for v in zip(*TEN_CROPS))
+            return x, y, flip, np.zeros((10 * n, 3))
+        p = self.params(epoch, b)
+        return p.x[:n], p.y[:n], p.flip[:n], p.alpha[:n]
+
     def shape(self, n: int) -> tuple[int, ...]:
         crop = (CROP_SIZE, CROP_SIZE, 3) if self.channels_last else (3, CROP_SIZE, CROP_SIZE)
         return (n, 10, *crop) if self.mode == "tencrop" else (n, *crop)
@@ -204,24 +215,22 @@ class BatchMaker(Dataset):
         epoch, b, ids = item
         if self._reader is None:
             self._reader = ShardReader(self.index, self.num_classes)
-        p = self.params(epoch, b)
-        offsets = lighting_offset(p.alpha, self.matrix)
-        # The batch is written once, in its final layout and dtype, where the rank will read it.
+        x, y, flip, _ = self.crops(epoch, b, len(ids))
+        # uint8 windows, a quarter of the float batch: written once, into memory the rank maps.
         in_worker = get_worker_info() is not None
-        out = (empty_shared if in_worker else torch.zeros)(self.shape(len(ids)), dtype=self.dtype)
-        images = out.numpy()
+        out = (empty_shared if in_worker else torch.zeros)(self.shape(len(ids)), dtype=torch.uint8)
+        windows = out.numpy().reshape(-1, *out.shape[-3:])
+        per = len(windows) // max(len(ids), 1)
         labels, damaged = np.empty(len(ids), np.int64), []
         for j, g in enumerate(ids.tolist()):
             image, labels[j], damage = self._reader.sample_id(g)
             if image is None:
                 damaged.append(damage)
-                images[j] = 0
+                windows[j * per : (j + 1) * per] = 0
                 continue
-            if self.mode == "tencrop":
-                row = np.stack([augment_image(image, self.mean, x, y, f) for x, y, f in TEN_CROPS])
-            else:
-                row = augment_image(image, self.mean, p.x[j], p.y[j], p.flip[j], offsets[j])
-            images[j] = row if self.channels_last else np.moveaxis(row, -1, -3)
+            for k in range(j * per, (j + 1) * per):
+                window = crop_window(image, int(x[k]), int(y[k]), bool(flip[k]))
+                windows[k] = window if self.channels_last else np.moveaxis(window, -1, -3)
         return b, out, torch.from_numpy(labels), damaged
 
 
@@ -252,8 +261,9 @@ class ReferenceLoader(BaseLoader):
         self.index.table  # noqa: B018 -- parsed now, into shared memory, before any worker starts
         self.batches = EpochBatches(self.index, cfg.batch_size)
         self.maker = BatchMaker(self.index, cfg.mode, cfg.batch_size, cfg.seed, cfg.rank, cfg.lighting_std,
-                                cfg.channels_last, self._transfer_dtype, mean_array(self.stats, cfg.mean),
-                                lighting_matrix(self.stats), self.num_classes)
+                                cfg.channels_last, self.num_classes)
+        self.normalizer = HostNormalizer(mean_array(self.stats, cfg.mean), cfg.channels_last)
+        self.matrix = lighting_matrix(self.stats)
         self._loader: DataLoader | None = None
 
     def params(self, b: int):
@@ -285,7 +295,18 @@ class ReferenceLoader(BaseLoader):
         plan = self.plan()
         positions = rank_positions(plan, self.cfg.batch_size, self.cfg.mode == "train", self.epoch_seed(3))
         self.batches.set_epoch(self.epoch, plan, positions, start)
-        for b, images, labels, damaged in self.data_loader():
+        for b, windows, labels, damaged in self.data_loader():
             for name, why in damaged:
                 self.report_damaged(name, why)
+            images = self.float_batch(windows, b)
             yield b, self.finish(images.to(self.device, non_blocking=True), labels, plan, b)
+
+    def float_batch(self, windows: torch.Tensor, b: int) -> torch.Tensor:
+        """The workers' uint8 windows of batch b -> the float batch: the mean under each window
+        and the lighting offset, by the step DALI's CPU graph ends with (bit-identical to
+        `pipeline.augment.augment_image` for the same pixels)."""
+        flat = windows.reshape(-1, *windows.shape[-3:])
+        x, y, flip, alpha = self.maker.crops(self.epoch, b, len(windows))
+        params = {"x": x, "y": y, "flip": flip, "offset": lighting_offset(alpha, self.matrix)}
+        pin = self.device.type == "cuda"  # pinned, so that the copy to the device is queued, not waited for
+        return self.normalizer(flat, params, self._transfer_dtype, pin=pin).reshape(windows.shape)
