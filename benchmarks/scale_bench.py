@@ -22,8 +22,9 @@ extrapolated by least squares, linear in N, from the sizes measured (named in
 16,000 classes of one image each, to show nothing grows faster than the class count.
 Timings are noisy on a shared machine; compare figures of one run. Last line: the JSON of
 DESIGN.md "Benchmarks"; `ratios` are target over measured (>= 1: target met). With
-`--epochs` above 3 the rank's RSS rise over all of them, its least-squares trend per epoch
-and its spread are reported too (a rise over 3 epochs can be one epoch's scatter).
+`--epochs` above 3 the rank's RSS rise over all of them, its least-squares trend per epoch,
+its spread and the spread over the later half of them are reported too (a rise over 3
+epochs can be one epoch's scatter; use `--epochs 10` or more to judge flatness).
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ def flat(row: dict) -> dict:
             trend = fit(list(range(len(rss))), rss)
             out[f"{key}_rss_slope_mb_per_epoch"] = trend(1) - trend(0)
             out[f"{key}_rss_spread_mb"] = max(rss) - min(rss)
+            # The first starts fill the heap and the allocator's caches once; what is
+            # flat is the spread of the later half (a rise that goes on shows up here too).
+            late = rss[len(rss) // 2 :]
+            out[f"{key}_rss_spread_last_half_mb"] = max(late) - min(late)
         out[f"{key}_images_per_s"] = max(x["images_per_s"] for x in e)
         if b == "reference" and "lookup_us_last_rank" in r:
             out["ref_worker_private_mb"] = max(x["worker_private_mb"] for x in e)

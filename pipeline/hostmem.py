@@ -30,22 +30,34 @@ _MADV_HUGEPAGE = 14  # Linux
 _HUGE = 1 << 21
 _MALLOPT = _libc("mallopt", [ctypes.c_int, ctypes.c_int])  # glibc only
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-# Allocations from this size up get their own mapping, unmapped when freed. DALI's per-sample
-# buffers (a 256x256 image is 192 KiB) stay below it; its batch buffers (9.6 MB of uint8
-# windows at batch 64) and its parsed index (about 0.35 KB a sample in a few growing
-# vectors) are above it.
-MMAP_THRESHOLD = 4 << 20
+# A block from this size up that the arena has no free room for gets its own mapping,
+# unmapped when freed, instead of growing the heap or a thread arena. DALI's reader
+# reserves 1 MiB for every sample it holds (`tensor_init_bytes`, its default; 4,096 in the
+# shuffle buffer) and writes only the sample's first pages: mapped, only those pages count
+# and all of them leave with the pipeline. Its decoded images (a 224x224 window is 147 KiB)
+# stay below and come from the arenas; its batch buffers (9.6 MB of uint8 windows at batch
+# 64) and parsed index (about 0.35 KB a sample in a few growing vectors) are above.
+MMAP_THRESHOLD = 1 << 20
 
 
 def return_large_frees() -> bool:
     """Fix glibc's mmap threshold at MMAP_THRESHOLD, so that freed large blocks go back to
     the system. glibc starts at 128 KiB and raises the threshold to the size of every
-    mapped block freed (up to 32 MiB); after the DALI loader's first pipeline is dropped,
-    the next pipelines' index and batch buffers come from the heap, which keeps them after
-    they are freed. The rank's RSS then rose with every epoch start (one of 8 ranks at
-    1.28 M: 627 -> 791 MB over 6; with the threshold fixed 521-607 MB, no trend;
-    benchmarks/README.md, "Scale"). Process-wide and idempotent; False where there is no
-    glibc mallopt (the threshold stays dynamic)."""
+    mapped block freed (up to 32 MiB); after the DALI loader's first pipeline was dropped,
+    the next pipelines' index and batch buffers came from the heap, which keeps them after
+    they are freed, and the rank's RSS rose with every epoch start (one of 8 ranks at
+    1.28 M: 627 -> 791 MB over 6). A 4 MiB threshold stopped that but left the reader's
+    1 MiB sample reservations in the thread arenas, where each pipeline's samples touched
+    other pages of them, resident still once freed: the arenas held 26 MB after the first
+    epoch start and 80-200 MB later, some single starts ~70 MB above the others, and at
+    160 k samples they kept rising (a lone rank, 12 starts: 594 -> 784 MB, +15 MB an
+    epoch). At 1 MiB the arenas stay at 8-19 MB: 12 starts at 160 k span 37-42 MB, the
+    last 6 of them 11-13 MB; at 1.28 M 25-34 MB for a lone rank and 13 MB for rank 7 of 8
+    (benchmarks/README.md, "The last four gaps", item 2). Epoch starts and images/s were
+    the same within this shared VM's noise. Fewer arenas (M_ARENA_MAX 1 or 2) made it
+    worse, the main heap growing 100-200 MB an epoch; malloc_trim after each release only
+    halved the scatter. Process-wide and idempotent; False where there is no glibc mallopt
+    (the threshold stays dynamic)."""
     return _MALLOPT is not None and _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
 
 
