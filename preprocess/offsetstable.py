@@ -15,6 +15,7 @@ rank instead, as it does for shards made without a table (other tools, older out
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +34,22 @@ def table_name(split: str) -> str:
     return f"{split}.offsets.npy"
 
 
-def fill(into: np.ndarray, idx_paths: list[Path], sizes: list[int] | np.ndarray) -> None:
-    """Parse each index file's columns into its rows of `into`, one shard at a time (no
-    per-sample objects, the whole table never held twice)."""
-    start = 0
+def _columns(idx_paths: list[Path], sizes) -> Iterator[np.ndarray]:
+    """Each index file's (n, 4) columns in turn, its count checked against `sizes`."""
     for path, size in zip(idx_paths, sizes):
         columns = read_index_columns(path, COLUMNS)
         if len(columns) != size:
             raise DataError(f"{path} changed while it was read: {len(columns)} samples, expected {size}")
-        into[start : start + size] = columns
-        start += size
+        yield columns
+
+
+def fill(into: np.ndarray, idx_paths: list[Path], sizes: list[int] | np.ndarray) -> None:
+    """Parse the index files into their rows of `into`, one shard at a time (no per-sample
+    objects, the whole table never held twice)."""
+    start = 0
+    for columns in _columns(idx_paths, sizes):
+        into[start : start + len(columns)] = columns
+        start += len(columns)
 
 
 def _sha256(*paths: Path) -> str:
@@ -60,11 +67,11 @@ def write_table(data_dir: str | Path, split: str, idx_paths: list[Path], sizes: 
     manifest entry {"name", "rows", "bytes", "sha256", "index_sha256"}."""
     path = Path(data_dir) / table_name(split)
     rows = int(sum(sizes))
-    with replacing(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(rows, WIDTH))
-        fill(out, idx_paths, sizes)
-        out.flush()
-        del out
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<i8")), "fortran_order": False, "shape": (rows, WIDTH)}
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for columns in _columns(idx_paths, sizes):  # appended: the writer holds one shard's rows
+            f.write(columns.astype("<i8", copy=False).tobytes())
     return {"name": path.name, "rows": rows, "bytes": path.stat().st_size, "sha256": _sha256(path),
             "index_sha256": _sha256(*idx_paths)}
 
