@@ -6,17 +6,19 @@ per-rank sample ranges as DALI (`pipeline/sharding.py`), each sample by its offs
 the split's shared index (`pipeline/splitindex.py`), and applies the augmentation of
 `pipeline/augment.py`: workers decode and cut each sample's uint8 window, and the rank
 makes the float batch with the step DALI's CPU graph ends with (`pipeline.host_normalize`):
-a quarter of the bytes through shared memory, and a worker's memory is its own ~19 MB
-plus a 9.6 MB batch of windows at batch 64 (with float batches: 38.5 MB). Within a rank, batch start+k goes to DataLoader worker
-k % num_workers, and its random parameters are drawn from (seed, epoch, rank, b): the
+a quarter of the bytes through shared memory, a worker's memory its own ~20 MB plus a
+9.6 MB batch of windows at batch 64 (float batches were 38.5 MB), and 1.8x the images/s
+on two cores (benchmarks/README.md, "Pipeline"). Within a rank, batch start+k goes to
+DataLoader worker k % num_workers, and its random parameters are drawn from (seed, epoch, rank, b): the
 output does not depend on the number of workers, and resuming at batch k is exact and
 costs nothing.
 
 What scales with the dataset stays in the rank: the sampler (`EpochBatches`, in the rank's
 process) turns each batch's epoch positions into global sample numbers, one binary
 search a position, and sends a worker just (epoch, batch, sample numbers). Workers start
-once per loader and persist across epochs; each maps the rank's shared offsets table, so
-a worker's own memory does not grow with the number of samples.
+once per loader and persist across epochs; each maps the split's offsets table (one copy a
+node, or a rank's for shards without the table file), so a worker's own memory does not
+grow with the number of samples.
 """
 
 from __future__ import annotations
