@@ -7,7 +7,7 @@ the split's shared index (`pipeline/splitindex.py`), and applies the augmentatio
 `pipeline/augment.py`: workers decode and cut each sample's uint8 window, and the rank
 makes the float batch with the step DALI's CPU graph ends with (`pipeline.host_normalize`):
 a quarter of the bytes through shared memory, a worker's memory its own ~20 MB plus a
-9.6 MB batch of windows at batch 64 (float batches were 38.5 MB), and 1.8x the images/s
+9.6 MB batch of windows at batch 64 (float batches were 38.5 MB), and 1.25x the train images/s
 on two cores (benchmarks/README.md, "Pipeline"). Within a rank, batch start+k goes to
 DataLoader worker k % num_workers, and its random parameters are drawn from (seed, epoch, rank, b): the
 output does not depend on the number of workers, and resuming at batch k is exact and
