@@ -7,8 +7,11 @@ index it unpickled, an object whose refcount it touched) is. That is the figure 
 multiplies with the number of workers. It also counts a shared-memory page that only this
 process maps so far: the batch a reference-loader worker is writing (into shared memory,
 `pipeline.hostmem.empty_shared`), which the rank maps next and which exists once however
-it is counted. `shm_private_mb` is that part, so that a worker's own memory is
-`private_mb - shm_private_mb`.
+it is counted. `shm_private_mb` is that part. Likewise the pages of the split's offsets
+table file (`preprocess.offsetstable`) that a worker has mapped and no other process has
+yet: page cache, one copy a node, shared as soon as a second process maps the page (and
+the kernel maps up to 64 KB around each page read): `table_private_mb`. A worker's own
+memory is `private_mb - shm_private_mb - table_private_mb`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+
+from preprocess.offsetstable import table_name
 
 MB = 1024 * 1024
 
@@ -35,30 +40,33 @@ def _kb_fields(path: str) -> dict[str, int]:
 
 
 SHM_PREFIXES = ("/dev/shm/", "/memfd:", "/SYSV")  # how smaps names shared-memory mappings
+TABLE_SUFFIX = table_name("")  # ".offsets.npy"
 
 
-def private_kb(pid: int) -> tuple[int, int]:
-    """(private kB, private kB of shared-memory mappings) of one process, from one read of
-    its smaps, so that the two agree while a batch is being written."""
-    total = shm_total = 0
-    shm = False
+def private_kb(pid: int) -> tuple[int, int, int]:
+    """(private kB, of which in shared-memory mappings, of which in offsets-table files) of
+    one process, from one read of its smaps, so that they agree while a batch is written."""
+    total = shm_total = table_total = 0
+    kind = None
     try:
         lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
     except OSError:
-        return 0, 0
+        return 0, 0, 0
     for line in lines:
         parts = line.split()
         if parts and not parts[0].endswith(":"):  # a mapping's header line: range perms ... [path]
-            shm = len(parts) >= 6 and parts[5].startswith(SHM_PREFIXES)
+            path = parts[5] if len(parts) >= 6 else ""
+            kind = "shm" if path.startswith(SHM_PREFIXES) else "table" if path.endswith(TABLE_SUFFIX) else None
         elif parts and parts[0] in ("Private_Clean:", "Private_Dirty:"):
             total += int(parts[1])
-            shm_total += int(parts[1]) if shm else 0
-    return total, shm_total
+            shm_total += int(parts[1]) if kind == "shm" else 0
+            table_total += int(parts[1]) if kind == "table" else 0
+    return total, shm_total, table_total
 
 
 def usage(pid: int, shm: bool = False) -> dict[str, float] | None:
     """{rss_mb, private_mb, hwm_mb} of one process, or None once it is gone; with `shm`,
-    also shm_private_mb, private_mb then read in the same pass over smaps."""
+    also shm_private_mb and table_private_mb, private_mb then read in the same pass."""
     smaps = _kb_fields(f"/proc/{pid}/smaps_rollup")
     status = _kb_fields(f"/proc/{pid}/status")
     if not smaps or not status:
@@ -66,8 +74,8 @@ def usage(pid: int, shm: bool = False) -> dict[str, float] | None:
     out = {"rss_mb": smaps["Rss"] / 1024, "private_mb": (smaps["Private_Clean"] + smaps["Private_Dirty"]) / 1024,
            "hwm_mb": status.get("VmHWM", 0) / 1024}
     if shm:
-        private, shared_memory = private_kb(pid)
-        out["private_mb"], out["shm_private_mb"] = private / 1024, shared_memory / 1024
+        private, shared_memory, table = private_kb(pid)
+        out["private_mb"], out["shm_private_mb"], out["table_private_mb"] = private / 1024, shared_memory / 1024, table / 1024
     return out
 
 

@@ -94,7 +94,8 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
         start = time.perf_counter() - t0
         # Each worker's private memory after every batch: the highest includes a batch
         # being built; the lowest is what a worker holds whatever it does (an index copy);
-        # "own" leaves out the batch being written, in shared memory the rank maps next.
+        # "own" leaves out the batch being written, in shared memory the rank maps next, and
+        # the offsets-table pages mapped so far (page cache: one copy a node).
         seen = [_worker_usage(os.getpid())]
         t1 = time.perf_counter()
         for _ in range(batches - 1):
@@ -103,7 +104,7 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
         rate = (batches - 1) * batch_size / (time.perf_counter() - t1)
         rank = self_usage()
         private = [w["private_mb"] for sample in seen for w in sample]
-        own = [w["private_mb"] - w["shm_private_mb"] for sample in seen for w in sample]
+        own = [w["private_mb"] - w["shm_private_mb"] - w["table_private_mb"] for sample in seen for w in sample]
         out["epochs"].append({"start_s": start, "images_per_s": rate, "rss_mb": rank["rss_mb"],
                               "private_mb": rank["private_mb"], "worker_private_mb": max(private, default=0.0),
                               "worker_private_floor_mb": min(private, default=0.0),
