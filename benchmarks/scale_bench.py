@@ -173,6 +173,8 @@ def report(rows: list[dict], full: dict | None, sweep: list[dict], args) -> dict
         if k in full_flat:
             figures[k] = full_flat[k]
             xs, ys = xs + [n_full], ys + [full_flat[k]]
+        elif sizes[-1] == corpus.IMAGENET_TRAIN and k in per[-1]:  # ImageNet's count run for real
+            figures[k] = per[-1][k]
         elif k in FIT_TO_FULL and len(xs) >= 3:
             figures[k] = fit(xs, ys)(corpus.IMAGENET_TRAIN)
             extrapolated.append(k)
