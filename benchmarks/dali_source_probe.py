@@ -1,0 +1,144 @@
+"""Would one DALI pipeline for the whole run cost throughput? A probe for issue 12's last target.
+
+    python benchmarks/dali_source_probe.py [--data SHARD_DIR] [--batch-size 128] [--threads 2]
+        [--batches 40] [--repeats 3] [--py-workers 2]
+
+The DALI backend builds a pipeline per training epoch because `fn.readers.webdataset` takes
+its file list at build time. The alternative is a pipeline built once whose samples come
+from a parallel `fn.external_source`: a callable, run in DALI's Python worker processes,
+that reads each sample's JPEG by its offsets (`pipeline.splitindex.SplitIndex.table`) in the
+reference loader's order. This times the two pipelines' train graphs up to the uint8
+windows (ROI decode, crop, mirror; what `pipeline.dali.define_graph` runs on the CPU) on
+the same shards, interleaved, best of `--repeats` each. It measures the cost of moving the
+reads into Python on this machine; the H100 path is where the decision must be made.
+Without --data it writes synthetic shards as `pipeline_bench.py` does. Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "pipeline"))
+
+import numpy as np  # noqa: E402
+from nvidia.dali import fn, types  # noqa: E402
+from nvidia.dali.pipeline import Pipeline  # noqa: E402
+
+from pipeline import make_loader  # noqa: E402
+from pipeline.augment import CROP_POSITIONS, MAX_OFFSET  # noqa: E402
+from pipeline.reference import rank_positions  # noqa: E402
+from pipeline.splitindex import SplitIndex  # noqa: E402
+from preprocess.contract import CROP_SIZE  # noqa: E402
+from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES  # noqa: E402
+
+
+class ReadSample:
+    """Sample i of the epoch, in the reference loader's order: (JPEG bytes, label bytes)."""
+
+    def __init__(self, data: str, ids: np.ndarray):
+        self.data, self.ids = data, ids
+        self._index = self._fds = None
+
+    def __call__(self, info):
+        if info.idx_in_epoch >= len(self.ids):
+            raise StopIteration
+        if self._index is None:  # in the worker process
+            self._index = SplitIndex.read(self.data, "train")
+            self._fds = [os.open(t, os.O_RDONLY) for t in self._index.tars]
+        g = int(self.ids[info.idx_in_epoch])
+        row = self._index.table[g]
+        s = int(np.searchsorted(self._index.starts, g, side="right") - 1)
+        jpeg = os.pread(self._fds[s], int(row[IMAGE_SIZE_BYTES]), int(row[IMAGE_OFFSET]))
+        label = os.pread(self._fds[s], int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
+        return np.frombuffer(jpeg, np.uint8), np.frombuffer(label, np.uint8)
+
+
+def windows_graph(jpg):
+    x = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
+    y = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
+    flip = fn.random.coin_flip(probability=0.5, dtype=types.INT32)
+    image = fn.decoders.image_crop(jpg, device="cpu", output_type=types.RGB, crop=(CROP_SIZE, CROP_SIZE),
+                                   crop_pos_x=x * (1.0 / MAX_OFFSET), crop_pos_y=y * (1.0 / MAX_OFFSET))
+    return fn.crop_mirror_normalize(image, mirror=flip, output_layout="CHW", dtype=types.UINT8)
+
+
+def reader_pipeline(data: str, args) -> Pipeline:
+    loader = make_loader(data, backend="dali", batch_size=args.batch_size, num_workers=args.threads, seed=1)
+    pipe = Pipeline(batch_size=args.batch_size, num_threads=args.threads, device_id=None, seed=1,
+                    prefetch_queue_depth=2)
+    with pipe:
+        jpg, cls = fn.readers.webdataset(**loader.reader_kwargs(loader.plan()))
+        pipe.set_outputs(windows_graph(jpg), cls)
+    return pipe
+
+
+def source_pipeline(data: str, args) -> Pipeline:
+    loader = make_loader(data, backend="reference", batch_size=args.batch_size, num_workers=1, seed=1)
+    plan = loader.plan()
+    positions = rank_positions(plan, args.batch_size, True, loader.epoch_seed(3))
+    ids = loader.index.global_id(*plan.locate(positions))
+    pipe = Pipeline(batch_size=args.batch_size, num_threads=args.threads, device_id=None, seed=1,
+                    prefetch_queue_depth=2, py_num_workers=args.py_workers, py_start_method="spawn")
+    with pipe:
+        jpg, cls = fn.external_source(source=ReadSample(data, ids), num_outputs=2, batch=False, parallel=True,
+                                      dtype=[types.UINT8, types.UINT8])
+        pipe.set_outputs(windows_graph(jpg), cls)
+    return pipe
+
+
+def images_per_sec(make, data: str, args) -> float:
+    pipe = make(data, args)
+    pipe.build()
+    for _ in range(3):
+        pipe.run()
+    t0 = time.perf_counter()
+    for _ in range(args.batches):
+        pipe.run()
+    rate = args.batches * args.batch_size / (time.perf_counter() - t0)
+    del pipe
+    return rate
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--py-workers", type=int, default=2)
+    p.add_argument("--batches", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="dali-source-probe-") as tmp:
+        data = args.data
+        if data is None:
+            from synthetic_shards import write_split, write_stats
+
+            data = Path(tmp)
+            train = write_split(data, "train", [256] * -(-(args.batches + 4) * args.batch_size // 256), seed=0)
+            write_stats(data, train[:1024])
+            del train
+        rates = {"reader": 0.0, "external_source": 0.0}
+        for _ in range(args.repeats):
+            rates["reader"] = max(rates["reader"], images_per_sec(reader_pipeline, str(data), args))
+            rates["external_source"] = max(rates["external_source"], images_per_sec(source_pipeline, str(data), args))
+    for name, rate in rates.items():
+        print(f"{name:<18}{rate:>10.1f} images/s")
+    ratio = rates["external_source"] / rates["reader"]
+    print(f"external_source / reader {ratio:.2f}x")
+    print(json.dumps({"bench": "dali_source_probe", "machine": {"cores": os.cpu_count(), "threads": args.threads,
+                                                              "py_workers": args.py_workers},
+                      "figures": {k: round(v, 1) for k, v in rates.items()},
+                      "ratios": {"external_source_over_reader": round(ratio, 3)}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
