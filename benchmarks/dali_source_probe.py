@@ -34,6 +34,7 @@ from nvidia.dali.pipeline import Pipeline  # noqa: E402
 
 from pipeline import make_loader  # noqa: E402
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET  # noqa: E402
+from pipeline.dali import HW_DECODER_LOAD  # noqa: E402
 from pipeline.reference import rank_positions  # noqa: E402
 from pipeline.splitindex import SplitIndex  # noqa: E402
 from preprocess.contract import CROP_SIZE  # noqa: E402
@@ -61,50 +62,70 @@ class ReadSample:
         return np.frombuffer(jpeg, np.uint8), np.frombuffer(label, np.uint8)
 
 
-def windows_graph(jpg):
+def windows_graph(jpg, device_id: int | None):
+    """The train graph up to the mirrored uint8 windows, as `pipeline.dali.define_graph`
+    runs it (on a GPU: the `mixed` decoder with the product's hardware-decoder share)."""
     x = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
     y = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
     flip = fn.random.coin_flip(probability=0.5, dtype=types.INT32)
-    image = fn.decoders.image_crop(jpg, device="cpu", output_type=types.RGB, crop=(CROP_SIZE, CROP_SIZE),
-                                   crop_pos_x=x * (1.0 / MAX_OFFSET), crop_pos_y=y * (1.0 / MAX_OFFSET))
+    gpu = {"device": "mixed", "hw_decoder_load": HW_DECODER_LOAD} if device_id is not None else {"device": "cpu"}
+    image = fn.decoders.image_crop(jpg, output_type=types.RGB, crop=(CROP_SIZE, CROP_SIZE),
+                                   crop_pos_x=x * (1.0 / MAX_OFFSET), crop_pos_y=y * (1.0 / MAX_OFFSET), **gpu)
     return fn.crop_mirror_normalize(image, mirror=flip, output_layout="CHW", dtype=types.UINT8)
 
 
-def reader_pipeline(data: str, args) -> Pipeline:
-    loader = make_loader(data, backend="dali", batch_size=args.batch_size, num_workers=args.threads, seed=1)
-    pipe = Pipeline(batch_size=args.batch_size, num_threads=args.threads, device_id=None, seed=1,
-                    prefetch_queue_depth=2)
+def reader_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None) -> Pipeline:
+    device = "cpu" if device_id is None else f"cuda:{device_id}"
+    loader = make_loader(data, backend="dali", batch_size=batch, num_workers=threads, seed=1, device=device)
+    pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2)
     with pipe:
         jpg, cls = fn.readers.webdataset(**loader.reader_kwargs(loader.plan()))
-        pipe.set_outputs(windows_graph(jpg), cls)
+        pipe.set_outputs(windows_graph(jpg, device_id), cls)
     return pipe
 
 
-def source_pipeline(data: str, args) -> Pipeline:
-    loader = make_loader(data, backend="reference", batch_size=args.batch_size, num_workers=1, seed=1)
+def source_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None) -> Pipeline:
+    loader = make_loader(data, backend="reference", batch_size=batch, num_workers=1, seed=1)
     plan = loader.plan()
-    positions = rank_positions(plan, args.batch_size, True, loader.epoch_seed(3))
+    positions = rank_positions(plan, batch, True, loader.epoch_seed(3))
     ids = loader.index.global_id(*plan.locate(positions))
-    pipe = Pipeline(batch_size=args.batch_size, num_threads=args.threads, device_id=None, seed=1,
-                    prefetch_queue_depth=2, py_num_workers=args.py_workers, py_start_method="spawn")
+    pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2,
+                    py_num_workers=py_workers, py_start_method="spawn")
     with pipe:
         jpg, cls = fn.external_source(source=ReadSample(data, ids), num_outputs=2, batch=False, parallel=True,
                                       dtype=[types.UINT8, types.UINT8])
-        pipe.set_outputs(windows_graph(jpg), cls)
+        pipe.set_outputs(windows_graph(jpg, device_id), cls)
     return pipe
 
 
-def images_per_sec(make, data: str, args) -> float:
-    pipe = make(data, args)
+def images_per_sec(make, data: str, batch: int, threads: int, py_workers: int, batches: int,
+                   device_id: int | None) -> float:
+    pipe = make(data, batch, threads, py_workers, device_id)
     pipe.build()
     for _ in range(3):
         pipe.run()
     t0 = time.perf_counter()
-    for _ in range(args.batches):
-        pipe.run()
-    rate = args.batches * args.batch_size / (time.perf_counter() - t0)
+    for _ in range(batches):
+        outs = pipe.run()
+    if device_id is not None:
+        outs[0].as_tensor()  # the last batch is done on the device
+    rate = batches * batch / (time.perf_counter() - t0)
     del pipe
     return rate
+
+
+def measure(data: str, batch: int, threads: int, py_workers: int, batches: int, repeats: int,
+            device_id: int | None = None) -> dict:
+    """Best images/s of each feed over `repeats` interleaved runs, and their ratio (also
+    the GPU check's step `dali_external_source`). `batches` must fit in one epoch."""
+    rates = {"reader": 0.0, "external_source": 0.0}
+    for _ in range(repeats):
+        for name, make in (("reader", reader_pipeline), ("external_source", source_pipeline)):
+            rates[name] = max(rates[name], images_per_sec(make, data, batch, threads, py_workers, batches, device_id))
+    return {"reader_images_per_s": round(rates["reader"], 1),
+            "external_source_images_per_s": round(rates["external_source"], 1),
+            "external_source_over_reader": round(rates["external_source"] / rates["reader"], 3),
+            "batch": batch, "threads": threads, "py_workers": py_workers}
 
 
 def main(argv=None) -> int:
@@ -125,18 +146,12 @@ def main(argv=None) -> int:
             train = write_split(data, "train", [256] * -(-(args.batches + 4) * args.batch_size // 256), seed=0)
             write_stats(data, train[:1024])
             del train
-        rates = {"reader": 0.0, "external_source": 0.0}
-        for _ in range(args.repeats):
-            rates["reader"] = max(rates["reader"], images_per_sec(reader_pipeline, str(data), args))
-            rates["external_source"] = max(rates["external_source"], images_per_sec(source_pipeline, str(data), args))
-    for name, rate in rates.items():
-        print(f"{name:<18}{rate:>10.1f} images/s")
-    ratio = rates["external_source"] / rates["reader"]
-    print(f"external_source / reader {ratio:.2f}x")
-    print(json.dumps({"bench": "dali_source_probe", "machine": {"cores": os.cpu_count(), "threads": args.threads,
-                                                              "py_workers": args.py_workers},
-                      "figures": {k: round(v, 1) for k, v in rates.items()},
-                      "ratios": {"external_source_over_reader": round(ratio, 3)}}))
+        result = measure(str(data), args.batch_size, args.threads, args.py_workers, args.batches, args.repeats)
+    print(f"reader            {result['reader_images_per_s']:>10.1f} images/s")
+    print(f"external_source   {result['external_source_images_per_s']:>10.1f} images/s")
+    print(f"external_source / reader {result['external_source_over_reader']:.2f}x")
+    print(json.dumps({"bench": "dali_source_probe", "machine": {"cores": os.cpu_count()}, "figures": result,
+                      "ratios": {"external_source_over_reader": result["external_source_over_reader"]}}))
     return 0
 
 

@@ -42,6 +42,9 @@ def run_all(check) -> None:
         check.skip("dali_pipeline_all_threads", "target already met")
     check.step("dali_levers", lambda: dali_levers(check), needs=DALI, estimate_s=10 * len(p.dali_levers),
                after=("dali_pipeline",))
+    # Issue 12's last target: would one pipeline for the run (fed by external_source) cost throughput?
+    check.step("dali_external_source", lambda: dali_external_source(check), needs=DALI, estimate_s=45,
+               after=("dali_pipeline",))
     check.step("reference_loader", lambda: loader_figure(check, "reference", p.ref_batch, p.ref_workers,
                                                          "reference_images_per_s"),
                needs=("pipeline",), estimate_s=45, after=("data",))
@@ -158,6 +161,23 @@ def dali_levers(check) -> dict:
     out["product"] = {"threads": p.dali_threads, "hw_decoder_load": default,
                       "items_per_s": check.report["figures"].get("dali_images_per_s")}
     return out
+
+
+def dali_external_source(check) -> dict:
+    """The train graph fed by DALI's webdataset reader against a parallel external_source
+    reading JPEGs by the offsets table (`benchmarks/dali_source_probe.py`), interleaved."""
+    import dali_source_probe
+
+    p = check.plan
+    device_id = None if p.device == "cpu" else 0
+    batches, repeats = (2, 1) if check.dry_run else (40, 2)
+    result = dali_source_probe.measure(str(_shards(check)), p.dali_batch, p.dali_threads,
+                                       py_workers=max(1, p.dali_threads // 2), batches=batches, repeats=repeats,
+                                       device_id=device_id)
+    check.report["measurements"]["dali_external_source"] = result
+    check.report["figures"]["dali_external_source_images_per_s"] = result["external_source_images_per_s"]
+    check.report.setdefault("ratios", {})["dali_external_source_over_reader"] = result["external_source_over_reader"]
+    return result
 
 
 # -- training -------------------------------------------------------------------------------
