@@ -65,7 +65,7 @@ def test_dry_run_runs_every_step_it_can(dry_run):
     _, rep, _ = dry_run
     steps = rep["steps"]
     expected = ["data", "dali_vs_cpu", "center_vs_reference", "loss_falls", "dali_pipeline",
-                "dali_pipeline_all_threads", "dali_levers", "dali_external_source", "reference_loader", "train_bare", "train_levers",
+                "dali_pipeline_all_threads", "dali_external_source", "dali_levers", "reference_loader", "train_bare", "train_levers",
                 "profile_train", "train_fed", "trainer_loop", "gpu_decode", "pytest_gpu", "train_bare_compiled"]
     assert list(steps) == expected
     assert steps["train_bare_compiled"] == {"status": "skipped", "reason": "dry run"}
