@@ -3,8 +3,8 @@
 `pipeline.dali` uses it in train mode on the CPU: its graph then ends with the mirrored
 uint8 224x224 windows, and this turns them into the float batch. `pipeline.reference`
 uses it in every mode: its workers send the windows, its rank makes the float batch.
-DALI runs each operator over the whole batch before the next one, so there the float step streams the 77 MB batch
-and a 77 MB batch of mean windows through memory twice: ~45 ms of thread time per batch of
+DALI runs each operator over the whole batch before the next one, so there the float step
+streamed the 77 MB batch and a 77 MB batch of mean windows through memory twice: ~45 ms of thread time per batch of
 128 on the 2-core VM, more than the decode. Here it runs per sample, the mean image
 cache-resident and each window a view of it: ~7-9 ms. numpy, not torch: torch's intra-op
 threads would wake beside DALI's on every call and slow both (measured: 3,441 against

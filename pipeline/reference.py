@@ -7,10 +7,10 @@ the split's shared index (`pipeline/splitindex.py`), and applies the augmentatio
 `pipeline/augment.py`: workers decode and cut each sample's uint8 window, and the rank
 makes the float batch with the step DALI's CPU graph ends with (`pipeline.host_normalize`):
 a quarter of the bytes through shared memory, a worker's memory its own ~20 MB plus a
-9.6 MB batch of windows at batch 64 (float batches were 38.5 MB), and 1.25x the train images/s
-on two cores (benchmarks/README.md, "Pipeline"). Within a rank, batch start+k goes to
-DataLoader worker k % num_workers, and its random parameters are drawn from (seed, epoch, rank, b): the
-output does not depend on the number of workers, and resuming at batch k is exact and
+9.6 MB batch of windows at batch 64 (float batches were 38.5 MB), and 1.25x the train
+images/s on two cores (benchmarks/README.md, "Pipeline"). Within a rank, batch start+k goes
+to DataLoader worker k % num_workers, and its random parameters are drawn from (seed,
+epoch, rank, b): the output does not depend on the number of workers, and resuming at batch k is exact and
 costs nothing.
 
 What scales with the dataset stays in the rank: the sampler (`EpochBatches`, in the rank's
@@ -260,7 +260,7 @@ class ReferenceLoader(BaseLoader):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.index.table  # noqa: B018 -- parsed now, into shared memory, before any worker starts
+        self.index.table  # noqa: B018 -- checked and mapped (or parsed into shared memory) before any worker starts
         self.batches = EpochBatches(self.index, cfg.batch_size)
         self.maker = BatchMaker(self.index, cfg.mode, cfg.batch_size, cfg.seed, cfg.rank, cfg.lighting_std,
                                 cfg.channels_last, self.num_classes)

@@ -241,7 +241,7 @@ WORK_DIR = ".preprocess"  # inside the output folder: per-shard statistics and b
 class SplitEntry:
     count: int
     shards: tuple[dict, ...]  # {"name", "count", "bytes", "sha256"}, in shard order
-    offsets: dict | None = None  # the offsets table's {"name", "rows", "bytes", "sha256"} (preprocess.offsetstable)
+    offsets: dict | None = None  # {"name", "rows", "bytes", "sha256", "index_sha256"} (preprocess.offsetstable)
 
 
 @dataclass(frozen=True)
@@ -292,6 +292,16 @@ class Manifest:
         """A split's shard entries in order (none when the split is absent)."""
         entry = self.splits.get(split)
         return entry.shards if entry else ()
+
+
+def sha256_file(*paths: str | Path) -> str:
+    """sha256 of the files' bytes, one after the other (the digests the manifest records)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def class_digest(classes: list[dict]) -> str:

@@ -14,20 +14,18 @@ rank instead, as it does for shards made without a table (other tools, older out
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, CorruptError, DataError, REWRITE_FIX
+from preprocess.contract import EXT_IMAGE, EXT_LABEL, REWRITE_FIX, CorruptError, DataError, sha256_file
 from preprocess.indexfile import read_index_columns
 from preprocess.tempfiles import replacing
 
 COLUMNS = (EXT_IMAGE, EXT_LABEL)
 IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES = range(4)
 WIDTH = 2 * len(COLUMNS)
-_CHUNK = 1 << 22
 
 
 def table_name(split: str) -> str:
@@ -52,16 +50,6 @@ def fill(into: np.ndarray, idx_paths: list[Path], sizes: list[int] | np.ndarray)
         start += len(columns)
 
 
-def _sha256(*paths: Path) -> str:
-    """sha256 of the files' bytes, one after the other."""
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def write_table(data_dir: str | Path, split: str, idx_paths: list[Path], sizes: list[int]) -> dict:
     """Write the split's table atomically, streamed shard by shard into the file; returns its
     manifest entry {"name", "rows", "bytes", "sha256", "index_sha256"}."""
@@ -72,8 +60,8 @@ def write_table(data_dir: str | Path, split: str, idx_paths: list[Path], sizes: 
         np.lib.format.write_array_header_1_0(f, header)
         for columns in _columns(idx_paths, sizes):  # appended: the writer holds one shard's rows
             f.write(columns.astype("<i8", copy=False).tobytes())
-    return {"name": path.name, "rows": rows, "bytes": path.stat().st_size, "sha256": _sha256(path),
-            "index_sha256": _sha256(*idx_paths)}
+    return {"name": path.name, "rows": rows, "bytes": path.stat().st_size, "sha256": sha256_file(path),
+            "index_sha256": sha256_file(*idx_paths)}
 
 
 def _damaged(path: Path, why: str) -> CorruptError:
@@ -100,8 +88,8 @@ def open_table(data_dir: str | Path, entry: dict, idx_paths: list[Path], rows: i
     path = Path(data_dir) / entry["name"]
     if not path.is_file():
         raise _damaged(path, "is missing")
-    if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
+    if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
         raise _damaged(path, "differs from the manifest (size or sha256)")
-    if _sha256(*idx_paths) != entry.get("index_sha256"):
+    if sha256_file(*idx_paths) != entry.get("index_sha256"):
         raise _damaged(path, "was made from other index files than the shards have now")
     return map_table(path, rows)

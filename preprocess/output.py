@@ -1,9 +1,9 @@
 """The output folder of `preprocess shard` / `preprocess stats --merge`: bookkeeping, resume, manifest.
 
 Layout under OUT: the shards, their `.idx` files, each split's offsets table
-(`preprocess.offsetstable`), `dataset.json`, `stats.npz`, `rejects.jsonl` (the contract), and `.preprocess/` with what makes reruns and merges
-exact: `options.json` (what the bytes depend on), `source.json` (classes, unit names,
-rejects found before decoding), and per unit `UNIT.json` (its pieces' sizes and hashes,
+(`preprocess.offsetstable`), `dataset.json`, `stats.npz`, `rejects.jsonl` (the contract),
+and `.preprocess/` with what makes reruns and merges exact: `options.json` (what the bytes
+depend on), `source.json` (classes, unit names, rejects found before decoding), and per unit `UNIT.json` (its pieces' sizes and hashes,
 its rejects), `UNIT.moments.npz` (train) and, until placed, its pieces `UNIT-pN.tar/.idx`.
 Writing the dataset folds every train unit's moments into `train.moments.npz` (their
 exact sum and the names of the units in it), one unit at a time, and deletes the
@@ -15,7 +15,6 @@ so a `.tar` with a final name is always whole and has its index).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -23,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from preprocess.contract import (
-    FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, SPLITS, STATS_NAME, WORK_DIR, class_digest, index_name, shard_name,
-    write_manifest,
+    FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, SPLITS, STATS_NAME, WORK_DIR, class_digest, index_name, sha256_file,
+    shard_name, write_manifest,
 )
 from preprocess.offsetstable import table_name, write_table
 from preprocess.stats import Moments, merge_all
@@ -37,14 +36,6 @@ FOLDED_FILE = "train.moments.npz"  # the exact sum of the moments of the units i
 
 class OutputError(RuntimeError):
     """The output folder cannot be used as asked; the message is one line for the user."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, obj) -> None:
@@ -200,10 +191,10 @@ class Output:
                                    "bytes": piece["bytes"], "sha256": piece["sha256"]})
                     n += 1
             if shards or info["inputs"].get(split):
+                idx = [self.out / index_name(s["name"]) for s in shards]
                 splits[split] = {"count": sum(s["count"] for s in shards),
                                  "bytes": sum(s["bytes"] for s in shards), "shards": shards,
-                                 "offsets": write_table(self.out, split, [self.out / index_name(s["name"]) for s in shards],
-                                                        [s["count"] for s in shards])}
+                                 "offsets": write_table(self.out, split, idx, [s["count"] for s in shards])}
         manifest = {
             "format_version": FORMAT_VERSION,
             "params": params,

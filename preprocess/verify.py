@@ -22,10 +22,10 @@ import simplejpeg
 
 from preprocess.contract import (
     EXT_IMAGE, EXT_LABEL, EXT_META, SPLITS, CorruptError, DataError, Manifest, index_name, list_shards, load_stats,
+    sha256_file,
 )
 from preprocess.indexfile import read_index, read_index_columns
 from preprocess.offsetstable import COLUMNS, open_table
-from preprocess.output import sha256_file
 
 
 def _tar_samples(path: Path) -> list[list[tuple[str, int, int, str, bytes]]]:
