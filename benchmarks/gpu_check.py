@@ -96,6 +96,9 @@ class Check:
         self.plan, self.out, self.work, self.dry_run = plan, out, work, dry_run
         self.t_start = time.perf_counter()
         self.stopped = False
+        # GPU_CHECK_ONLY=data,trainer_loop reruns chosen steps on a second call (name the steps
+        # they come after too); the others are recorded as skipped.
+        self.only = {n for n in os.environ.get("GPU_CHECK_ONLY", "").split(",") if n}
         self.modules = env.module_status()
         self.report = {"bench": "gpu_check", "dry_run": dry_run, "machine": env.machine(),
                        "modules": self.modules, "plan": _jsonable(asdict(plan)), "data": {},
@@ -116,6 +119,8 @@ class Check:
     def step(self, name: str, fn, needs=(), estimate_s: float = 0.0, after=()):
         """Run one step; record ok/skipped/error, its seconds and the reason."""
         reason = "stopped: an earlier step was interrupted" if self.stopped else self.has(*needs)
+        if self.only and name not in self.only:
+            reason = "not in GPU_CHECK_ONLY"
         for dep in after:
             if self.report["steps"].get(dep, {}).get("status") != "ok":
                 reason = reason or f"needs step {dep}, which did not run"
