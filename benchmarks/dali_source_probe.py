@@ -35,7 +35,7 @@ from nvidia.dali.pipeline import Pipeline  # noqa: E402
 from pipeline import make_loader  # noqa: E402
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET  # noqa: E402
 from pipeline.dali import HW_DECODER_LOAD  # noqa: E402
-from pipeline.reference import rank_positions  # noqa: E402
+from pipeline.sharding import rank_positions  # noqa: E402
 from pipeline.splitindex import SplitIndex  # noqa: E402
 from preprocess.contract import CROP_SIZE  # noqa: E402
 from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES  # noqa: E402

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.sharding import derive_seed
 from preprocess.contract import CROP_SIZE, IMAGE_SIZE, DatasetStats
 
 MAX_OFFSET = IMAGE_SIZE - CROP_SIZE  # 32: crops start at 0..32 inclusive, 33 positions
@@ -75,6 +76,12 @@ def draw_train_params(rng: np.random.Generator, n: int, lighting_std: float) -> 
         flip=rng.random(n) < 0.5,
         alpha=rng.normal(0.0, lighting_std, (n, 3)) if lighting_std > 0 else np.zeros((n, 3)),
     )
+
+
+def batch_train_params(seed: int, epoch: int, rank: int, b: int, n: int, lighting_std: float) -> TrainParams:
+    """Batch b's random parameters, drawn from (seed, epoch, rank, b) alone: both backends
+    use them, so they read the same crops, and resuming at any batch is exact."""
+    return draw_train_params(np.random.default_rng(derive_seed(seed, epoch, rank, b, 4)), n, lighting_std)
 
 
 def center_params(n: int) -> TrainParams:

@@ -1,18 +1,15 @@
 """Damaged JPEGs inside shards under DALI: find them, report shard and key, skip them.
 
 Used by the DALI backend of `pipeline.make_loader` (`trainer train`/`evaluate`). DALI's
-decoder fails the whole batch and cannot drop a sample (NVIDIA/DALI#3913), so when a
-batch fails, the loader (`pipeline/dali.py`) drops its pipeline and asks `DaliRecovery`
-to (1) replay the epoch's reader, without decoding, from the last periodic checkpoint up
-to that batch and decode its samples one by one, on the loader's device, to find the bad
-ones; (2) patch the rank's reader (`pipeline/dalireader.py`) so that the bad sample's
-JPEG points at a good sample of the same shard and its label at bytes that are not a
-number: the row comes out labelled DAMAGED and the loader drops (train) or masks (eval)
-it, while sample counts, the reader's order and DALI checkpoints stay valid. The loader
-then rebuilds its pipeline from the last periodic checkpoint and replays to the failed
-batch. Rare by construction: `preprocess shard` re-encodes every image, so this is for
-disk or copy corruption. Recovery gets plain arguments (the rank's reader, the batch
-size, the device), not the loader.
+decoder fails the whole batch and cannot drop a sample (NVIDIA/DALI#3913). The loader
+(`pipeline/dali.py`) knows which samples the failed batch held (its epoch schedule), so
+it drops its pipeline and `DaliRecovery` decodes those samples one by one, on the
+loader's device, to find the bad ones. The loader then adds them to its source's damaged
+set (`pipeline.dalisource`: a blank JPEG and a label that is not a number, so the row is
+dropped in train and masked in eval) and rebuilds its pipeline at that batch. Rare by
+construction: `preprocess shard` re-encodes every image, so this is for disk or copy
+corruption. Recovery gets plain arguments (the rank's sample reader, the device), not
+the loader.
 """
 
 from __future__ import annotations
@@ -23,84 +20,37 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
-from pipeline.dalireader import READER, RankReader
-from pipeline.readerstate import graft_reader_state
-from preprocess.contract import EXT_IMAGE, EXT_LABEL, DataError
-from preprocess.indexfile import read_index
+from pipeline.samplebytes import SampleBytes
+from preprocess.contract import DataError
 
 log = logging.getLogger(__name__)
-CHECKPOINT_EVERY = 64  # batches between recovery checkpoints (one costs a few ms)
 MAX_FAILURES_PER_BATCH = 8
 
 
 class DaliRecovery:
-    """Finds the damaged samples of a failed batch and patches them out of the rank's reader."""
+    """Finds the damaged samples of a failed batch."""
 
-    def __init__(self, reader: RankReader, batch_size: int, device_id: int | None):
-        self.reader, self.batch_size, self.device_id = reader, batch_size, device_id
+    def __init__(self, samples: SampleBytes, device_id: int | None):
+        self.samples, self.device_id = samples, device_id
 
-    def repair(self, reader_kwargs: dict, epoch: int, b: int, checkpoint: tuple[int, bytes | None], err) -> list[str]:
-        """Patch the damaged samples of batch b out of the reader; their "shard:key" names.
-        `checkpoint` is (batch, DALI checkpoint before it) of the failed pipeline."""
-        found = self._locate(reader_kwargs, epoch, b, checkpoint)
+    def repair(self, ids: np.ndarray, known: set[int], epoch: int, b: int, err) -> list[tuple[int, str]]:
+        """(global number, "shard:key") of each sample of the failed batch `ids` that does
+        not decode (the `known` damaged ones are already replaced, and skipped)."""
+        decoder = self.decoder()
+        candidates = [g for g in dict.fromkeys(int(g) for g in ids) if g not in known]
+        found = [(g, self.samples.name(g)) for g in candidates
+                 if not decoder.decodes(np.frombuffer(self.samples.jpeg_bytes(g), np.uint8))]
+        log.info("batch %d of epoch %d failed: %d samples decoded one by one (%d decoder builds), %d damaged",
+                 b, epoch, len(candidates), decoder.builds, len(found))
         if not found:
             raise DataError(f"DALI failed on batch {b} of epoch {epoch} "
                             f"and no undecodable sample was found in it: {err}") from err
-        return [self._patch(s, i) for s, i in found]
-
-    # -- finding the damaged samples ---------------------------------------------------
-    def _locate(self, reader_kwargs: dict, epoch: int, b: int, checkpoint) -> list[tuple[int, int]]:
-        """(shard number, sample number) of each sample of batch b that does not decode."""
-        probe, first = self._probe(reader_kwargs, checkpoint)
-        for _ in range(first, b):
-            probe.run()
-        jpgs, infos = probe.run()
-        decoder = self.decoder()
-        found = [self.reader.sample_of(bytes(np.array(info)).decode())
-                 for data, info in zip(jpgs, infos) if not decoder.decodes(np.array(data))]
-        log.info("batch %d of epoch %d failed: reader replayed from batch %d, %d samples decoded one by one "
-                 "(%d decoder builds), %d damaged", b, epoch, first, len(jpgs), decoder.builds, len(found))
+        for _, name in found:
+            log.warning("damaged JPEG %s: skipped", name)
         return found
 
     def decoder(self) -> SampleDecoder:
         return SampleDecoder(self.device_id)  # the loader's GPU, where it decodes
-
-    def _probe(self, reader_kwargs: dict, checkpoint) -> tuple[Pipeline, int]:
-        """A reading-only copy of the epoch's pipeline, and the batch it stands before: the
-        last periodic checkpoint's, so that a failure late in an epoch does not replay the
-        whole epoch; batch 0 where there is none yet (or DALI refuses the graft)."""
-
-        def probe(state: bytes | None = None) -> Pipeline:
-            pipe = Pipeline(batch_size=self.batch_size, num_threads=1, device_id=None,
-                            enable_checkpointing=True, checkpoint=state)
-            with pipe:
-                jpg, _ = fn.readers.webdataset(**reader_kwargs)
-                pipe.set_outputs(jpg, fn.get_property(jpg, key="source_info"))
-            pipe.build()
-            return pipe
-
-        at, state = checkpoint
-        if state is not None:
-            # DALI refuses the training pipeline's checkpoint as it is (other operators):
-            # only the reader's state moves over (pipeline.readerstate).
-            try:
-                return probe(graft_reader_state(state, probe().checkpoint(), READER)), at
-            except (RuntimeError, ValueError, TypeError) as err:
-                log.warning("the reader's checkpoint did not restore in the probe (%s): replaying from batch 0", err)
-        return probe(), 0
-
-    # -- patching the reader -----------------------------------------------------------
-    def _patch(self, s: int, i: int) -> str:
-        index = self.reader.index
-        samples = read_index(index.idx[s])  # recovery alone needs the members as Python objects
-        image = {e: (offset, size, name) for e, offset, size, name in samples[i]}[EXT_IMAGE]
-        sub = {e: (offset, size) for e, offset, size, _ in samples[self.reader.nearest_good(s, i)]}[EXT_IMAGE]
-        key = image[2].split(".", 1)[0]
-        # Label bytes = the substitute JPEG's SOI marker: not ASCII, so it parses as DAMAGED.
-        self.reader.patch(s, i, [(EXT_IMAGE, sub[0], sub[1], image[2]), (EXT_LABEL, sub[0], 2, f"{key}.{EXT_LABEL}")])
-        name = f"{index.tars[s].name}:{key}"
-        log.warning("damaged JPEG %s (shard %s, key %s): skipped", name, index.tars[s].name, image[2])
-        return name
 
 
 class SampleDecoder:

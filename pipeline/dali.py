@@ -4,25 +4,20 @@
 One graph serves CPU (`device_id=None`, CPU decode) and GPU (`mixed` decode, GPU
 arithmetic): only the placement differs, except that in train mode on the CPU the graph
 stops at the mirrored uint8 windows and `pipeline.host_normalize` does the float step.
-In train mode a pipeline is built per epoch, its reader and random-op seeds derived from
-(seed, epoch, rank), so epoch e is reproducible without running epochs 0..e-1; its reader
-gets only the rank's shards of that epoch (`pipeline/dalireader.py`), a new random 1/w of
-the split each epoch, so a build parses 1/w of the split's index, and the previous epoch's
-pipeline is gone before the next is built (one alive at a time), its buffers returned to
-the system (`pipeline.hostmem.return_large_frees`). An eval loader reads the same samples
-in the same order every epoch: its pipeline is built once and reused while nothing it
-reads changes.
-Why not one pipeline for the run: the reader takes its files at build time, and DALI's
-own per-epoch file shuffle (`shuffle_after_epoch`) draws its own permutation over the
-whole split, which every rank would then parse (benchmarks/README.md, "Scale"). Mid-epoch resume restores DALI's own checkpoint
-(`enable_checkpointing=True`); a failed batch is repaired by `pipeline/badinput.py`. The
-random crop offsets, flips and lighting alphas are pipeline outputs too, which is what
-lets the tests check them against the reference.
+A rank builds one pipeline for the run. Its samples, and in train mode their crop
+offsets, flips and lighting alphas, come from `pipeline.dalisource` (a parallel
+`fn.external_source` reading through the split's offsets table, in the reference loader's
+order with the reference loader's parameters); each epoch start writes the epoch's
+schedule and resets the pipeline. A pipeline is rebuilt only where it cannot go on: an
+epoch broken off before its end, or a batch that failed on a damaged JPEG
+(`pipeline/badinput.py` finds it, and the rebuilt pipeline's source replaces it).
+Mid-epoch resume needs no DALI checkpoint: the schedule starts at the batch. The random
+parameters are pipeline outputs too, which is what lets the tests check them against
+the reference.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,12 +26,14 @@ from nvidia.dali.pipeline import Pipeline
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
 from pipeline import badinput
-from pipeline.augment import CROP_POSITIONS, MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
+from pipeline.augment import MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
 from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
-from pipeline.dalireader import RankReader
+from pipeline.dalisource import SampleSource, Schedule, blank_jpeg
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_host, return_large_frees
+from pipeline.samplebytes import SampleBytes
+from pipeline.sharding import rank_positions
 from preprocess.contract import CROP_SIZE, DataError
 TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
 # Share of the JPEGs the mixed decoder sends to the GPU's hardware JPEG engine (A100/H100);
@@ -72,28 +69,22 @@ def _crop(centered, x, y, flip, layout: str, dtype):
     )
 
 
-def random_train_params(lighting_std: float):
-    """Per-sample crop offsets x, y (uniform on 0..32), flip (p = 0.5), alpha ~ N(0, std)^3."""
-    x = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
-    y = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
-    flip = fn.random.coin_flip(probability=0.5, dtype=types.INT32)
-    alpha = fn.random.normal(shape=[3], stddev=lighting_std)
-    return x, y, flip, alpha
-
-
-def define_graph(loader: DaliLoader, reader: dict):
+def define_graph(loader: DaliLoader, source: SampleSource):
     """The DALI graph for the loader's mode; returns the output DataNodes."""
     cfg = loader.cfg
     gpu = loader.device_id is not None
-    jpg, cls = fn.readers.webdataset(**reader)
+    train = cfg.mode == "train"
+    outputs = fn.external_source(source=source, num_outputs=6 if train else 2, batch=False, parallel=True,
+                                 dtype=[types.UINT8, types.UINT8, *([types.INT32] * 3 + [types.FLOAT]) * train])
+    jpg, cls = outputs[:2]
     decoder = "mixed" if gpu else "cpu"
     hw = {"hw_decoder_load": HW_DECODER_LOAD} if gpu else {}
     mean_np = mean_array(loader.stats, cfg.mean)
     mean = types.Constant(mean_np, device="gpu" if gpu else "cpu")
     layout = "HWC" if cfg.channels_last else "CHW"
     dtype = types.FLOAT16 if cfg.dtype == torch.float16 else types.FLOAT
-    if cfg.mode == "train":
-        x, y, flip, alpha = random_train_params(cfg.lighting_std)
+    if train:
+        x, y, flip, alpha = outputs[2:]
         matrix = lighting_matrix(loader.stats).astype(np.float32).ravel().tolist()
         offset = fn.reshape(fn.coord_transform(fn.reshape(alpha, shape=[1, 3]), M=matrix), shape=[3])
         # Crop and flip first, then one float pass: decode only the 224x224 window (ROI
@@ -147,6 +138,12 @@ def to_torch(tensor_list, dtype: torch.dtype, device: torch.device, zero_copy: b
     return out
 
 
+def source_workers(threads: int) -> int:
+    """DALI's Python processes reading samples for a pipeline of `threads` threads: half as
+    many (4 of 8 kept 0.978x the webdataset reader's images/s on an H100), at least one."""
+    return max(1, threads // 2)
+
+
 class DaliLoader(BaseLoader):
     """DALI-backed loader; see `pipeline.make_loader` for the interface."""
 
@@ -160,21 +157,34 @@ class DaliLoader(BaseLoader):
         self.device_id = dali_device_id(cfg.device)
         if self.device_id is not None:
             self.device = torch.device("cuda", self.device_id)
-        self.reader = RankReader(self.index)
-        self.recovery = DaliRecovery(self.reader, cfg.batch_size, self.device_id)
+        index = self.index
+        self.samples = SampleBytes(index.tars, index.starts, index.table)  # the table checked and mapped here
+        self.schedule = Schedule(index)
+        self.recovery = DaliRecovery(self.samples, self.device_id)
+        self.damaged: set[int] = set()  # global numbers of samples whose JPEG does not decode
         self.pipe: Pipeline | None = None
-        self._live: tuple | None = None  # what an eval pipeline reads, while it may be reused (`_reusable`)
-        self._runs = 0  # batches the live pipeline produced
-        self._checkpoint: tuple[int, bytes | None] = (0, None)  # (batch, DALI state before it)
+        self._generation = 0  # pipelines built: names the schedule files of the live one
+        self._dali_epoch = 0  # the live pipeline's epoch index (its reset() count)
+        self._ended = False  # the live pipeline's epoch was read to its end: reset() starts the next
+        self._ids = np.zeros(0, np.int64)  # the current epoch's sample numbers, batch after batch
+        self._blank = blank_jpeg()
         self._host_normalize = None  # the CPU train graph ends with uint8 windows
         if cfg.mode == "train" and self.device_id is None:
             self._host_normalize = HostNormalizer(mean_array(self.stats, cfg.mean), cfg.channels_last)
 
-    def reader_kwargs(self, plan) -> dict:
-        return self.reader.kwargs(plan, self.epoch_seed(plan_salt=1), train=self.cfg.mode == "train")
+    def epoch_ids(self, plan) -> np.ndarray:
+        """The epoch's global sample numbers, batch after batch: the reference loader's order."""
+        positions = rank_positions(plan, self.cfg.batch_size, self.cfg.mode == "train", self.epoch_seed(3))
+        return self.index.global_id(*plan.locate(positions))
 
-    def pipeline(self, plan, checkpoint: str | None = None) -> Pipeline:
-        """The epoch's pipeline, defined but not built (building it needs its device)."""
+    def source(self) -> SampleSource:
+        c, index = self.cfg, self.index
+        return SampleSource(str(self.schedule.folder), self._generation, [str(t) for t in index.tars], index.starts,
+                            str(self.schedule.table_path), index.total, c.batch_size, c.mode == "train", c.seed,
+                            c.rank, c.lighting_std, frozenset(self.damaged), self._blank)
+
+    def pipeline(self) -> Pipeline:
+        """A pipeline for the loader, defined but not built (building it needs its device)."""
         cfg = self.cfg
         pipe = Pipeline(
             batch_size=cfg.batch_size,
@@ -182,93 +192,95 @@ class DaliLoader(BaseLoader):
             device_id=self.device_id,
             seed=self.epoch_seed(plan_salt=2),
             prefetch_queue_depth=2,
-            enable_checkpointing=True,
-            checkpoint=checkpoint,
+            py_num_workers=source_workers(cfg.num_workers),
+            py_start_method="spawn",
         )
         with pipe:
-            pipe.set_outputs(*define_graph(self, self.reader_kwargs(plan)))
+            pipe.set_outputs(*define_graph(self, self.source()))
         return pipe
 
-    def build(self, plan, checkpoint: str | None = None) -> Pipeline:
-        pipe = self.pipeline(plan, checkpoint)
+    def build(self) -> Pipeline:
+        pipe = self.pipeline()
         pipe.build()
         return pipe
 
     def release(self) -> None:
-        """Drop the pipeline before another is built. DALI frees a pipeline's decoder and
-        buffers (GPU memory, on a GPU) only when the object dies, and the loader keeps no
-        other reference: two at once, at an epoch start or a rebuild, may not fit."""
+        """Drop the pipeline (and its source processes) before another is built. DALI frees
+        a pipeline's decoder and buffers (GPU memory, on a GPU) only when the object dies,
+        and the loader keeps no other reference: two at once may not fit."""
         pipe, self.pipe = self.pipe, None
         del pipe
 
-    def _iterate(self, start: int):
-        plan = self.plan()
-        self._start(plan, start, self._take_resume_checkpoint(start))
-        for b in range(start, plan.num_batches):
-            yield b, self._batch(self._run(plan, b), plan, b)
-
-    def _reads(self, plan) -> tuple:
-        """What a pipeline built for `plan` reads: the rank's shards, range and patched samples."""
-        patched = tuple(sorted((s, i) for s, samples in self.reader.patches.items() for i in samples))
-        return tuple(plan.shard_order), plan.start, plan.size, patched
-
-    def _reusable(self, plan, start: int, checkpoint: str | None) -> bool:
-        """Whether the live pipeline can serve this epoch as it is: an eval pipeline (no random
-        operators, the same samples in the same order every epoch) whose last epoch ran to
-        its end, so that its reader has wrapped to the same epoch's start. A validation
-        pass then rebuilds and re-parses nothing (the reader's shards have not changed)."""
-        return (self.cfg.mode != "train" and self.pipe is not None and start == 0 and checkpoint is None
-                and self._live == self._reads(plan) and self._runs % plan.num_batches == 0)
-
-    def _start(self, plan, start: int, checkpoint: str | None) -> None:
-        """The epoch's pipeline positioned before batch `start`: built, or the live one reused."""
-        self._checkpoint = (start if checkpoint is not None else 0, checkpoint)
-        if self._reusable(plan, start, checkpoint):
-            return
+    def close(self) -> None:
+        """Stop the pipeline and its source processes now rather than when collected."""
         self.release()
-        self.pipe = self.build(plan, checkpoint)
-        self._live, self._runs = self._reads(plan), 0
-        if checkpoint is None:
-            for b in range(start):  # no DALI checkpoint: deterministic replay
-                self._run(plan, b)
 
-    def _run(self, plan, b: int):
+    def _iterate(self, start: int):
+        self._take_resume_checkpoint(start)  # the position alone is enough here
+        plan = self.plan()
+        if start >= plan.num_batches:
+            return
+        self._ids = self.epoch_ids(plan)
+        self._start(start)
+        for b in range(start, plan.num_batches):
+            yield b, self._batch(self._run(b), plan, b)
+        self._end_epoch()
+
+    def _start(self, start: int) -> None:
+        """The pipeline positioned before batch `start` of the current epoch: the live one
+        reset to its next epoch where its last ran to the end, else a new one."""
+        if self.pipe is not None and self._ended:
+            self._dali_epoch += 1
+            self._write_schedule(start)
+            self.pipe.reset()
+        else:
+            self._rebuild(start)
+        self._ended = False
+
+    def _rebuild(self, start: int) -> None:
+        self.release()
+        self._generation += 1
+        self._dali_epoch = 0
+        self._write_schedule(start)
+        self.pipe = self.build()
+
+    def _write_schedule(self, start: int) -> None:
+        b = self.cfg.batch_size
+        self.schedule.write(self._generation, self._dali_epoch, self.epoch, start, self._ids[start * b :])
+
+    def _end_epoch(self) -> None:
+        """Take the pipeline's end of epoch, so that the next epoch can reset it."""
+        try:
+            self.pipe.run()
+        except StopIteration:
+            self._ended = True
+            return
+        raise DataError("DALI's source gave more batches than the epoch has")  # a bug, not bad data
+
+    def _run(self, b: int):
         """The outputs of batch `b`, repairing damaged samples as often as needed."""
         for _ in range(badinput.MAX_FAILURES_PER_BATCH):
             try:
-                outs = self.pipe.run()
+                return self.pipe.run()
             except RuntimeError as err:
-                self.release()  # rebuilt below; the probe's decoder needs the room
-                for name in self.recovery.repair(self.reader_kwargs(plan), self.epoch, b, self._checkpoint, err):
+                self.release()  # rebuilt below; the recovery's decoder needs the room
+                size = self.cfg.batch_size
+                for g, name in self.recovery.repair(self._ids[b * size : (b + 1) * size], self.damaged,
+                                                    self.epoch, b, err):
+                    self.damaged.add(g)
                     if name not in self.skipped:
                         self.skipped.append(name)
-                self._rebuild(plan, b)
-                continue
-            self._runs += 1
-            if (b + 1) % badinput.CHECKPOINT_EVERY == 0:
-                self._checkpoint = (b + 1, self.pipe.checkpoint())
-            return outs
+                self._rebuild(b)
         raise DataError(f"batch {b} kept failing after {badinput.MAX_FAILURES_PER_BATCH} repairs")
 
-    def _rebuild(self, plan, b: int) -> None:
-        at, checkpoint = self._checkpoint
-        self.release()
-        self.pipe = self.build(plan, checkpoint)
-        self._live = None  # positioned by a checkpoint and a replay: not reused at the next epoch
-        for _ in range(at, b):  # these batches decoded before; replay restores RNG states
-            self.pipe.run()
-
-    def _extra_state(self) -> dict:
-        return {"dali": self.pipe.checkpoint() if self.pipe is not None else None}
-
-    def _labels(self, raw) -> list[int]:
+    def _labels(self, raw, b: int) -> list[int]:
         """The batch's labels; a label that is not a class number makes its row DAMAGED, and
         is reported by name unless recovery already did (its JPEG was the damaged part)."""
         labels = [parse_label(np.array(t), self.num_classes) for t in raw]
-        for label, t in zip(labels, raw):
+        ids = self._ids[b * self.cfg.batch_size :]
+        for j, (label, t) in enumerate(zip(labels, raw)):
             if label == DAMAGED:
-                path, _, member = t.source_info().rsplit(":", 2)
-                name = f"{Path(path).name}:{member.split('.', 1)[0]}"
+                name = self.samples.name(int(ids[j]))
                 if name not in self.skipped:
                     self.report_damaged(name, bad_label(np.array(t)))
         return labels
@@ -276,7 +288,7 @@ class DaliLoader(BaseLoader):
     def _batch(self, outs, plan, b: int):
         pipe = self.pipe
         zero_copy = bool(pipe and pipe.exec_dynamic)
-        labels = torch.tensor(self._labels(outs[1]), dtype=torch.int64)
+        labels = torch.tensor(self._labels(outs[1], b), dtype=torch.int64)
         self.last_params = None
         if self.cfg.mode == "train":
             self.last_params = {

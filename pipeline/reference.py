@@ -23,11 +23,9 @@ grow with the number of samples.
 
 from __future__ import annotations
 
-import collections
 import io
 import logging
 import multiprocessing
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +38,7 @@ from pipeline.augment import (
     TEN_CROPS,
     center_params,
     crop_window,
-    draw_train_params,
+    batch_train_params,
     lighting_matrix,
     lighting_offset,
     mean_array,
@@ -48,17 +46,12 @@ from pipeline.augment import (
 from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_shared
-from pipeline.sharding import EpochPlan, derive_seed
+from pipeline.samplebytes import MAX_OPEN_SHARDS, SampleBytes
+from pipeline.sharding import EpochPlan, rank_positions
 from pipeline.splitindex import SplitIndex
-from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES
 from preprocess.contract import CROP_SIZE, IMAGE_SIZE, DataError
 
 log = logging.getLogger(__name__)
-# Shard files a worker keeps open at once. A rank's batch touches up to batch-size shards
-# of 1,282, and a persistent worker would otherwise end up holding them all (over a
-# common `ulimit -n` of 1024); reopening one costs microseconds against a decode's ms.
-MAX_OPEN_SHARDS = 64
-TAR_HEADER = 512
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -68,45 +61,17 @@ def decode_rgb(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-class ShardReader:
-    """Random access to samples through the split's offsets table; one per worker process."""
+class ShardReader(SampleBytes):
+    """Decoded samples through the split's offsets table; one per worker process."""
 
     def __init__(self, index: SplitIndex, num_classes: int | None = None, max_open: int = MAX_OPEN_SHARDS):
-        self.index, self.num_classes, self.max_open = index, num_classes, max_open
-        self.table = index.table
-        self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()
-
-    def _fd(self, s: int) -> int:
-        if s in self._fds:
-            self._fds.move_to_end(s)
-        else:
-            if len(self._fds) >= self.max_open:
-                os.close(self._fds.popitem(last=False)[1])
-            self._fds[s] = os.open(self.index.tars[s], os.O_RDONLY)
-        return self._fds[s]
-
-    def _shard_of(self, g: int) -> int:
-        return int(np.searchsorted(self.index.starts, g, side="right") - 1)
-
-    def key(self, g: int) -> str:
-        """Sample g's key, from its JPEG member's tar header."""
-        header = os.pread(self._fd(self._shard_of(g)), 100, int(self.table[g, IMAGE_OFFSET]) - TAR_HEADER)
-        return header.split(b"\0", 1)[0].decode(errors="replace").split(".", 1)[0]
-
-    def name(self, g: int) -> str:
-        """"shard:key" of a sample (read only for reports)."""
-        return f"{self.index.tars[self._shard_of(g)].name}:{self.key(g)}"
-
-    def jpeg_bytes(self, g: int) -> bytes:
-        """Sample g's stored JPEG, as it is in the shard (for decoders other than Pillow)."""
-        row = self.table[g]
-        return os.pread(self._fd(self._shard_of(g)), int(row[IMAGE_SIZE_BYTES]), int(row[IMAGE_OFFSET]))
+        super().__init__(index.tars, index.starts, index.table, max_open)
+        self.index, self.num_classes = index, num_classes
 
     def read(self, g: int, decode=None) -> tuple[object, int, tuple[str, str] | None]:
         """(decode(JPEG), label, None), or (None, DAMAGED, ("shard:key", why)) for a sample whose
         label is not one of the classes or whose JPEG does not decode (default: to RGB)."""
-        row = self.table[g]
-        raw = os.pread(self._fd(self._shard_of(g)), int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
+        raw = self.label_bytes(g)
         label = parse_label(np.frombuffer(raw, np.uint8), self.num_classes)
         if label == DAMAGED:
             return None, DAMAGED, (self.name(g), bad_label(np.frombuffer(raw, np.uint8)))
@@ -128,23 +93,6 @@ class ShardReader:
         g = int(self.index.global_id(s, i))
         image, label, damage = self.sample_id(g)
         return image, label, damage[0] if damage else self.name(g)
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-
-def rank_positions(plan: EpochPlan, batch_size: int, train: bool, seed: int) -> np.ndarray:
-    """Epoch-sequence positions this rank reads, batch after batch (eval: padded by repeating
-    the last sample, as DALI's pad_last_batch does; those rows are masked by position)."""
-    local = np.arange(plan.size)
-    if train:
-        local = np.random.default_rng(seed).permutation(plan.size)[: plan.num_batches * batch_size]
-    else:
-        pad = plan.num_batches * batch_size - plan.size
-        local = np.concatenate([local, np.full(pad, plan.size - 1)])
-    return plan.start + local
 
 
 class EpochBatches(Sampler):
@@ -197,8 +145,7 @@ class BatchMaker(Dataset):
     def params(self, epoch: int, b: int):
         if self.mode != "train":
             return center_params(self.batch_size)
-        rng = np.random.default_rng(derive_seed(self.seed, epoch, self.rank, b, 4))
-        return draw_train_params(rng, self.batch_size, self.lighting_std)
+        return batch_train_params(self.seed, epoch, self.rank, b, self.batch_size, self.lighting_std)
 
     def crops(self, epoch: int, b: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, flip, alpha) of each of the batch's n samples' windows, in order (ten a

@@ -79,3 +79,17 @@ def plan_epoch(
         num_samples = end - start
     ends = np.cumsum(np.asarray(sizes, np.int64)[order])
     return EpochPlan(order, start, end - start, num_batches, num_samples, ends)
+
+
+def rank_positions(plan: EpochPlan, batch_size: int, train: bool, seed: int) -> np.ndarray:
+    """Epoch-sequence positions this rank reads, batch after batch, for both backends: train,
+    a permutation of the rank's range drawn from `seed`, cut to whole batches; eval, the
+    range in order, its last batch filled by repeating the last sample (those rows are
+    masked by position)."""
+    local = np.arange(plan.size)
+    if train:
+        local = np.random.default_rng(seed).permutation(plan.size)[: plan.num_batches * batch_size]
+    else:
+        pad = plan.num_batches * batch_size - plan.size
+        local = np.concatenate([local, np.full(pad, plan.size - 1)])
+    return plan.start + local

@@ -56,7 +56,7 @@ def _worker_usage(pid: int) -> list[dict]:
 def lookup_us(loader, batch_size: int, rank: int = 7, world_size: int = 8, samples: int = 2048) -> float:
     """Seconds per sample, in µs, of the reference loader's lookup of its positions: a
     batch at a time, as its sampler does (`EpochPlan.locate`, then global sample numbers)."""
-    from pipeline.reference import rank_positions
+    from pipeline.sharding import rank_positions
     from pipeline.sharding import plan_epoch
 
     index = loader.index

@@ -12,7 +12,7 @@ import torch
 from synthetic_shards import TRAIN_SIZES
 
 from pipeline import make_loader
-from pipeline.reference import rank_positions
+from pipeline.sharding import rank_positions
 from pipeline.sharding import derive_seed, plan_epoch
 from pipeline.splitindex import SplitIndex
 from preprocess.offsetstable import COLUMNS

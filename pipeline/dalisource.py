@@ -1,0 +1,150 @@
+"""What the DALI backend reads: one sample source for a rank's whole run.
+
+Used by `pipeline/dali.py` (`trainer train` / `trainer evaluate` with `--backend dali`),
+which builds one pipeline per rank for the run. Its samples come from a parallel
+`fn.external_source`: `SampleSource`, called once per sample in DALI's Python worker
+processes, reads the sample's JPEG and label through the split's offsets table
+(`pipeline.samplebytes`) and, in train mode, adds its batch's crop offsets, flip and
+lighting alpha (`pipeline.augment.batch_train_params`). Both backends therefore read the
+same samples in the same order with the same parameters, and a rank resumes exactly at
+any batch without a DALI checkpoint.
+
+Which samples an epoch reads is the `Schedule`: before each of the pipeline's epochs (its
+build, then each `reset()`), the rank writes that epoch's global sample numbers, from its
+first batch to be read, to a file in a folder it owns; the workers map the file when
+DALI's epoch index reaches it. An epoch start writes N/w int64s (1.3 MB for one of 8
+ranks at ImageNet size) and parses nothing. Why not DALI's webdataset reader: it takes its
+files when its pipeline is built, so a new epoch's shard order meant a new pipeline (2.3 s
+an epoch start on an H100) and a re-parse of the index files; feeding through the table
+kept 0.978x the reader's images/s there (benchmarks/README.md, "GPU check").
+
+Workers are spawned (DALI's and CUDA's threads make fork unsafe), import numpy and this
+package's light modules only, and die with the rank (PR_SET_PDEATHSIG): without it,
+DALI's workers outlived a killed rank. Samples found damaged (`pipeline.badinput`) are in
+the source's `damaged` set: their JPEG is replaced by a blank one and their label by bytes
+that are not a number, so their row is dropped (train) or masked (eval) while the batch
+keeps its size.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import mptemp, procs
+from pipeline.augment import batch_train_params
+from pipeline.samplebytes import SampleBytes
+from preprocess.offsetstable import map_table
+
+SCHEDULE_DIR_PREFIX = "pipeline-dali"
+HEADER = 2  # a schedule file: [epoch, first batch, sample numbers...]
+NOT_A_LABEL = np.frombuffer(b"\xff\xd8", np.uint8)  # a damaged sample's label: not ASCII digits
+
+
+def blank_jpeg(size: int = 256) -> bytes:
+    """A grey JPEG of the contract's size: what a damaged sample's row decodes (and then loses)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (128, 128, 128)).save(buf, "JPEG", quality=50)
+    return buf.getvalue()
+
+
+class Schedule:
+    """The rank's side: the folder of schedule files (and, for shards without a table file,
+    the rank's parsed table), removed with the loader or swept once the rank is dead."""
+
+    def __init__(self, index):
+        self.index = index
+        self.folder = mptemp.owned_dir(SCHEDULE_DIR_PREFIX)
+        weakref.finalize(self, shutil.rmtree, self.folder, True)
+        if index.node_shared:
+            self.table_path = Path(index.data_dir) / index.table_entry["name"]
+        else:  # parsed per rank: written once so that the workers can map it
+            self.table_path = self.folder / "table.npy"
+            np.save(self.table_path, index.table)
+        self._written: list[Path] = []
+
+    def path(self, generation: int, dali_epoch: int) -> Path:
+        return self.folder / f"g{generation}-e{dali_epoch}.npy"
+
+    def write(self, generation: int, dali_epoch: int, epoch: int, first_batch: int, ids: np.ndarray) -> None:
+        """The sample numbers DALI's epoch `dali_epoch` of pipeline `generation` reads:
+        training epoch `epoch` from batch `first_batch` on."""
+        path = self.path(generation, dali_epoch)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.concatenate([[epoch, first_batch], np.asarray(ids, np.int64)]))
+        os.replace(tmp, path)
+        self._written.append(path)
+        while len(self._written) > 2:  # a worker maps the file it reads: removing it is safe
+            self._written.pop(0).unlink(missing_ok=True)
+
+
+@dataclass
+class SampleSource:
+    """The workers' side: sample `info.idx_in_epoch` of DALI's epoch `info.epoch_idx`, as
+    (JPEG, label) in eval and (JPEG, label, x, y, flip, alpha) in train."""
+
+    folder: str
+    generation: int
+    tars: list[str]
+    starts: np.ndarray
+    table_path: str
+    rows: int
+    batch_size: int
+    train: bool
+    seed: int
+    rank: int
+    lighting_std: float
+    damaged: frozenset[int]
+    blank: bytes
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_cache"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _cache={})
+        procs.die_with_parent()  # unpickled in a DALI worker: go when the rank goes
+
+    def _epoch(self, dali_epoch: int) -> np.ndarray:
+        c = self._cache
+        if c.get("dali_epoch") != dali_epoch:
+            path = Path(self.folder) / f"g{self.generation}-e{dali_epoch}.npy"
+            c.update(dali_epoch=dali_epoch, schedule=np.load(path, mmap_mode="r"), params=(None, None))
+        if "bytes" not in c:
+            c["bytes"] = SampleBytes(self.tars, self.starts, map_table(self.table_path, self.rows))
+        return c["schedule"]
+
+    def _params(self, epoch: int, b: int):
+        key, params = self._cache["params"]
+        if key != (epoch, b):  # a worker gets a run of a batch's samples: drawn once a batch
+            params = batch_train_params(self.seed, epoch, self.rank, b, self.batch_size, self.lighting_std)
+            self._cache["params"] = ((epoch, b), params)
+        return params
+
+    def __call__(self, info):
+        schedule = self._epoch(info.epoch_idx)
+        i = info.idx_in_epoch
+        if i >= len(schedule) - HEADER:
+            raise StopIteration
+        g = int(schedule[HEADER + i])
+        reads: SampleBytes = self._cache["bytes"]
+        if g in self.damaged:
+            jpeg, label = np.frombuffer(self.blank, np.uint8), NOT_A_LABEL
+        else:
+            jpeg, label = np.frombuffer(reads.jpeg_bytes(g), np.uint8), np.frombuffer(reads.label_bytes(g), np.uint8)
+        if not self.train:
+            return jpeg, label
+        epoch, first_batch = int(schedule[0]), int(schedule[1])
+        b, j = divmod(i, self.batch_size)
+        p = self._params(epoch, first_batch + b)
+        return (jpeg, label, np.array(p.x[j], np.int32), np.array(p.y[j], np.int32),
+                np.array(p.flip[j], np.int32), np.asarray(p.alpha[j], np.float32))
