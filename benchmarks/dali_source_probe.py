@@ -3,11 +3,11 @@
     python benchmarks/dali_source_probe.py [--data SHARD_DIR] [--batch-size 128] [--threads 2]
         [--batches 40] [--repeats 3] [--py-workers 2]
 
-The DALI backend builds a pipeline per training epoch because `fn.readers.webdataset` takes
-its file list at build time. The alternative is a pipeline built once whose samples come
-from a parallel `fn.external_source`: a callable, run in DALI's Python worker processes,
-that reads each sample's JPEG by its offsets (`pipeline.splitindex.SplitIndex.table`) in the
-reference loader's order. This times the two pipelines' train graphs up to the uint8
+The DALI backend built a pipeline per training epoch while it read through
+`fn.readers.webdataset`, which takes its file list at build time. It now builds one for
+the run, whose samples come from a parallel `fn.external_source` (`pipeline.dalisource`:
+run in DALI's Python worker processes, reading each JPEG through the offsets table in the
+reference loader's order). The GPU check's `dali_external_source` step runs this probe. This times the two pipelines' train graphs up to the uint8
 windows (ROI decode, crop, mirror; what `pipeline.dali.define_graph` runs on the CPU) on
 the same shards, interleaved, best of `--repeats` each. It measures the cost of moving the
 reads into Python on this machine; the H100 path is where the decision must be made.
@@ -28,38 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "pipeline"))
 
-import numpy as np  # noqa: E402
 from nvidia.dali import fn, types  # noqa: E402
 from nvidia.dali.pipeline import Pipeline  # noqa: E402
 
 from pipeline import make_loader  # noqa: E402
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET  # noqa: E402
 from pipeline.dali import HW_DECODER_LOAD  # noqa: E402
-from pipeline.sharding import rank_positions  # noqa: E402
 from pipeline.splitindex import SplitIndex  # noqa: E402
 from preprocess.contract import CROP_SIZE  # noqa: E402
-from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES  # noqa: E402
-
-
-class ReadSample:
-    """Sample i of the epoch, in the reference loader's order: (JPEG bytes, label bytes)."""
-
-    def __init__(self, data: str, ids: np.ndarray):
-        self.data, self.ids = data, ids
-        self._index = self._fds = None
-
-    def __call__(self, info):
-        if info.idx_in_epoch >= len(self.ids):
-            raise StopIteration
-        if self._index is None:  # in the worker process
-            self._index = SplitIndex.read(self.data, "train")
-            self._fds = [os.open(t, os.O_RDONLY) for t in self._index.tars]
-        g = int(self.ids[info.idx_in_epoch])
-        row = self._index.table[g]
-        s = int(np.searchsorted(self._index.starts, g, side="right") - 1)
-        jpeg = os.pread(self._fds[s], int(row[IMAGE_SIZE_BYTES]), int(row[IMAGE_OFFSET]))
-        label = os.pread(self._fds[s], int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
-        return np.frombuffer(jpeg, np.uint8), np.frombuffer(label, np.uint8)
 
 
 def windows_graph(jpg, device_id: int | None):
@@ -75,26 +51,31 @@ def windows_graph(jpg, device_id: int | None):
 
 
 def reader_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None) -> Pipeline:
-    device = "cpu" if device_id is None else f"cuda:{device_id}"
-    loader = make_loader(data, backend="dali", batch_size=batch, num_workers=threads, seed=1, device=device)
+    """DALI's own webdataset reader over the whole split, shuffled as the DALI backend's
+    reader was before it moved to the external source (a 4,096-sample buffer)."""
+    index = SplitIndex.read(data, "train")
     pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2)
     with pipe:
-        jpg, cls = fn.readers.webdataset(**loader.reader_kwargs(loader.plan()))
+        jpg, cls = fn.readers.webdataset(paths=[str(t) for t in index.tars], index_paths=[str(i) for i in index.idx],
+                                         ext=["jpg", "cls"], random_shuffle=True, initial_fill=4096, seed=1)
         pipe.set_outputs(windows_graph(jpg, device_id), cls)
     return pipe
 
 
 def source_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None) -> Pipeline:
-    loader = make_loader(data, backend="reference", batch_size=batch, num_workers=1, seed=1)
-    plan = loader.plan()
-    positions = rank_positions(plan, batch, True, loader.epoch_seed(3))
-    ids = loader.index.global_id(*plan.locate(positions))
+    """The DALI backend's own source (`pipeline.dalisource`), its epoch-0 schedule written."""
+    device = "cpu" if device_id is None else f"cuda:{device_id}"
+    loader = make_loader(data, backend="dali", batch_size=batch, num_workers=threads, seed=1, device=device)
+    loader._ids = loader.epoch_ids(loader.plan())
+    loader._write_schedule(0)
     pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2,
                     py_num_workers=py_workers, py_start_method="spawn")
     with pipe:
-        jpg, cls = fn.external_source(source=ReadSample(data, ids), num_outputs=2, batch=False, parallel=True,
-                                      dtype=[types.UINT8, types.UINT8])
+        jpg, cls, *_ = fn.external_source(source=loader.source(), num_outputs=6, batch=False, parallel=True,
+                                          dtype=[types.UINT8, types.UINT8, types.INT32, types.INT32, types.INT32,
+                                                 types.FLOAT])
         pipe.set_outputs(windows_graph(jpg, device_id), cls)
+    pipe._probe_loader = loader  # its schedule folder lives as long as the pipeline
     return pipe
 
 

@@ -1,7 +1,7 @@
 """A rank's multiprocessing temp folder (/tmp/pymp-*), named for its owner, and the sweep
 that removes the folders of dead owners. `owned_dir(prefix)` gives any other temp folder a
-process keeps for its life the same naming and the same sweep (the DALI reader's derived
-index files: /tmp/pipeline-idx-*).
+process keeps for its life the same naming and the same sweep (the DALI rank's epoch
+schedules: /tmp/pipeline-dali-*).
 
 The folder holds the forkserver's listening socket and the resource sharer's; Python
 removes it when its process exits normally. A rank killed outright (SIGKILL, OOM,

@@ -3,8 +3,9 @@
 `kill -9` of a rank with the reference loader (its forkserver and workers were left
 behind forever, then its /tmp/pymp-* folder), of the torchrun agent (its ranks trained on),
 and the rule that removes a dead process's folder without ever taking a live one's
-(ac4c3ad removed a live parent's). The DALI backend starts no process; the demo's
-supervisor gives its children SIGTERM at its death (checked by hand, see the report).
+(ac4c3ad removed a live parent's). The DALI backend's source processes (spawned by DALI
+for its parallel external source) died with neither until they set PR_SET_PDEATHSIG; the
+demo's supervisor gives its children SIGTERM at its death (checked by hand, see the report).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from pipeline import mptemp, procs
 from tests import strays
@@ -27,7 +30,7 @@ import sys, time
 from multiprocessing import util
 from pipeline import make_loader
 if __name__ == "__main__":
-    loader = make_loader(sys.argv[1], batch_size=4, backend="reference", num_workers=2)
+    loader = make_loader(sys.argv[1], batch_size=4, backend=sys.argv[2], num_workers=2)
     next(iter(loader))
     print(util.get_temp_dir(), flush=True)
     time.sleep(600)
@@ -92,17 +95,25 @@ def _gone_within(pids: list[int], folders: list[Path], seconds: float = WITHIN_S
         time.sleep(0.05)
 
 
-def test_a_killed_rank_leaves_no_process_and_no_temp_folder(demo_shards, tmp_path):
-    rank = _run_script(RANK, str(demo_shards), tmp_path=tmp_path)
+@pytest.mark.parametrize("backend", ["reference", "dali"])
+def test_a_killed_rank_leaves_no_process_and_no_temp_folder(demo_shards, tmp_path, backend):
+    """Reference: its forkserver and two workers, and the forkserver's socket folder. DALI:
+    its source process (2 threads: one) and multiprocessing's resource tracker; its schedule
+    folder is the next loader's sweep's (the test below)."""
+    rank = _run_script(RANK, str(demo_shards), backend, tmp_path=tmp_path)
     try:
         folder = Path(rank.stdout.readline().strip())
         started = strays.descendants(rank.pid)
-        assert len(started) >= 3, "expected a forkserver and two workers"
-        assert folder in _socket_folders(started)  # the forkserver listens there
+        if backend == "reference":
+            assert len(started) >= 3, "expected a forkserver and two workers"
+            assert folder in _socket_folders(started)  # the forkserver listens there
+        else:
+            assert any("spawn_main" in strays.command_line(p) for p in started), "expected DALI's source process"
+            folder = None
     finally:
         rank.kill()
         rank.wait()
-    running, there = _gone_within(started, [folder])
+    running, there = _gone_within(started, [folder] if folder else [])
     assert not running, f"left running after kill -9 of the rank: {[strays.command_line(p) for p in running]}"
     assert not there, "the killed rank's temp folder (its forkserver's socket) stayed behind"
 
@@ -162,13 +173,13 @@ def test_the_sweep_removes_only_folders_of_dead_makers(tmp_path):
     assert live.is_dir() and foreign.is_dir()
 
 
-def test_a_dali_readers_index_folder_is_swept_once_its_rank_is_dead(tmp_path, monkeypatch):
-    from pipeline.dalireader import INDEX_DIR_PREFIX
+def test_a_dali_ranks_schedule_folder_is_swept_once_its_rank_is_dead(tmp_path, monkeypatch):
+    from pipeline.dalisource import SCHEDULE_DIR_PREFIX as INDEX_DIR_PREFIX
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # mkdtemp and the sweep look here
     dead = tmp_path / f"{INDEX_DIR_PREFIX}-{_a_dead_pid()}-123-abc"  # a rank killed with -9
     dead.mkdir()
-    (dead / "train-000001-0-40.idx").touch()
+    (dead / "g1-e0.npy").touch()
     mine = mptemp.owned_dir(INDEX_DIR_PREFIX)
     assert not dead.exists() and mine.is_dir() and mptemp.owner(mine, INDEX_DIR_PREFIX)[0] == os.getpid()
     assert mptemp.sweep(tmp_path, INDEX_DIR_PREFIX) == [] and mine.is_dir()  # a live maker's stays

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nvidia.dali.pipeline import Pipeline
 from scipy import stats as sps
 
 from pipeline import make_loader
-from pipeline.augment import CROP_POSITIONS, TEN_CROPS
-from pipeline.dali import random_train_params
+from pipeline.augment import CROP_POSITIONS, TEN_CROPS, batch_train_params
 from preprocess.contract import load_stats
 
 N = CROP_POSITIONS * CROP_POSITIONS * 10  # 10 expected per cell of the 33x33 grid
@@ -17,13 +15,9 @@ N = CROP_POSITIONS * CROP_POSITIONS * 10  # 10 expected per cell of the 33x33 gr
 
 @pytest.fixture(scope="module")
 def drawn():
-    """One large batch of the graph's own random ops (no decoding needed to test them)."""
-    pipe = Pipeline(batch_size=N, num_threads=1, device_id=None, seed=1234)
-    with pipe:
-        pipe.set_outputs(*random_train_params(0.1))
-    pipe.build()
-    x, y, flip, alpha = (np.array(o.as_tensor()) for o in pipe.run())
-    return x.ravel(), y.ravel(), flip.ravel(), alpha.reshape(N, 3)
+    """One large batch of the draw both backends take (no decoding needed to test it)."""
+    p = batch_train_params(1234, 0, 0, 0, N, 0.1)
+    return p.x, p.y, p.flip.astype(np.int64), p.alpha
 
 
 def test_crop_positions_uniform_over_all_33x33(drawn):

@@ -69,13 +69,14 @@ def test_dali_missing_falls_back_to_reference(damaged_dir, monkeypatch, caplog):
     assert "DALI is not importable" in caplog.text
 
 
-def test_late_damage_is_located_from_the_last_checkpoint(shard_dir, tmp_path, monkeypatch, caplog):
-    """A damaged sample past a checkpoint boundary: the probe starts at that checkpoint, finds
-    exactly that sample, and every other row comes out as from the undamaged shards."""
-    monkeypatch.setattr(badinput, "CHECKPOINT_EVERY", 4)
+def test_late_damage_is_found_in_its_batch_alone_and_stays_skipped(shard_dir, tmp_path, caplog):
+    """A damaged sample late in the epoch: only the failed batch's samples are decoded one
+    by one, exactly that sample is skipped, every other row comes out as from the undamaged
+    shards, and the next epoch skips it without failing again (the rebuilt pipeline's
+    source replaces it)."""
     kw = dict(batch_size=4, backend="dali", num_workers=1, seed=5)
     clean = [(x, y) for x, y in make_loader(shard_dir, **kw)]
-    failing = 21  # past five checkpoint boundaries
+    failing = 21
     victim = int(clean[failing][1][2])
     images = write_split(tmp_path, "train", TRAIN_SIZES, seed=3, damaged={victim: DAMAGED[13]})
     write_stats(tmp_path, images)
@@ -84,13 +85,16 @@ def test_late_damage_is_located_from_the_last_checkpoint(shard_dir, tmp_path, mo
     loader = make_loader(tmp_path, **kw)
     damaged = [(x, y) for x, y in loader]
     assert loader.skipped == [f"train-{sample_location(TRAIN_SIZES, victim)[0]:06d}.tar:train_{victim:06d}"]
-    # From the checkpoint before batch 21, not from batch 0; one decoder for the batch's
-    # samples, and one more after it rejected the third (the old code built one per sample).
-    assert f"batch {failing} of epoch 0 failed: reader replayed from batch 20, 4 samples decoded one by one " \
-           f"(2 decoder builds), 1 damaged" in caplog.text
+    # One decoder for the batch's samples, and one more after it rejected the third.
+    assert f"batch {failing} of epoch 0 failed: 4 samples decoded one by one (2 decoder builds), 1 damaged" \
+        in caplog.text
     assert len(damaged) == len(clean)
     for b, ((x, y), (cx, cy)) in enumerate(zip(damaged, clean)):
         keep = cy != victim
         assert torch.equal(y, cy[keep]), f"batch {b}"
         assert torch.equal(x, cx[keep]), f"batch {b}"
     assert sum(len(y) for _, y in damaged) == sum(len(y) for _, y in clean) - 1
+    caplog.clear()
+    loader.set_epoch(1)
+    assert sum(len(y) for _, y in loader) == sum(len(y) for _, y in clean) - 1
+    assert "failed" not in caplog.text

@@ -39,7 +39,7 @@ def test_every_gpu_part_of_a_loader_uses_its_own_device(shard_dir, split, mode):
     assert loader.backend == "dali"
     assert loader.device == torch.device("cuda", 1)  # to_torch's buffer and stream, finish()'s copies
     assert loader._host_normalize is None  # "cuda:1" is a GPU: the float step runs in DALI
-    assert loader.pipeline(loader.plan()).device_id == 1  # the epoch's pipeline
+    assert loader.pipeline().device_id == 1  # the epoch's pipeline
     assert loader.recovery.decoder().pipeline().device_id == 1  # damaged-sample tests
 
 
@@ -48,61 +48,56 @@ def test_a_bare_cuda_loader_is_pinned_to_the_current_device(shard_dir, monkeypat
     loader = make_loader(shard_dir, batch_size=8, backend="dali", device="cuda")
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # later changes do not move it
     assert loader.device == torch.device("cuda", 2)
-    assert loader.pipeline(loader.plan()).device_id == 2
+    assert loader.pipeline().device_id == 2
     assert loader.recovery.decoder().pipeline().device_id == 2
 
 
 def test_cpu_loader_builds_cpu_pipelines(shard_dir):
     loader = make_loader(shard_dir, batch_size=8, backend="dali")
     assert loader.device == torch.device("cpu")
-    assert loader.pipeline(loader.plan()).device_id is None
+    assert loader.pipeline().device_id is None
     assert loader.recovery.decoder().pipeline().device_id is None
 
 
-@pytest.mark.parametrize("split, mode, builds", [("train", "train", 3), ("val", "center", 1)])
-def test_one_pipeline_alive_across_epoch_boundaries(shard_dir, split, mode, builds, monkeypatch):
-    """The old epoch's pipeline (on a GPU: its decoder and buffers) is gone before the new
-    one is built, without waiting for the garbage collector; an eval loader's one pipeline
-    serves every epoch."""
-    loader = make_loader(shard_dir, split=split, mode=mode, batch_size=16, backend="dali", num_workers=1)
-    built: list[weakref.ref] = []
-    alive_at_build: list[int] = []
+@pytest.mark.parametrize("split, mode", [("train", "train"), ("val", "center")])
+def test_one_pipeline_serves_every_epoch_of_the_run(shard_dir, split, mode, monkeypatch):
+    """Issue 12: one pipeline per rank for the run, train and eval alike (each epoch start
+    writes a schedule and resets it), and what each epoch reads is that epoch's: the same
+    batches as a loader built for that epoch alone."""
+    kw = dict(split=split, mode=mode, batch_size=16, backend="dali", num_workers=1, seed=4)
+    loader = make_loader(shard_dir, **kw)
+    builds = []
     build = loader.build
-
-    def counting_build(*args, **kwargs):
-        alive_at_build.append(sum(ref() is not None for ref in built))
-        pipe = build(*args, **kwargs)
-        built.append(weakref.ref(pipe))
-        return pipe
-
-    monkeypatch.setattr(loader, "build", counting_build)
+    monkeypatch.setattr(loader, "build", lambda: builds.append(1) or build())
     for epoch in range(3):
         loader.set_epoch(epoch)
-        batches = iter(loader)
-        next(batches)
-        assert sum(ref() is not None for ref in built) == 1
-        for _ in batches:
-            pass
-    assert alive_at_build == [0] * builds
+        got = [[t.clone() for t in batch] for batch in loader]
+        alone = make_loader(shard_dir, **kw)
+        alone.set_epoch(epoch)
+        want = list(alone)
+        alone.close()
+        assert len(got) == len(want) == len(loader)
+        assert all(torch.equal(a, b) for x, y in zip(got, want) for a, b in zip(x, y)), f"epoch {epoch}"
+    assert len(builds) == 1
 
 
-@pytest.mark.parametrize("mode", ["center", "tencrop"])
-def test_a_reused_eval_pipeline_gives_every_epoch_the_same_batches(shard_dir, mode):
-    """Validation twice on one pipeline, then again after a pass broken off mid-epoch (which
-    must rebuild): the same images, labels and masks each time, for a middle rank too."""
+@pytest.mark.parametrize("split, mode", [("train", "train"), ("val", "center"), ("val", "tencrop")])
+def test_an_epoch_broken_off_rebuilds_and_gives_the_same_batches(shard_dir, split, mode):
+    """A pass broken off after one batch (`--max-steps`, a validation cut short) leaves the
+    pipeline mid-epoch: the next pass rebuilds, and gives the batches a whole pass gives,
+    for a middle rank too; the old pipeline is gone before the new one is built."""
     for rank in (0, 1):
-        loader = make_loader(shard_dir, split="val", mode=mode, batch_size=5, backend="dali", num_workers=1,
+        loader = make_loader(shard_dir, split=split, mode=mode, batch_size=5, backend="dali", num_workers=1,
                              rank=rank, world_size=3)
         first = [[t.clone() for t in batch] for batch in loader]
-        pipe = loader.pipe
-        again = [[t.clone() for t in batch] for batch in loader]
-        assert loader.pipe is pipe
+        pipe = weakref.ref(loader.pipe)
         next(iter(loader))  # broken off after one batch
+        assert loader.pipe is pipe()
         after_break = [[t.clone() for t in batch] for batch in loader]
-        assert loader.pipe is not pipe
-        for other in (again, after_break):
-            assert len(other) == len(first)
-            assert all(torch.equal(a, b) for x, y in zip(first, other) for a, b in zip(x, y))
+        assert pipe() is None and loader.pipe is not None
+        assert len(after_break) == len(first)
+        assert all(torch.equal(a, b) for x, y in zip(first, after_break) for a, b in zip(x, y))
+        loader.close()
 
 
 # Allocates, fills and frees a block twice and prints how much of the second one stays

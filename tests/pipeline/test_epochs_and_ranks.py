@@ -79,10 +79,9 @@ def test_eval_every_val_sample_exactly_once_across_ranks(shard_dir, backend, wor
     assert sorted(seen) == list(range(N_TRAIN, N_TRAIN + N_VAL))
 
 
-# Dropping the DALI checkpoint only means something for DALI (deterministic replay).
-@pytest.mark.parametrize("backend,drop_dali_checkpoint",
-                         [(b, False) for b in BACKENDS] + [("dali", True)])
-def test_mid_epoch_resume_neither_repeats_nor_skips(shard_dir, backend, drop_dali_checkpoint):
+# Both backends resume from (epoch, batch) alone: DALI's schedule starts at the batch.
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mid_epoch_resume_neither_repeats_nor_skips(shard_dir, backend):
     kw = dict(backend=backend, batch_size=8, seed=5)
     full = make_loader(shard_dir, **kw)
     full.set_epoch(2)
@@ -95,8 +94,6 @@ def test_mid_epoch_resume_neither_repeats_nor_skips(shard_dir, backend, drop_dal
     state = first.state_dict()
     assert state["epoch"] == 2 and state["batch"] == 5
     assert len(pickle.dumps(state)) < 64_000, "state must stay small"
-    if drop_dali_checkpoint:  # e.g. a state written by another backend: deterministic replay
-        state["dali"] = None
     del it, first
 
     resumed = make_loader(shard_dir, **kw)

@@ -9,11 +9,9 @@ from multiprocessing.reduction import ForkingPickler
 import numpy as np
 import pytest
 import torch
-from synthetic_shards import TRAIN_SIZES
 
 from pipeline import make_loader
-from pipeline.sharding import rank_positions
-from pipeline.sharding import derive_seed, plan_epoch
+from pipeline.sharding import derive_seed, plan_epoch, rank_positions
 from pipeline.splitindex import SplitIndex
 from preprocess.offsetstable import COLUMNS
 from preprocess.indexfile import read_index
@@ -76,28 +74,33 @@ def test_reference_loader_shares_its_table_with_its_workers(shard_dir):
     assert len(ForkingPickler.dumps(loader.maker)) < 1_000_000  # the mean image (768 KB), not the index
 
 
-def test_dali_rank_reads_only_the_index_of_its_shards(shard_dir):
-    """Each rank's reader gets the shards its range touches, cut to its own samples."""
-    from preprocess.indexfile import read_index_count
-
+def test_dali_rank_reads_what_the_reference_reads(shard_dir):
+    """Each DALI rank's epoch is the reference rank's: the same sample numbers, batch after
+    batch, for 2 and 3 ranks over two epochs (its source reads them through the table)."""
     for world_size in (2, 3):
         for rank in range(world_size):
-            loader = make_loader(shard_dir, backend="dali", batch_size=4, rank=rank, world_size=world_size)
+            kw = dict(batch_size=4, rank=rank, world_size=world_size, seed=2)
+            dali, ref = make_loader(shard_dir, backend="dali", **kw), make_loader(shard_dir, backend="reference", **kw)
             for epoch in (0, 1):
-                loader.set_epoch(epoch)
-                plan = loader.plan()
-                kw = loader.reader_kwargs(plan)
-                assert kw["num_shards"] == 1
-                assert sum(read_index_count(p) for p in kw["index_paths"]) == plan.size
-                touched = []  # the shards of the rank's positions, in the epoch's order
-                for p in range(plan.start, plan.start + plan.size):
-                    s = walk(plan.shard_order, TRAIN_SIZES, p)[0]
-                    touched += [] if s in touched else [s]
-                assert kw["paths"] == [str(loader.index.tars[s]) for s in touched]
+                dali.set_epoch(epoch)
+                ref.set_epoch(epoch)
+                plan = ref.plan()
+                positions = rank_positions(plan, 4, True, ref.epoch_seed(3))
+                assert np.array_equal(dali.epoch_ids(dali.plan()), ref.index.global_id(*plan.locate(positions)))
+            dali.close()
+            ref.close()
 
 
-def test_dali_loader_keeps_no_offsets_table(shard_dir):
-    """DALI parses the index files itself: the Python side holds the counts alone."""
-    loader = make_loader(shard_dir, backend="dali", batch_size=8)
+def test_dali_rank_maps_the_nodes_table_and_parses_no_index(demo_shards, shard_dir):
+    """The rank maps the split's table file (one page-cache copy a node), and its source
+    processes map the same file by its path; shards without one (here: no manifest) get
+    the rank's parsed table written once into its schedule folder for them to map."""
+    loader = make_loader(demo_shards, backend="dali", batch_size=8)
     assert len([y for _, y in loader]) == len(loader)
-    assert loader.index._table is None
+    assert loader.index.node_shared and isinstance(loader.index.table, np.memmap)
+    assert loader.schedule.table_path == demo_shards / loader.index.table_entry["name"]
+    loader.close()
+    bare = make_loader(shard_dir, backend="dali", batch_size=8)
+    assert not bare.index.node_shared and bare.schedule.table_path.parent == bare.schedule.folder
+    assert np.array_equal(np.load(bare.schedule.table_path), bare.index.table)
+    assert len([y for _, y in bare]) == len(bare)

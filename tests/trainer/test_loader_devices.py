@@ -26,7 +26,7 @@ def test_rank_k_loaders_use_gpu_k(demo_shards, tmp_path, rank):
         assert (config.rank, config.world_size) == (rank, 4)
         loader = make_loader(config)
         assert loader.backend == "dali" and loader.device == torch.device("cuda", rank)
-        assert loader.pipeline(loader.plan()).device_id == rank
+        assert loader.pipeline().device_id == rank
         assert loader.recovery.decoder().pipeline().device_id == rank
 
 
