@@ -131,6 +131,9 @@ def flat(row: dict) -> dict:
             if "worker_own_mb" in e[0]:  # not in runs before it was measured
                 out["ref_worker_own_mb"] = max(x["worker_own_mb"] for x in e)
             out["ref_lookup_us"] = r["lookup_us_last_rank"]
+        if b != "reference" and "dali_schedule_s" in r:  # the run's one pipeline: what a reset costs in N
+            out[f"{key}_schedule_s"] = r["dali_schedule_s"]
+            out[f"{key}_source_private_mb"] = max(x["worker_private_mb"] for x in e)
         if b == "reference" and "index_mb" in r:
             out["ref_index_node_mb"] = r["index_mb"] * (1 if r["index_node_shared"] else RANKS_PER_NODE)
     if "trainer_first_step_s" in row:

@@ -48,9 +48,11 @@ def preprocess_run(src: Path, out: Path, workers: int, extra: tuple[str, ...] = 
             "manifest_kb": (out / "dataset.json").stat().st_size / 1024}
 
 
-def _worker_usage(pid: int) -> list[dict]:
-    """Reference loader workers: children of the forkserver, i.e. the rank's grandchildren."""
-    return [u for p, depth in descendants(pid).items() if depth == 2 and (u := usage(p, shm=True)) is not None]
+def _worker_usage(pid: int, depth: int = 2) -> list[dict]:
+    """The loader's processes: reference workers are children of the forkserver (the rank's
+    grandchildren, depth 2); DALI's source processes are the rank's children (depth 1, with
+    multiprocessing's resource tracker)."""
+    return [u for p, d in descendants(pid).items() if d == depth and (u := usage(p, shm=True)) is not None]
 
 
 def lookup_us(loader, batch_size: int, rank: int = 7, world_size: int = 8, samples: int = 2048) -> float:
@@ -84,6 +86,7 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
     t0 = time.perf_counter()
     loader = make_loader(data, backend=backend, batch_size=batch_size, num_workers=workers, seed=0, rank=rank,
                          world_size=world_size)
+    depth = 2 if loader.backend == "reference" else 1
     out = {"backend": loader.backend, "make_loader_s": time.perf_counter() - t0, "base_rss_mb": base["rss_mb"],
            "epochs": []}
     for epoch in range(epochs):
@@ -96,11 +99,11 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
         # being built; the lowest is what a worker holds whatever it does (an index copy);
         # "own" leaves out the batch being written, in shared memory the rank maps next, and
         # the offsets-table pages mapped so far (page cache: one copy a node).
-        seen = [_worker_usage(os.getpid())]
+        seen = [_worker_usage(os.getpid(), depth)]
         t1 = time.perf_counter()
         for _ in range(batches - 1):
             next(it)
-            seen.append(_worker_usage(os.getpid()))
+            seen.append(_worker_usage(os.getpid(), depth))
         rate = (batches - 1) * batch_size / (time.perf_counter() - t1)
         rank = self_usage()
         private = [w["private_mb"] for sample in seen for w in sample]
@@ -110,6 +113,17 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
                               "worker_private_floor_mb": min(private, default=0.0),
                               "worker_own_mb": max(own, default=0.0), "workers": len(seen[-1])})
         del it
+    if backend == "dali":
+        # What an epoch start costs that grows with N, where the epoch before ran to its end
+        # (the trainer's case; the timed starts above follow epochs broken off after a few
+        # batches, which rebuild): the epoch's sample numbers and its schedule file; the
+        # pipeline's reset() itself is O(1).
+        t0 = time.perf_counter()
+        for epoch in range(epochs):
+            loader.set_epoch(epoch)
+            ids = loader.epoch_ids(loader.plan())
+            loader.schedule.write(0, epoch, epoch, 0, ids)
+        out["dali_schedule_s"] = (time.perf_counter() - t0) / epochs
     if backend == "reference":
         # The offsets table: one page-cache copy a node when it is the split's file, else one a rank.
         out["index_mb"] = loader.index.table.nbytes / (1 << 20)
