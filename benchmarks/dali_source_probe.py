@@ -71,9 +71,8 @@ def source_pipeline(data: str, batch: int, threads: int, py_workers: int, device
     pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2,
                     py_num_workers=py_workers, py_start_method="spawn")
     with pipe:
-        jpg, cls, *_ = fn.external_source(source=loader.source(), num_outputs=6, batch=False, parallel=True,
-                                          dtype=[types.UINT8, types.UINT8, types.INT32, types.INT32, types.INT32,
-                                                 types.FLOAT])
+        jpg, cls = fn.external_source(source=loader.source(), num_outputs=2, batch=False, parallel=True,
+                                      dtype=[types.UINT8, types.UINT8])
         pipe.set_outputs(windows_graph(jpg, device_id), cls)
     pipe._probe_loader = loader  # its schedule folder lives as long as the pipeline
     return pipe

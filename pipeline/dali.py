@@ -29,7 +29,7 @@ from pipeline import badinput
 from pipeline.augment import MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
 from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
-from pipeline.dalisource import SampleSource, Schedule, blank_jpeg
+from pipeline.dalisource import LABEL_BYTES, PARAMS, RECORD_BYTES, SampleSource, Schedule, blank_jpeg
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_host, return_large_frees
 from pipeline.samplebytes import SampleBytes
@@ -74,9 +74,9 @@ def define_graph(loader: DaliLoader, source: SampleSource):
     cfg = loader.cfg
     gpu = loader.device_id is not None
     train = cfg.mode == "train"
-    outputs = fn.external_source(source=source, num_outputs=6 if train else 2, batch=False, parallel=True,
-                                 dtype=[types.UINT8, types.UINT8, *([types.INT32] * 3 + [types.FLOAT]) * train])
-    jpg, cls = outputs[:2]
+    jpg, record = fn.external_source(source=source, num_outputs=2, batch=False, parallel=True,
+                                     dtype=[types.UINT8, types.UINT8])
+    cls = record[0:LABEL_BYTES]
     decoder = "mixed" if gpu else "cpu"
     hw = {"hw_decoder_load": HW_DECODER_LOAD} if gpu else {}
     mean_np = mean_array(loader.stats, cfg.mean)
@@ -84,7 +84,9 @@ def define_graph(loader: DaliLoader, source: SampleSource):
     layout = "HWC" if cfg.channels_last else "CHW"
     dtype = types.FLOAT16 if cfg.dtype == torch.float16 else types.FLOAT
     if train:
-        x, y, flip, alpha = outputs[2:]
+        params = fn.reinterpret(record[LABEL_BYTES:RECORD_BYTES], dtype=types.FLOAT, shape=[PARAMS])
+        x, y, flip = (fn.cast(params[k], dtype=types.INT32) for k in range(3))
+        alpha = params[3:PARAMS]
         matrix = lighting_matrix(loader.stats).astype(np.float32).ravel().tolist()
         offset = fn.reshape(fn.coord_transform(fn.reshape(alpha, shape=[1, 3]), M=matrix), shape=[3])
         # Crop and flip first, then one float pass: decode only the 224x224 window (ROI
@@ -276,13 +278,14 @@ class DaliLoader(BaseLoader):
     def _labels(self, raw, b: int) -> list[int]:
         """The batch's labels; a label that is not a class number makes its row DAMAGED, and
         is reported by name unless recovery already did (its JPEG was the damaged part)."""
-        labels = [parse_label(np.array(t), self.num_classes) for t in raw]
+        rows = np.array(raw.as_tensor())  # (B, LABEL_BYTES): one copy, not one a sample
+        labels = [parse_label(row, self.num_classes) for row in rows]
         ids = self._ids[b * self.cfg.batch_size :]
-        for j, (label, t) in enumerate(zip(labels, raw)):
+        for j, (label, row) in enumerate(zip(labels, rows)):
             if label == DAMAGED:
                 name = self.samples.name(int(ids[j]))
                 if name not in self.skipped:
-                    self.report_damaged(name, bad_label(np.array(t)))
+                    self.report_damaged(name, bad_label(row))
         return labels
 
     def _batch(self, outs, plan, b: int):
