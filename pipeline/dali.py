@@ -224,9 +224,12 @@ class DaliLoader(BaseLoader):
             return
         self._ids = self.epoch_ids(plan)
         self._start(start)
+        last = plan.num_batches - 1
         for b in range(start, plan.num_batches):
-            yield b, self._batch(self._run(b), plan, b)
-        self._end_epoch()
+            batch = self._batch(self._run(b), plan, b)
+            if b == last:  # before the last yield: the trainer takes len(loader) batches and never resumes us
+                self._end_epoch()
+            yield b, batch
 
     def _start(self, start: int) -> None:
         """The pipeline positioned before batch `start` of the current epoch: the live one

@@ -62,8 +62,9 @@ def test_cpu_loader_builds_cpu_pipelines(shard_dir):
 @pytest.mark.parametrize("split, mode", [("train", "train"), ("val", "center")])
 def test_one_pipeline_serves_every_epoch_of_the_run(shard_dir, split, mode, monkeypatch):
     """Issue 12: one pipeline per rank for the run, train and eval alike (each epoch start
-    writes a schedule and resets it), and what each epoch reads is that epoch's: the same
-    batches as a loader built for that epoch alone."""
+    writes a schedule and resets it), also when the consumer stops at len(loader) without
+    exhausting the iterator, as the trainer does; and what each epoch reads is that
+    epoch's: the same batches as a loader built for that epoch alone."""
     kw = dict(split=split, mode=mode, batch_size=16, backend="dali", num_workers=1, seed=4)
     loader = make_loader(shard_dir, **kw)
     builds = []
@@ -71,7 +72,8 @@ def test_one_pipeline_serves_every_epoch_of_the_run(shard_dir, split, mode, monk
     monkeypatch.setattr(loader, "build", lambda: builds.append(1) or build())
     for epoch in range(3):
         loader.set_epoch(epoch)
-        got = [[t.clone() for t in batch] for batch in loader]
+        batches = iter(loader)  # as the trainer takes them: len(loader) next() calls, no exhaustion
+        got = [[t.clone() for t in next(batches)] for _ in range(len(loader))]
         alone = make_loader(shard_dir, **kw)
         alone.set_epoch(epoch)
         want = list(alone)
