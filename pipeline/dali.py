@@ -8,8 +8,8 @@ A rank builds one pipeline for the run. Its samples, and in train mode their cro
 offsets, flips and lighting alphas, come from `pipeline.dalisource` (a parallel
 `fn.external_source` reading through the split's offsets table, in the reference loader's
 order with the reference loader's parameters); each epoch start writes the epoch's
-schedule and resets the pipeline. A pipeline is rebuilt only where it cannot go on: an
-epoch broken off before its end, or a batch that failed on a damaged JPEG
+schedule and resets the pipeline. A pass broken off before its end is cut short and the
+pipeline kept; it is rebuilt only after a batch failed on a damaged JPEG
 (`pipeline/badinput.py` finds it, and the rebuilt pipeline's source replaces it).
 Mid-epoch resume needs no DALI checkpoint: the schedule starts at the batch. The random
 parameters are pipeline outputs too, which is what lets the tests check them against
@@ -18,6 +18,7 @@ the reference.
 
 from __future__ import annotations
 
+import logging
 
 import numpy as np
 import torch
@@ -35,6 +36,8 @@ from pipeline.hostmem import empty_host, return_large_frees
 from pipeline.samplebytes import SampleBytes
 from pipeline.sharding import rank_positions
 from preprocess.contract import CROP_SIZE, DataError
+
+log = logging.getLogger(__name__)
 TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
 # Share of the JPEGs the mixed decoder sends to the GPU's hardware JPEG engine (A100/H100);
 # the rest are Huffman-decoded on the pipeline's CPU threads. 0.65, DALI's own default, was
@@ -140,6 +143,12 @@ def to_torch(tensor_list, dtype: torch.dtype, device: torch.device, zero_copy: b
     return out
 
 
+# Batches DALI can have asked its source for beyond those taken: the pipeline's prefetch
+# queue (2) and the parallel source's own (1), with room to spare. A broken-off epoch is cut
+# after them (`DaliLoader._cut_short`), so that no batch is cut while a worker reads it.
+IN_FLIGHT = 8
+
+
 def source_workers(threads: int) -> int:
     """DALI's Python processes reading samples for a pipeline of `threads` threads: half as
     many (4 of 8 kept 0.978x the webdataset reader's images/s on an H100), at least one."""
@@ -161,13 +170,14 @@ class DaliLoader(BaseLoader):
             self.device = torch.device("cuda", self.device_id)
         index = self.index
         self.samples = SampleBytes(index.tars, index.starts, index.table)  # the table checked and mapped here
-        self.schedule = Schedule(index)
+        self.schedule = Schedule(index, cfg.batch_size)
         self.recovery = DaliRecovery(self.samples, self.device_id)
         self.damaged: set[int] = set()  # global numbers of samples whose JPEG does not decode
         self.pipe: Pipeline | None = None
         self._generation = 0  # pipelines built: names the schedule files of the live one
         self._dali_epoch = 0  # the live pipeline's epoch index (its reset() count)
         self._ended = False  # the live pipeline's epoch was read to its end: reset() starts the next
+        self._runs = 0  # batches taken from the live pipeline in its current epoch
         self._ids = np.zeros(0, np.int64)  # the current epoch's sample numbers, batch after batch
         self._blank = blank_jpeg()
         self._host_normalize = None  # the CPU train graph ends with uint8 windows
@@ -233,7 +243,10 @@ class DaliLoader(BaseLoader):
 
     def _start(self, start: int) -> None:
         """The pipeline positioned before batch `start` of the current epoch: the live one
-        reset to its next epoch where its last ran to the end, else a new one."""
+        reset to its next epoch (its last one cut short first where it was broken off),
+        else a new one."""
+        if self.pipe is not None and not self._ended:
+            self._cut_short()
         if self.pipe is not None and self._ended:
             self._dali_epoch += 1
             self._write_schedule(start)
@@ -241,6 +254,22 @@ class DaliLoader(BaseLoader):
         else:
             self._rebuild(start)
         self._ended = False
+        self._runs = 0
+
+    def _cut_short(self) -> None:
+        """End the live pipeline's broken-off epoch after the batches DALI can already have
+        asked its source for (its prefetch queues: IN_FLIGHT at most), taking those. Where
+        that fails, the pipeline is dropped and the caller builds another."""
+        try:
+            self.schedule.cut(self._generation, self._dali_epoch, self._runs + IN_FLIGHT)
+            for _ in range(IN_FLIGHT + 1):
+                self.pipe.run()
+        except StopIteration:
+            self._ended = True
+            return
+        except RuntimeError as err:  # e.g. a damaged JPEG in a batch nobody will read
+            log.info("the broken-off epoch's pipeline did not end cleanly (%s): rebuilding", err)
+        self.release()
 
     def _rebuild(self, start: int) -> None:
         self.release()
@@ -266,7 +295,9 @@ class DaliLoader(BaseLoader):
         """The outputs of batch `b`, repairing damaged samples as often as needed."""
         for _ in range(badinput.MAX_FAILURES_PER_BATCH):
             try:
-                return self.pipe.run()
+                outs = self.pipe.run()
+                self._runs += 1
+                return outs
             except RuntimeError as err:
                 self.release()  # rebuilt below; the recovery's decoder needs the room
                 size = self.cfg.batch_size

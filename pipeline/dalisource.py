@@ -12,7 +12,9 @@ any batch without a DALI checkpoint.
 Which samples an epoch reads is the `Schedule`: before each of the pipeline's epochs (its
 build, then each `reset()`), the rank writes that epoch's global sample numbers, from its
 first batch to be read, to a file in a folder it owns; the workers map the file when
-DALI's epoch index reaches it. An epoch start writes N/w int64s (1.3 MB for one of 8
+DALI's epoch index reaches it. A pass broken off (a `break` after a few batches) is cut
+short in the same file: the rank lowers the header's batch count past the batches DALI
+can have asked for, takes those few, and resets, so it too keeps its pipeline. An epoch start writes N/w int64s (1.3 MB for one of 8
 ranks at ImageNet size) and parses nothing. Why not DALI's webdataset reader: it takes its
 files when its pipeline is built, so a new epoch's shard order meant a new pipeline (2.3 s
 an epoch start on an H100) and a re-parse of the index files; feeding through the table
@@ -43,7 +45,8 @@ from pipeline.samplebytes import SampleBytes
 from preprocess.offsetstable import map_table
 
 SCHEDULE_DIR_PREFIX = "pipeline-dali"
-HEADER = 2  # a schedule file: [epoch, first batch, sample numbers...]
+HEADER = 3  # a schedule file: [epoch, first batch, batches to read, sample numbers...]
+END = 2  # the header's "batches to read": lowered in place to cut an epoch short
 NOT_A_LABEL = b"\xff\xd8"  # a damaged sample's label: not ASCII digits
 # A sample is two outputs, its JPEG and a 32-byte record: the label's bytes padded with
 # spaces to LABEL_BYTES (int() ignores them), then in train mode x, y, flip and alpha as
@@ -67,8 +70,8 @@ class Schedule:
     """The rank's side: the folder of schedule files (and, for shards without a table file,
     the rank's parsed table), removed with the loader or swept once the rank is dead."""
 
-    def __init__(self, index):
-        self.index = index
+    def __init__(self, index, batch_size: int):
+        self.index, self.batch_size = index, batch_size
         self.folder = mptemp.owned_dir(SCHEDULE_DIR_PREFIX)
         weakref.finalize(self, shutil.rmtree, self.folder, True)
         if index.node_shared:
@@ -78,6 +81,13 @@ class Schedule:
             np.save(self.table_path, index.table)
         self._written: list[Path] = []
 
+    def cut(self, generation: int, dali_epoch: int, batches: int) -> None:
+        """Let DALI's epoch `dali_epoch` end after `batches` batches. The workers map the file
+        shared, so the batches they have not started yet see it."""
+        header = np.load(self.path(generation, dali_epoch), mmap_mode="r+")
+        header[END] = min(int(header[END]), batches)
+        header.flush()
+
     def path(self, generation: int, dali_epoch: int) -> Path:
         return self.folder / f"g{generation}-e{dali_epoch}.npy"
 
@@ -86,8 +96,9 @@ class Schedule:
         training epoch `epoch` from batch `first_batch` on."""
         path = self.path(generation, dali_epoch)
         tmp = path.with_suffix(".tmp")
+        batches = len(ids) // self.batch_size
         with open(tmp, "wb") as f:
-            np.save(f, np.concatenate([[epoch, first_batch], np.asarray(ids, np.int64)]))
+            np.save(f, np.concatenate([[epoch, first_batch, batches], np.asarray(ids, np.int64)]))
         os.replace(tmp, path)
         self._written.append(path)
         while len(self._written) > 2:  # a worker maps the file it reads: removing it is safe
@@ -140,7 +151,7 @@ class SampleSource:
     def __call__(self, info):
         schedule = self._epoch(info.epoch_idx)
         i = info.idx_in_epoch
-        if i >= len(schedule) - HEADER:
+        if i // self.batch_size >= schedule[END]:
             raise StopIteration
         g = int(schedule[HEADER + i])
         reads: SampleBytes = self._cache["bytes"]
