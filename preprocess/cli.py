@@ -20,17 +20,11 @@ import sys
 from pathlib import Path
 
 from preprocess import democorpus, exitcodes, image
+from preprocess.argtypes import positive_int
 from preprocess.contract import DataError
 from preprocess.output import OutputError
 from preprocess.sources import SourceError
 from preprocess.tempfiles import NoSpaceError
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _add_shard(sub) -> None:
@@ -41,16 +35,16 @@ def _add_shard(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
     p.add_argument("--val-labels", type=Path, help="labels of a flat val/: LOC_val_solution.csv or 'filename wnid' lines")
     p.add_argument("--synsets", type=Path, help="class names, LOC_synset_mapping.txt form")
-    p.add_argument("--workers", type=_positive, default=default_workers(), help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=default_workers(), help="processes (default: all cores)")
     p.add_argument("--quality", type=int, default=image.DEFAULT_QUALITY, help="JPEG quality (default 95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train shuffle")
-    p.add_argument("--shard-max-count", type=_positive, default=1000)
-    p.add_argument("--shard-max-bytes", type=_positive, default=None)
-    p.add_argument("--max-pixels", type=_positive, default=image.DEFAULT_MAX_PIXELS,
+    p.add_argument("--shard-max-count", type=positive_int, default=1000)
+    p.add_argument("--shard-max-bytes", type=positive_int, default=None)
+    p.add_argument("--max-pixels", type=positive_int, default=image.DEFAULT_MAX_PIXELS,
                    help="reject larger images (decompression-bomb guard)")
     p.add_argument("--max-reject-fraction", type=float, default=0.001)
     p.add_argument("--part", type=int, default=0, help="this job's part, 0 <= i < --parts")
-    p.add_argument("--parts", type=_positive, default=1)
+    p.add_argument("--parts", type=positive_int, default=1)
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="for a source with train/ only: hold out this fraction of each class as val")
     p.add_argument("--holdout-seed", type=int, default=0, help="which files --holdout-fraction holds out")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from preprocess.argtypes import positive_int
 from trainer.run.validation import METRICS, VIEWS, config_precision, rates, tally
 
 
@@ -88,13 +89,6 @@ def _cells(entry: dict) -> list[str]:
     return [f"{100 * entry[v][m]:.1f}%" for v in VIEWS for m in METRICS]
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a checkpoint of `trainer train`; repeat it for an ensemble")
@@ -106,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (x10 patches)")
     parser.add_argument("--backend", choices=("dali", "reference"), default=None,
                         help="data loader (default: dali on a GPU, reference otherwise)")
-    parser.add_argument("--workers", type=_positive, default=4, help="loader worker processes (>= 1)")
+    parser.add_argument("--workers", type=positive_int, default=4, help="loader worker processes (>= 1)")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
 
 
