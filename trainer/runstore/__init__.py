@@ -37,6 +37,12 @@ __all__ = [
 # Metric and event rows kept in memory while the file cannot be written (a full disk):
 # about 9 hours of an ImageNet run's rows; older ones are dropped beyond it.
 MAX_BUFFERED_ROWS = 100_000
+# What the WAL file is cut back to once a checkpoint has emptied it. A WAL grows while a
+# reader holds an old snapshot (the server's page on a long query) and otherwise kept its
+# largest size on disk for good (280 MB after one burst in a test): on a small or shared
+# disk that is the room the store later runs out of. SQLite's own checkpoint threshold is
+# ~4 MB, so this leaves steady writing untouched.
+WAL_LIMIT_BYTES = 8 << 20
 
 
 def _run(row: sqlite3.Row | None) -> dict | None:
@@ -101,6 +107,7 @@ class RunStore(CommandsMixin):
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             self._local.conn = conn
         return conn
 
