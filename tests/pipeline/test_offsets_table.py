@@ -13,7 +13,6 @@ from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import numpy as np
-import pytest
 from synthetic_shards import relabel
 
 from pipeline import make_loader
