@@ -14,8 +14,9 @@ build, then each `reset()`), the rank writes that epoch's global sample numbers,
 first batch to be read, to a file in a folder it owns; the workers map the file when
 DALI's epoch index reaches it. A pass broken off (a `break` after a few batches) is cut
 short in the same file: the rank lowers the header's batch count past the batches DALI
-can have asked for, takes those few, and resets, so it too keeps its pipeline. An epoch start writes N/w int64s (1.3 MB for one of 8
-ranks at ImageNet size) and parses nothing. Why not DALI's webdataset reader: it takes its
+can have asked for, takes those few, and resets, so it too keeps its pipeline. An epoch
+start writes N/w int64s (1.3 MB for one of 8 ranks at ImageNet size) and parses nothing.
+Why not DALI's webdataset reader: it takes its
 files when its pipeline is built, so a new epoch's shard order meant a new pipeline (2.3 s
 an epoch start on an H100) and a re-parse of the index files; feeding through the table
 kept 0.978x the reader's images/s there (benchmarks/README.md, "GPU check").
@@ -57,6 +58,11 @@ PARAMS = 6  # x, y, flip, alpha (3)
 RECORD_BYTES = LABEL_BYTES + 4 * PARAMS
 
 
+def schedule_name(generation: int, dali_epoch: int) -> str:
+    """The schedule file of DALI's epoch `dali_epoch` of the rank's pipeline `generation`."""
+    return f"g{generation}-e{dali_epoch}.npy"
+
+
 def blank_jpeg(size: int = 256) -> bytes:
     """A grey JPEG of the contract's size: what a damaged sample's row decodes (and then loses)."""
     from PIL import Image
@@ -89,7 +95,7 @@ class Schedule:
         header.flush()
 
     def path(self, generation: int, dali_epoch: int) -> Path:
-        return self.folder / f"g{generation}-e{dali_epoch}.npy"
+        return self.folder / schedule_name(generation, dali_epoch)
 
     def write(self, generation: int, dali_epoch: int, epoch: int, first_batch: int, ids: np.ndarray) -> None:
         """The sample numbers DALI's epoch `dali_epoch` of pipeline `generation` reads:
@@ -135,7 +141,7 @@ class SampleSource:
     def _epoch(self, dali_epoch: int) -> np.ndarray:
         c = self._cache
         if c.get("dali_epoch") != dali_epoch:
-            path = Path(self.folder) / f"g{self.generation}-e{dali_epoch}.npy"
+            path = Path(self.folder) / schedule_name(self.generation, dali_epoch)
             c.update(dali_epoch=dali_epoch, schedule=np.load(path, mmap_mode="r"), params=(None, None))
         if "bytes" not in c:
             c["bytes"] = SampleBytes(self.tars, self.starts, map_table(self.table_path, self.rows))

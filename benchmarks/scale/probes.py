@@ -58,8 +58,7 @@ def _worker_usage(pid: int, depth: int = 2) -> list[dict]:
 def lookup_us(loader, batch_size: int, rank: int = 7, world_size: int = 8, samples: int = 2048) -> float:
     """Seconds per sample, in µs, of the reference loader's lookup of its positions: a
     batch at a time, as its sampler does (`EpochPlan.locate`, then global sample numbers)."""
-    from pipeline.sharding import rank_positions
-    from pipeline.sharding import plan_epoch
+    from pipeline.sharding import plan_epoch, rank_positions
 
     index = loader.index
     plan = plan_epoch(index.sizes, train=True, batch_size=batch_size, rank=rank, world_size=world_size, seed=0,
@@ -114,10 +113,10 @@ def loader_child(data: str, backend: str, batch_size: int, workers: int, epochs:
                               "worker_own_mb": max(own, default=0.0), "workers": len(seen[-1])})
         del it
     if backend == "dali":
-        # What an epoch start costs that grows with N, where the epoch before ran to its end
-        # (the trainer's case; the timed starts above follow epochs broken off after a few
-        # batches, which rebuild): the epoch's sample numbers and its schedule file; the
-        # pipeline's reset() itself is O(1).
+        # What an epoch start costs that grows with N: the epoch's sample numbers and its
+        # schedule file (the pipeline's reset() itself is O(1)). The timed starts above also
+        # take the batches in flight of the epoch broken off before them, which the
+        # trainer's starts, after a whole epoch, do not.
         t0 = time.perf_counter()
         for epoch in range(epochs):
             loader.set_epoch(epoch)
