@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.augment import MEANS, MODES
-from pipeline.sharding import EpochPlan, derive_seed, plan_epoch
+from pipeline.sharding import EpochPlan, derive_seed, plan_epoch, rank_positions
 from pipeline.splitindex import SplitIndex
 from preprocess.contract import MANIFEST_NAME, SPLITS, Manifest, load_stats
 
@@ -125,6 +125,11 @@ class BaseLoader:
 
     def epoch_seed(self, plan_salt: int) -> int:
         return derive_seed(self.cfg.seed, self.epoch, self.cfg.rank, plan_salt)
+
+    def epoch_positions(self, plan: EpochPlan) -> np.ndarray:
+        """The epoch-sequence positions this rank reads, batch after batch: one order for
+        both backends."""
+        return rank_positions(plan, self.cfg.batch_size, self.cfg.mode == "train", self.epoch_seed(3))
 
     def __len__(self) -> int:
         return self._plan0.num_batches

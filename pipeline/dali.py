@@ -34,7 +34,6 @@ from pipeline.dalisource import LABEL_BYTES, PARAMS, RECORD_BYTES, SampleSource,
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_host, return_large_frees
 from pipeline.samplebytes import SampleBytes
-from pipeline.sharding import rank_positions
 from preprocess.contract import CROP_SIZE, DataError
 
 log = logging.getLogger(__name__)
@@ -186,8 +185,7 @@ class DaliLoader(BaseLoader):
 
     def epoch_ids(self, plan) -> np.ndarray:
         """The epoch's global sample numbers, batch after batch: the reference loader's order."""
-        positions = rank_positions(plan, self.cfg.batch_size, self.cfg.mode == "train", self.epoch_seed(3))
-        return self.index.global_id(*plan.locate(positions))
+        return self.index.global_id(*plan.locate(self.epoch_positions(plan)))
 
     def source(self) -> SampleSource:
         c, index = self.cfg, self.index

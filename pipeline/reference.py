@@ -47,7 +47,7 @@ from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_shared
 from pipeline.samplebytes import MAX_OPEN_SHARDS, SampleBytes
-from pipeline.sharding import EpochPlan, rank_positions
+from pipeline.sharding import EpochPlan
 from pipeline.splitindex import SplitIndex
 from preprocess.contract import CROP_SIZE, IMAGE_SIZE, DataError
 
@@ -242,7 +242,7 @@ class ReferenceLoader(BaseLoader):
     def _iterate(self, start: int):
         self._take_resume_checkpoint(start)  # the position alone is enough here
         plan = self.plan()
-        positions = rank_positions(plan, self.cfg.batch_size, self.cfg.mode == "train", self.epoch_seed(3))
+        positions = self.epoch_positions(plan)
         self.batches.set_epoch(self.epoch, plan, positions, start)
         for b, windows, labels, damaged in self.data_loader():
             for name, why in damaged:
