@@ -1,17 +1,19 @@
-"""Would one DALI pipeline for the whole run cost throughput? A probe for issue 12's last target.
+"""Does the DALI backend's source keep up with DALI's own reader? A probe for issue 12.
 
     python benchmarks/dali_source_probe.py [--data SHARD_DIR] [--batch-size 128] [--threads 2]
-        [--batches 40] [--repeats 3] [--py-workers 2]
+        [--batches 40] [--repeats 3] [--py-workers 2] [--ceiling]
 
-The DALI backend built a pipeline per training epoch while it read through
-`fn.readers.webdataset`, which takes its file list at build time. It now builds one for
-the run, whose samples come from a parallel `fn.external_source` (`pipeline.dalisource`:
-run in DALI's Python worker processes, reading each JPEG through the offsets table in the
-reference loader's order). The GPU check's `dali_external_source` step runs this probe. This times the two pipelines' train graphs up to the uint8
-windows (ROI decode, crop, mirror; what `pipeline.dali.define_graph` runs on the CPU) on
-the same shards, interleaved, best of `--repeats` each. It measures the cost of moving the
-reads into Python on this machine; the H100 path is where the decision must be made.
-Without --data it writes synthetic shards as `pipeline_bench.py` does. Last line: JSON.
+The DALI backend builds one pipeline for the run. Its samples come from a parallel
+`fn.external_source` (`pipeline.dalisource`: DALI's Python worker processes read each
+JPEG through the offsets table, in the reference loader's order) and its crop offsets and
+flips from a batch source in the rank; DALI's webdataset reader, which it replaced, takes
+its file list at build time. This times both feeds on the same shards, interleaved, best
+of `--repeats` each: the train graph up to the uint8 windows (ROI decode, crop, mirror; what
+`pipeline.dali.define_graph` runs on the CPU), or with `--ceiling` the feed alone (no
+decode: what DALI's rank spends gathering the samples, which bounds the pipeline on a
+GPU, where the decode is not the limit). The GPU check's `dali_external_source` step runs
+the first. Without --data it writes synthetic shards as `pipeline_bench.py` does. Last
+line: JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,37 +36,46 @@ from nvidia.dali.pipeline import Pipeline  # noqa: E402
 
 from pipeline import make_loader  # noqa: E402
 from pipeline.augment import CROP_POSITIONS, MAX_OFFSET  # noqa: E402
-from pipeline.dali import HW_DECODER_LOAD  # noqa: E402
+from pipeline.dali import HW_DECODER_LOAD, read_nodes  # noqa: E402
 from pipeline.splitindex import SplitIndex  # noqa: E402
 from preprocess.contract import CROP_SIZE  # noqa: E402
 
 
-def windows_graph(jpg, device_id: int | None):
+def windows_graph(jpg, x, y, flip, device_id: int | None):
     """The train graph up to the mirrored uint8 windows, as `pipeline.dali.define_graph`
     runs it (on a GPU: the `mixed` decoder with the product's hardware-decoder share)."""
-    x = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
-    y = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
-    flip = fn.random.coin_flip(probability=0.5, dtype=types.INT32)
     gpu = {"device": "mixed", "hw_decoder_load": HW_DECODER_LOAD} if device_id is not None else {"device": "cpu"}
     image = fn.decoders.image_crop(jpg, output_type=types.RGB, crop=(CROP_SIZE, CROP_SIZE),
                                    crop_pos_x=x * (1.0 / MAX_OFFSET), crop_pos_y=y * (1.0 / MAX_OFFSET), **gpu)
     return fn.crop_mirror_normalize(image, mirror=flip, output_layout="CHW", dtype=types.UINT8)
 
 
-def reader_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None) -> Pipeline:
+def outputs(jpg, cls, x, y, flip, device_id: int | None, ceiling: bool) -> tuple:
+    if ceiling:
+        return jpg, cls, x, y, flip
+    return windows_graph(jpg, x, y, flip, device_id), cls
+
+
+def reader_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None,
+                    ceiling: bool = False) -> Pipeline:
     """DALI's own webdataset reader over the whole split, shuffled as the DALI backend's
-    reader was before it moved to the external source (a 4,096-sample buffer)."""
+    reader was before it moved to the external source (a 4,096-sample buffer), with
+    DALI's random ops for the crop and flip."""
     index = SplitIndex.read(data, "train")
     pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2)
     with pipe:
         jpg, cls = fn.readers.webdataset(paths=[str(t) for t in index.tars], index_paths=[str(i) for i in index.idx],
                                          ext=["jpg", "cls"], random_shuffle=True, initial_fill=4096, seed=1)
-        pipe.set_outputs(windows_graph(jpg, device_id), cls)
+        x = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
+        y = fn.random.uniform(values=list(range(CROP_POSITIONS)), dtype=types.INT32)
+        flip = fn.random.coin_flip(probability=0.5, dtype=types.INT32)
+        pipe.set_outputs(*outputs(jpg, cls, x, y, flip, device_id, ceiling))
     return pipe
 
 
-def source_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None) -> Pipeline:
-    """The DALI backend's own source (`pipeline.dalisource`), its epoch-0 schedule written."""
+def source_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None,
+                    ceiling: bool = False) -> Pipeline:
+    """The DALI backend's own feed (`pipeline.dali.read_nodes`), its epoch-0 schedule written."""
     device = "cpu" if device_id is None else f"cuda:{device_id}"
     loader = make_loader(data, backend="dali", batch_size=batch, num_workers=threads, seed=1, device=device)
     loader._ids = loader.epoch_ids(loader.plan())
@@ -71,16 +83,15 @@ def source_pipeline(data: str, batch: int, threads: int, py_workers: int, device
     pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2,
                     py_num_workers=py_workers, py_start_method="spawn")
     with pipe:
-        jpg, cls = fn.external_source(source=loader.source(), num_outputs=2, batch=False, parallel=True,
-                                      dtype=[types.UINT8, types.UINT8])
-        pipe.set_outputs(windows_graph(jpg, device_id), cls)
+        n = read_nodes(loader.source(), replace(loader.batch_params(), outputs=("x", "y", "flip")))
+        pipe.set_outputs(*outputs(n["jpg"], n["cls"], n["x"], n["y"], n["flip"], device_id, ceiling))
     pipe._probe_loader = loader  # its schedule folder lives as long as the pipeline
     return pipe
 
 
 def images_per_sec(make, data: str, batch: int, threads: int, py_workers: int, batches: int,
-                   device_id: int | None) -> float:
-    pipe = make(data, batch, threads, py_workers, device_id)
+                   device_id: int | None, ceiling: bool = False) -> float:
+    pipe = make(data, batch, threads, py_workers, device_id, ceiling)
     pipe.build()
     for _ in range(3):
         pipe.run()
@@ -95,17 +106,18 @@ def images_per_sec(make, data: str, batch: int, threads: int, py_workers: int, b
 
 
 def measure(data: str, batch: int, threads: int, py_workers: int, batches: int, repeats: int,
-            device_id: int | None = None) -> dict:
+            device_id: int | None = None, ceiling: bool = False) -> dict:
     """Best images/s of each feed over `repeats` interleaved runs, and their ratio (also
     the GPU check's step `dali_external_source`). `batches` must fit in one epoch."""
     rates = {"reader": 0.0, "external_source": 0.0}
     for _ in range(repeats):
         for name, make in (("reader", reader_pipeline), ("external_source", source_pipeline)):
-            rates[name] = max(rates[name], images_per_sec(make, data, batch, threads, py_workers, batches, device_id))
+            rates[name] = max(rates[name], images_per_sec(make, data, batch, threads, py_workers, batches, device_id,
+                                                                   ceiling))
     return {"reader_images_per_s": round(rates["reader"], 1),
             "external_source_images_per_s": round(rates["external_source"], 1),
             "external_source_over_reader": round(rates["external_source"] / rates["reader"], 3),
-            "batch": batch, "threads": threads, "py_workers": py_workers}
+            "batch": batch, "threads": threads, "py_workers": py_workers, "ceiling": ceiling}
 
 
 def main(argv=None) -> int:
@@ -116,6 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--py-workers", type=int, default=2)
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--ceiling", action="store_true", help="time the feeds alone, without the decode")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dali-source-probe-") as tmp:
         data = args.data
@@ -126,7 +139,8 @@ def main(argv=None) -> int:
             train = write_split(data, "train", [256] * -(-(args.batches + 4) * args.batch_size // 256), seed=0)
             write_stats(data, train[:1024])
             del train
-        result = measure(str(data), args.batch_size, args.threads, args.py_workers, args.batches, args.repeats)
+        result = measure(str(data), args.batch_size, args.threads, args.py_workers, args.batches, args.repeats,
+                         ceiling=args.ceiling)
     print(f"reader            {result['reader_images_per_s']:>10.1f} images/s")
     print(f"external_source   {result['external_source_images_per_s']:>10.1f} images/s")
     print(f"external_source / reader {result['external_source_over_reader']:.2f}x")

@@ -4,16 +4,16 @@
 One graph serves CPU (`device_id=None`, CPU decode) and GPU (`mixed` decode, GPU
 arithmetic): only the placement differs, except that in train mode on the CPU the graph
 stops at the mirrored uint8 windows and `pipeline.host_normalize` does the float step.
-A rank builds one pipeline for the run. Its samples, and in train mode their crop
-offsets, flips and lighting alphas, come from `pipeline.dalisource` (a parallel
-`fn.external_source` reading through the split's offsets table, in the reference loader's
-order with the reference loader's parameters); each epoch start writes the epoch's
-schedule and resets the pipeline. A pass broken off before its end is cut short and the
-pipeline kept; it is rebuilt only after a batch failed on a damaged JPEG
-(`pipeline/badinput.py` finds it, and the rebuilt pipeline's source replaces it).
-Mid-epoch resume needs no DALI checkpoint: the schedule starts at the batch. The random
-parameters are pipeline outputs too, which is what lets the tests check them against
-the reference.
+A rank builds one pipeline for the run. Its samples come from `pipeline.dalisource` (a
+parallel `fn.external_source` reading through the split's offsets table, in the
+reference loader's order), and in train mode their crop offsets, flips and lighting
+offsets from a batch source in the rank with the reference loader's draw; each epoch
+start writes the epoch's schedule and resets the pipeline. A pass broken off before its
+end is cut short and the pipeline kept; it is rebuilt only after a batch failed on a
+damaged JPEG (`pipeline/badinput.py` finds it, and the rebuilt pipeline's source
+replaces it). Mid-epoch resume needs no DALI checkpoint: the schedule starts at the
+batch. `last_params` holds the batch's parameters, which is what lets the tests check
+them against the reference.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from pipeline import badinput
 from pipeline.augment import MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
 from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
-from pipeline.dalisource import LABEL_BYTES, PARAMS, RECORD_BYTES, SampleSource, Schedule, blank_jpeg
+from pipeline.dalisource import LABEL_BYTES, BatchParams, SampleSource, Schedule, blank_jpeg
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_host, return_large_frees
 from pipeline.samplebytes import SampleBytes
 from preprocess.contract import CROP_SIZE, DataError
 
 log = logging.getLogger(__name__)
-TRAIN_OUTPUTS = ("images", "labels", "x", "y", "flip", "alpha", "offset")
+PARAM_TYPES = {"x": types.INT32, "y": types.INT32, "flip": types.INT32, "offset": types.FLOAT}
 # Share of the JPEGs the mixed decoder sends to the GPU's hardware JPEG engine (A100/H100);
 # the rest are Huffman-decoded on the pipeline's CPU threads. 0.65, DALI's own default, was
 # the best of the settings timed together on an H100 (benchmarks/README.md, GPU check): at
@@ -71,14 +71,25 @@ def _crop(centered, x, y, flip, layout: str, dtype):
     )
 
 
-def define_graph(loader: DaliLoader, source: SampleSource):
-    """The DALI graph for the loader's mode; returns the output DataNodes."""
+def read_nodes(source: SampleSource, params: BatchParams | None) -> dict:
+    """The graph's inputs: each sample's JPEG ("jpg") and label field ("cls"), and with
+    `params` the batch's parameters, by their names in `params.outputs`."""
+    sample = fn.external_source(source=source, batch=False, parallel=True, dtype=types.UINT8)
+    nodes = {"jpg": sample[LABEL_BYTES:], "cls": sample[0:LABEL_BYTES]}
+    if params is not None:
+        outs = fn.external_source(source=params, num_outputs=len(params.outputs), batch=True, batch_info=True,
+                                  dtype=[PARAM_TYPES[k] for k in params.outputs])
+        nodes.update(zip(params.outputs, outs))
+    return nodes
+
+
+def define_graph(loader: DaliLoader, source: SampleSource, params: BatchParams | None):
+    """The DALI graph for the loader's mode; returns the output DataNodes (images, labels)."""
     cfg = loader.cfg
     gpu = loader.device_id is not None
     train = cfg.mode == "train"
-    jpg, record = fn.external_source(source=source, num_outputs=2, batch=False, parallel=True,
-                                     dtype=[types.UINT8, types.UINT8])
-    cls = record[0:LABEL_BYTES]
+    nodes = read_nodes(source, params)
+    jpg, cls = nodes["jpg"], nodes["cls"]
     decoder = "mixed" if gpu else "cpu"
     hw = {"hw_decoder_load": HW_DECODER_LOAD} if gpu else {}
     mean_np = mean_array(loader.stats, cfg.mean)
@@ -86,11 +97,7 @@ def define_graph(loader: DaliLoader, source: SampleSource):
     layout = "HWC" if cfg.channels_last else "CHW"
     dtype = types.FLOAT16 if cfg.dtype == torch.float16 else types.FLOAT
     if train:
-        params = fn.reinterpret(record[LABEL_BYTES:RECORD_BYTES], dtype=types.FLOAT, shape=[PARAMS])
-        x, y, flip = (fn.cast(params[k], dtype=types.INT32) for k in range(3))
-        alpha = params[3:PARAMS]
-        matrix = lighting_matrix(loader.stats).astype(np.float32).ravel().tolist()
-        offset = fn.reshape(fn.coord_transform(fn.reshape(alpha, shape=[1, 3]), M=matrix), shape=[3])
+        x, y, flip = nodes["x"], nodes["y"], nodes["flip"]
         # Crop and flip first, then one float pass: decode only the 224x224 window (ROI
         # decode), mirror/transpose it as uint8, and take the mean image at the same window
         # and mirror with the lighting offset folded in by crop_mirror_normalize (its
@@ -103,14 +110,14 @@ def define_graph(loader: DaliLoader, source: SampleSource):
         image = fn.crop_mirror_normalize(image, mirror=flip, output_layout=layout, dtype=types.UINT8)
         if not gpu:
             # On the CPU the float step is faster per sample in torch (pipeline.host_normalize).
-            return image, cls, x, y, flip, alpha, offset
-        mean = fn.crop_mirror_normalize(fn.reshape(mean, layout="HWC"), mirror=flip, mean=offset,
+            return image, cls
+        mean = fn.crop_mirror_normalize(fn.reshape(mean, layout="HWC"), mirror=flip, mean=nodes["offset"],
                                         output_layout=layout, dtype=types.FLOAT,
                                         **(window if mean_np.shape[0] > 1 else {}))  # fmt: skip
         flipped = image - mean
         if dtype != types.FLOAT:
             flipped = fn.cast(flipped, dtype=dtype)
-        return flipped, cls, x, y, flip, alpha, offset
+        return flipped, cls
     image = fn.decoders.image(jpg, device=decoder, output_type=types.RGB, **hw)
     centered = image - mean
     if cfg.mode == "center":
@@ -179,6 +186,7 @@ class DaliLoader(BaseLoader):
         self._runs = 0  # batches taken from the live pipeline in its current epoch
         self._ids = np.zeros(0, np.int64)  # the current epoch's sample numbers, batch after batch
         self._blank = blank_jpeg()
+        self._matrix = lighting_matrix(self.stats)
         self._host_normalize = None  # the CPU train graph ends with uint8 windows
         if cfg.mode == "train" and self.device_id is None:
             self._host_normalize = HostNormalizer(mean_array(self.stats, cfg.mean), cfg.channels_last)
@@ -190,8 +198,17 @@ class DaliLoader(BaseLoader):
     def source(self) -> SampleSource:
         c, index = self.cfg, self.index
         return SampleSource(str(self.schedule.folder), self._generation, [str(t) for t in index.tars], index.starts,
-                            str(self.schedule.table_path), index.total, c.batch_size, c.mode == "train", c.seed,
-                            c.rank, c.lighting_std, frozenset(self.damaged), self._blank)
+                            str(self.schedule.table_path), index.total, c.batch_size, frozenset(self.damaged),
+                            self._blank)
+
+    def batch_params(self) -> BatchParams | None:
+        """Train mode's batch source of crop offsets, flips and lighting offsets."""
+        c = self.cfg
+        if c.mode != "train":
+            return None
+        outputs = ("x", "y", "flip") if self.device_id is None else ("x", "y", "flip", "offset")
+        return BatchParams(str(self.schedule.folder), self._generation, c.batch_size, c.seed, c.rank,
+                           c.lighting_std, self._matrix, outputs)
 
     def pipeline(self) -> Pipeline:
         """A pipeline for the loader, defined but not built (building it needs its device)."""
@@ -206,7 +223,7 @@ class DaliLoader(BaseLoader):
             py_start_method="spawn",
         )
         with pipe:
-            pipe.set_outputs(*define_graph(self, self.source()))
+            pipe.set_outputs(*define_graph(self, self.source(), self.batch_params()))
         return pipe
 
     def build(self) -> Pipeline:
@@ -325,10 +342,8 @@ class DaliLoader(BaseLoader):
         zero_copy = bool(pipe and pipe.exec_dynamic)
         labels = torch.tensor(self._labels(outs[1], b), dtype=torch.int64)
         self.last_params = None
-        if self.cfg.mode == "train":
-            self.last_params = {
-                name: np.array(o.as_tensor()) for name, o in zip(TRAIN_OUTPUTS[2:], outs[2:])
-            }
+        if self.cfg.mode == "train":  # what the pipeline's batch source gave for batch b
+            self.last_params = self.batch_params().arrays(self.epoch, b)
         if self._host_normalize is not None:
             windows = to_torch(outs[0], torch.uint8, self.device, zero_copy=zero_copy)
             images = self._host_normalize(windows, self.last_params, self._transfer_dtype)

@@ -4,10 +4,17 @@ Used by `pipeline/dali.py` (`trainer train` / `trainer evaluate` with `--backend
 which builds one pipeline per rank for the run. Its samples come from a parallel
 `fn.external_source`: `SampleSource`, called once per sample in DALI's Python worker
 processes, reads the sample's JPEG and label through the split's offsets table
-(`pipeline.samplebytes`) and, in train mode, adds its batch's crop offsets, flip and
-lighting alpha (`pipeline.augment.batch_train_params`). Both backends therefore read the
-same samples in the same order with the same parameters, and a rank resumes exactly at
-any batch without a DALI checkpoint.
+(`pipeline.samplebytes`) and returns them as one array. In train mode `BatchParams`, a
+batch source called in the rank, gives each batch's crop offsets, flips and lighting
+offsets (`pipeline.augment.batch_train_params`). Both backends therefore read the same
+samples in the same order with the same parameters, and a rank resumes exactly at any
+batch without a DALI checkpoint.
+
+Why one output a sample: DALI's rank gathers a parallel source's samples one output at a
+time, in Python, and that cost bounds the pipeline. On an H100, six outputs a sample held
+it to 9,925 images/s (two: 22,716; DALI's own reader 23,678). With the decode taken out,
+on the 2-core VM, six outputs gave 10.4 k, two with the parameters unpacked in the
+graph 17.2 k, one plus `BatchParams` 25.8 k (`benchmarks/dali_source_probe.py --ceiling`).
 
 Which samples an epoch reads is the `Schedule`: before each of the pipeline's epochs (its
 build, then each `reset()`), the rank writes that epoch's global sample numbers, from its
@@ -41,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import mptemp, procs
-from pipeline.augment import batch_train_params
+from pipeline.augment import batch_train_params, lighting_offset
 from pipeline.samplebytes import SampleBytes
 from preprocess.offsetstable import map_table
 
@@ -49,13 +56,9 @@ SCHEDULE_DIR_PREFIX = "pipeline-dali"
 HEADER = 3  # a schedule file: [epoch, first batch, batches to read, sample numbers...]
 END = 2  # the header's "batches to read": lowered in place to cut an epoch short
 NOT_A_LABEL = b"\xff\xd8"  # a damaged sample's label: not ASCII digits
-# A sample is two outputs, its JPEG and a 32-byte record: the label's bytes padded with
-# spaces to LABEL_BYTES (int() ignores them), then in train mode x, y, flip and alpha as
-# float32, which the graph reinterprets. DALI's rank-side cost is per output of each
-# sample: six separate outputs held a rank to 9,925 images/s on an H100, two to 22,716.
+# A sample is one array: its label's bytes padded with spaces to LABEL_BYTES (int()
+# ignores them), then its JPEG; the graph slices the two apart.
 LABEL_BYTES = 8  # a class number has at most 5 digits (21,841 classes in Fall 2011)
-PARAMS = 6  # x, y, flip, alpha (3)
-RECORD_BYTES = LABEL_BYTES + 4 * PARAMS
 
 
 def schedule_name(generation: int, dali_epoch: int) -> str:
@@ -111,10 +114,26 @@ class Schedule:
             self._written.pop(0).unlink(missing_ok=True)
 
 
+def open_schedule(folder: str, generation: int, dali_epoch: int) -> np.ndarray:
+    """The schedule file of DALI's epoch `dali_epoch`, mapped shared (a cut is seen at
+    once), as a plain array: a memmap's per-item overhead was half a worker's time."""
+    return np.asarray(np.load(Path(folder) / schedule_name(generation, dali_epoch), mmap_mode="r"))
+
+
+def labelled(label: bytes, jpeg: bytes) -> np.ndarray:
+    """One sample as the source returns it: the label field, then the JPEG."""
+    out = np.empty(LABEL_BYTES + len(jpeg), np.uint8)
+    label = label if len(label) <= LABEL_BYTES else NOT_A_LABEL  # not a class number either way
+    out[:LABEL_BYTES] = ord(" ")
+    out[: len(label)] = np.frombuffer(label, np.uint8)
+    out[LABEL_BYTES:] = np.frombuffer(jpeg, np.uint8)
+    return out
+
+
 @dataclass
 class SampleSource:
     """The workers' side: sample `info.idx_in_epoch` of DALI's epoch `info.epoch_idx`, as
-    (JPEG, record); see RECORD_BYTES."""
+    one array, `labelled(label, JPEG)`."""
 
     folder: str
     generation: int
@@ -123,10 +142,6 @@ class SampleSource:
     table_path: str
     rows: int
     batch_size: int
-    train: bool
-    seed: int
-    rank: int
-    lighting_std: float
     damaged: frozenset[int]
     blank: bytes
     _cache: dict = field(default_factory=dict, repr=False)
@@ -141,18 +156,11 @@ class SampleSource:
     def _epoch(self, dali_epoch: int) -> np.ndarray:
         c = self._cache
         if c.get("dali_epoch") != dali_epoch:
-            path = Path(self.folder) / schedule_name(self.generation, dali_epoch)
-            c.update(dali_epoch=dali_epoch, schedule=np.load(path, mmap_mode="r"), params=(None, None))
+            c.update(dali_epoch=dali_epoch, schedule=open_schedule(self.folder, self.generation, dali_epoch))
         if "bytes" not in c:
-            c["bytes"] = SampleBytes(self.tars, self.starts, map_table(self.table_path, self.rows))
+            table = np.asarray(map_table(self.table_path, self.rows))
+            c.update(bytes=SampleBytes(self.tars, self.starts, table), blank=labelled(NOT_A_LABEL, self.blank))
         return c["schedule"]
-
-    def _params(self, epoch: int, b: int):
-        key, params = self._cache["params"]
-        if key != (epoch, b):  # a worker gets a run of a batch's samples: drawn once a batch
-            params = batch_train_params(self.seed, epoch, self.rank, b, self.batch_size, self.lighting_std)
-            self._cache["params"] = ((epoch, b), params)
-        return params
 
     def __call__(self, info):
         schedule = self._epoch(info.epoch_idx)
@@ -160,19 +168,41 @@ class SampleSource:
         if i // self.batch_size >= schedule[END]:
             raise StopIteration
         g = int(schedule[HEADER + i])
-        reads: SampleBytes = self._cache["bytes"]
         if g in self.damaged:
-            jpeg, label = self.blank, NOT_A_LABEL
-        else:
-            jpeg, label = reads.jpeg_bytes(g), reads.label_bytes(g)
-        record = np.zeros(RECORD_BYTES, np.uint8)
-        record[:LABEL_BYTES] = ord(" ")
-        label = label if len(label) <= LABEL_BYTES else NOT_A_LABEL  # not a class number either way
-        record[: len(label)] = np.frombuffer(label, np.uint8)
-        if self.train:
-            epoch, first_batch = int(schedule[0]), int(schedule[1])
-            b, j = divmod(i, self.batch_size)
-            p = self._params(epoch, first_batch + b)
-            values = np.array([p.x[j], p.y[j], p.flip[j], *p.alpha[j]], np.float32)
-            record[LABEL_BYTES:] = values.view(np.uint8)
-        return np.frombuffer(jpeg, np.uint8), record
+            return self._cache["blank"]
+        reads: SampleBytes = self._cache["bytes"]
+        return labelled(reads.label_bytes(g), reads.jpeg_bytes(g))
+
+
+@dataclass
+class BatchParams:
+    """The rank's side in train mode, a batch source: batch `info.iteration` of DALI's epoch
+    `info.epoch_idx` as the arrays named in `outputs`, the reference loader's draw. Per-sample values from the source processes would cost the rank per sample
+    and output (see the module's docstring); these cost it one small copy each a batch."""
+
+    folder: str
+    generation: int
+    batch_size: int
+    seed: int
+    rank: int
+    lighting_std: float
+    matrix: np.ndarray  # augment.lighting_matrix
+    outputs: tuple[str, ...]  # of x, y, flip, offset: what the graph takes (DALI warns of unused ones)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def arrays(self, epoch: int, b: int) -> dict[str, np.ndarray]:
+        """Batch b of training epoch `epoch`: x, y, flip (int32), alpha, offset (float32, (n, 3))."""
+        p = batch_train_params(self.seed, epoch, self.rank, b, self.batch_size, self.lighting_std)
+        return {"x": p.x.astype(np.int32), "y": p.y.astype(np.int32), "flip": p.flip.astype(np.int32),
+                "alpha": p.alpha.astype(np.float32),
+                "offset": lighting_offset(p.alpha, self.matrix).astype(np.float32)}
+
+    def __call__(self, info):
+        c = self._cache
+        if c.get("dali_epoch") != info.epoch_idx:
+            c.update(dali_epoch=info.epoch_idx, schedule=open_schedule(self.folder, self.generation, info.epoch_idx))
+        schedule = c["schedule"]
+        if info.iteration >= schedule[END]:
+            raise StopIteration
+        p = self.arrays(int(schedule[0]), int(schedule[1]) + info.iteration)
+        return tuple(p[name] for name in self.outputs)
