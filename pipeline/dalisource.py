@@ -11,10 +11,11 @@ samples in the same order with the same parameters, and a rank resumes exactly a
 batch without a DALI checkpoint.
 
 Why one output a sample: DALI's rank gathers a parallel source's samples one output at a
-time, in Python, and that cost bounds the pipeline. On an H100, six outputs a sample held
-it to 9,925 images/s (two: 22,716; DALI's own reader 23,678). With the decode taken out,
-on the 2-core VM, six outputs gave 10.4 k, two with the parameters unpacked in the
-graph 17.2 k, one plus `BatchParams` 25.8 k (`benchmarks/dali_source_probe.py --ceiling`).
+time, in Python, and on a GPU that cost can bound the pipeline. On an H100,
+six outputs a sample held it to 9,925 images/s (two: 22,716; DALI's own reader 23,678).
+With the decode taken out and the workers' reads too (cached samples), the 2-core VM's
+rank gathered 10.4 k images/s at six outputs, 17.2 k at two with the parameters unpacked
+in the graph, and 25.8 k at one output plus `BatchParams` (benchmarks/README.md).
 
 Which samples an epoch reads is the `Schedule`: before each of the pipeline's epochs (its
 build, then each `reset()`), the rank writes that epoch's global sample numbers, from its
