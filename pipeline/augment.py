@@ -69,7 +69,7 @@ class TrainParams:
 
 
 def draw_train_params(rng: np.random.Generator, n: int, lighting_std: float) -> TrainParams:
-    """The reference backend's draw; DALI draws the same distributions with fn.random ops."""
+    """The one draw of a batch's parameters, for both backends (see batch_train_params)."""
     return TrainParams(
         x=rng.integers(0, CROP_POSITIONS, n),
         y=rng.integers(0, CROP_POSITIONS, n),
