@@ -47,6 +47,18 @@ def command_line(pid: int) -> str:
         return "?"
 
 
+def described(pid: int) -> str:
+    """A process for a failure message: its command line and, from /proc/PID/status, its
+    state, parent and signal masks (a signal that never came, or came blocked or ignored)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return f"{pid} (gone)"
+    keep = ("State", "PPid", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+    status = ", ".join(line.replace("\t", " ") for line in lines if line.split(":")[0] in keep)
+    return f"{pid} {command_line(pid)!r} [{status}]"
+
+
 def reap_zombies() -> None:
     """Collect this process's dead children (orphans adopted by the subreaper, which no
     Popen waits for). Only at the session's end: a wait earlier could take a status that

@@ -127,7 +127,8 @@ def test_a_forked_childs_death_keeps_its_live_parents_temp_folder(demo_shards, t
         folder = Path(folder)
         assert child_processes, "the child started no forkserver"
         running, _ = _gone_within([int(p) for p in child_processes], [])
-        assert not running, "the dead child's forkserver or workers are still running"
+        left = [strays.described(p) for p in running]
+        assert not running, f"the dead child's forkserver or workers are still running: {left}"
         assert folder.is_dir(), "a forked child's death removed its live parent's temp folder"
         assert procs.alive(parent.pid)
     finally:
