@@ -105,14 +105,14 @@ def test_backends_agree_on_real_photos(demo_shards):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_batch_equals_reference_up_to_the_decoder(shard_dir):
     """Per pixel: GPU batch - CPU reference must be the decoders' (integer) difference only,
-    small, and mean-free per row; the lighting offsets DALI added are the hand-computed ones."""
+    small, and mean-free per row; the lighting offsets fed to DALI are the hand-computed ones."""
     loader = make_loader(shard_dir, batch_size=16, backend="dali", device="cuda", lighting_std=GPU_LIGHTING_STD)
     images, labels = next(iter(loader))
     assert images.is_cuda and labels.is_cuda and images.dtype == torch.float32
     params = loader.last_params
     flips = np.asarray(params["flip"]).reshape(-1)
     assert 0 < flips.sum() < len(flips), "the batch should hold both mirrored and unmirrored rows"
-    # The lighting term on its own: DALI's per-image offset against float64 by hand.
+    # The lighting term on its own: the per-image offset fed to DALI against float64 by hand.
     want_offset = lighting_offset(np.asarray(params["alpha"]), lighting_matrix(loader.stats))
     assert np.abs(np.asarray(params["offset"]).reshape(-1, 3) - want_offset).max() < 1e-3
     assert np.abs(want_offset).mean() > 2.0, "offsets too small to tell a lighting error from the decoder"
