@@ -1,6 +1,6 @@
 """The `preprocess` console script: `shard`, `verify`, `stats --merge`, `demo-corpus`.
 
-    preprocess shard --src IMAGENET_DIR --out SHARDS_DIR [--workers N] [--part i --parts n]
+    preprocess shard --src IMAGENET_DIR [--out SHARDS_DIR] [--workers N] [--part i --parts n]
                      [--holdout-fraction F --holdout-seed S]   (a source with train/ only)
     preprocess verify SHARDS_DIR
     preprocess stats --merge PART_DIR... [--out SHARDS_DIR]
@@ -21,9 +21,9 @@ from pathlib import Path
 
 from preprocess import democorpus, exitcodes, image
 from preprocess.argtypes import positive_int
-from preprocess.contract import DataError
+from preprocess.contract import DEFAULT_DATA_DIR, DataError
 from preprocess.output import OutputError
-from preprocess.sources import SourceError
+from preprocess.sources import SYNSETS_NAME, VAL_SOLUTION_NAME, SourceError
 from preprocess.tempfiles import NoSpaceError
 
 
@@ -32,9 +32,10 @@ def _add_shard(sub) -> None:
 
     p = sub.add_parser("shard", help="ImageNet folders -> WebDataset shards, index files, manifest, statistics")
     p.add_argument("--src", type=Path, required=True, help="folder with train/<wnid>/* and val/")
-    p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
-    p.add_argument("--val-labels", type=Path, help="labels of a flat val/: LOC_val_solution.csv or 'filename wnid' lines")
-    p.add_argument("--synsets", type=Path, help="class names, LOC_synset_mapping.txt form")
+    p.add_argument("--out", type=Path, help=f"output folder for the shards (default: {DEFAULT_DATA_DIR}/ in the current folder)")
+    p.add_argument("--val-labels", type=Path, help="labels of a flat val/: LOC_val_solution.csv or 'filename wnid' lines "
+                   f"(default: --src/{VAL_SOLUTION_NAME} if there)")
+    p.add_argument("--synsets", type=Path, help=f"class names, {SYNSETS_NAME} form (default: --src/{SYNSETS_NAME} if there)")
     p.add_argument("--workers", type=positive_int, default=default_workers(), help="processes (default: all cores)")
     p.add_argument("--quality", type=int, default=image.DEFAULT_QUALITY, help="JPEG quality (default 95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train shuffle")
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_shard(args) -> int:
-    from preprocess import run, shards
+    from preprocess import run, shards, sources
 
     if not 0 <= args.part < args.parts:
         raise SourceError(f"--part {args.part} is not in 0..{args.parts - 1}")
@@ -84,11 +85,16 @@ def cmd_shard(args) -> int:
         raise SourceError(f"--holdout-fraction must be between 0 and 1 (exclusive), got {args.holdout_fraction}")
     options = shards.Options(args.seed, args.quality, args.shard_max_count, args.shard_max_bytes, args.max_pixels,
                              holdout_fraction=args.holdout_fraction or 0.0, holdout_seed=args.holdout_seed)
-    cfg = run.ShardConfig(args.src, args.out, options, args.workers, args.part, args.parts,
-                          args.val_labels, args.synsets, args.overwrite, args.max_reject_fraction, args.progress)
-    summary = run.shard(cfg)
-    from preprocess.report import print_summary, reject_check
+    out = args.out or Path(DEFAULT_DATA_DIR)
+    sources.check_root(args.src)  # the commonest mistakes, in one line before the first line
+    sources.check_out_outside_src(args.src, out)
+    val_labels, synsets = sources.label_files(args.src, args.val_labels, args.synsets)
+    cfg = run.ShardConfig(args.src, out, options, args.workers, args.part, args.parts,
+                          val_labels, synsets, args.overwrite, args.max_reject_fraction, args.progress)
+    from preprocess.report import print_summary, reject_check, start_line
 
+    print(start_line(cfg, out_given=args.out is not None), flush=True)
+    summary = run.shard(cfg)
     print_summary(summary, cfg)
     return reject_check(summary, cfg)
 

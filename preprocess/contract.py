@@ -30,6 +30,9 @@ EXT_LABEL = "cls"
 EXT_META = "json"
 
 MANIFEST_NAME = "dataset.json"
+# Where `preprocess shard` writes and `trainer train` reads when neither is told (--out,
+# --data): shards/ in the current folder.
+DEFAULT_DATA_DIR = "shards"
 STATS_NAME = "stats.npz"
 REJECTS_NAME = "rejects.jsonl"
 

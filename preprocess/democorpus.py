@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from preprocess.sources import SYNSETS_NAME, VAL_SOLUTION_NAME
+
 # (class name, package, file inside the package). Read straight from the package folders:
 # importing sklearn.datasets just to find two JPEGs costs a second.
 PHOTOS = (
@@ -34,8 +36,6 @@ PHOTOS = (
 )
 # Classes beyond len(PHOTOS) reuse a photo under a fixed, visible change.
 VARIANTS = ("", "rot90", "swap_rb", "rot270")
-SYNSETS_NAME = "LOC_synset_mapping.txt"
-VAL_SOLUTION_NAME = "LOC_val_solution.csv"
 
 
 @dataclass(frozen=True)

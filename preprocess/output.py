@@ -72,9 +72,11 @@ class Output:
         if not overwrite and previous is not None and previous != settings:
             differ = sorted(k for k in previous.get("params", {}) if previous["params"].get(k) != settings["params"].get(k))
             what = f"options differ: {', '.join(differ)}" if differ else "the source changed"
-            raise OutputError(f"{self.out} holds output made with other options ({what}); pass --overwrite to replace it")
+            raise OutputError(f"{self.out} holds output made with other options ({what}); pass --overwrite to "
+                              f"replace it, or --out DIR to write elsewhere")
         if not overwrite and previous is None and has_output:
-            raise OutputError(f"{self.out} holds shards this tool did not record; pass --overwrite to replace them")
+            raise OutputError(f"{self.out} holds shards this tool did not record; pass --overwrite to replace them, "
+                              f"or --out DIR to write elsewhere")
         if overwrite:
             self.clear()
         self.work.mkdir(parents=True, exist_ok=True)

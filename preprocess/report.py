@@ -1,14 +1,35 @@
-"""The end-of-run summary of `preprocess shard` and its reject-fraction check."""
+"""What `preprocess shard` says: its first line (where it reads and writes), the end-of-run
+summary and its reject-fraction check."""
 
 from __future__ import annotations
 
 import sys
 
-from preprocess.contract import REJECTS_NAME
+from pathlib import Path
+
+from preprocess.contract import DEFAULT_DATA_DIR, REJECTS_NAME
+from preprocess.sources import SYNSETS_NAME
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+def start_line(cfg, out_given: bool) -> str:
+    """Where the shards go and what labels and names the run takes, before the long listing
+    of the source: a default the user did not type is said with the flag that changes it."""
+    out = Path(cfg.out).absolute()
+    where = (f"{out}" if out_given else
+             f"{out} (--out default {DEFAULT_DATA_DIR}/ in the current folder; --out DIR writes elsewhere)")
+    if cfg.val_labels:
+        val = f"val labels {cfg.val_labels}"
+    elif (Path(cfg.src) / "val").is_dir():
+        val = "val labels from val/'s class folders"
+    else:
+        val = "no val/" + (f" (held out: --holdout-fraction {cfg.options.holdout_fraction})"
+                           if cfg.options.holdout_fraction else "")
+    names = f"class names {cfg.synsets}" if cfg.synsets else f"class names: the wnids (no --synsets, no {SYNSETS_NAME})"
+    return f"preprocess shard: {cfg.src} -> {where}; {val}; {names}"
 
 
 def print_summary(summary, cfg, stream=None) -> None:

@@ -3,7 +3,8 @@
 Layouts: `train/<wnid>/*` and `val/<wnid>/*` (class folders), or a flat `val/*` with
 `--val-labels FILE` (ImageNet's `LOC_val_solution.csv`, or lines `filename wnid`).
 Classes are the sorted wnids of train; `--synsets FILE` (`LOC_synset_mapping.txt` form:
-`wnid name, other name`) gives their names. Every regular, non-hidden file is an input,
+`wnid name, other name`) gives their names. Either file, not given, is taken from the top
+of the source under its Kaggle CLS-LOC name (`label_files`), where the README puts them. Every regular, non-hidden file is an input,
 whatever its extension (upper or lower case, or none): the decoder judges the content.
 """
 
@@ -20,6 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from preprocess.contract import SPLITS
+
+# The label files' names in Kaggle's CLS-LOC archive, and at the top of a source laid out
+# as the README says.
+SYNSETS_NAME = "LOC_synset_mapping.txt"
+VAL_SOLUTION_NAME = "LOC_val_solution.csv"
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 _KEY_MAX = 80  # tar's ustar name field holds 100 bytes, with room for ".json" and a suffix
@@ -277,7 +283,8 @@ def _assign_keys(found: dict, wnids: tuple[str, ...]) -> dict[str, SampleTable]:
     return {split: SampleTable.build(split, wnids, rows(found.get(split, ()))) for split in SPLITS}
 
 
-def discover(src: str | Path, val_labels: str | Path | None = None, synsets: str | Path | None = None) -> Source:
+def check_root(src: str | Path) -> Path:
+    """The source folder, or a one-line SourceError when it cannot be one."""
     root = Path(src)
     if not root.is_dir():
         raise SourceError(f"--src {src} does not exist or is not a folder")
@@ -285,6 +292,40 @@ def discover(src: str | Path, val_labels: str | Path | None = None, synsets: str
         raise SourceError(f"--src {src} is empty")
     if not (root / "train").is_dir():
         raise SourceError(f"--src {src} has no train/ folder (expected train/<wnid>/* and val/<wnid>/*)")
+    return root
+
+
+def _flat_val(root: Path) -> bool:
+    """val/ holds files and no class folder (ImageNet's layout as shipped)."""
+    if not (root / "val").is_dir():
+        return False
+    dirs, files, _ = _entries(root / "val")
+    return bool(files) and not dirs
+
+
+def label_files(src: str | Path, val_labels: str | Path | None = None,
+                synsets: str | Path | None = None) -> tuple[Path | None, Path | None]:
+    """(--val-labels, --synsets) as `discover` uses them: a flag given wins; else the file of
+    that name at the top of the source, the val labels only for a flat val/ (a val/ in class
+    folders is labelled by its folders, whatever file lies beside it). A flat val/ with
+    neither is a SourceError naming the file looked for and the flag."""
+    root = Path(src)
+    for flag, given in (("--val-labels", val_labels), ("--synsets", synsets)):
+        if given is not None and not Path(given).is_file():
+            raise SourceError(f"{flag} {given} does not exist or is not a file")
+    if val_labels is None and _flat_val(root):
+        if not (root / VAL_SOLUTION_NAME).is_file():
+            raise SourceError(f"{root / 'val'} is flat and {root / VAL_SOLUTION_NAME} does not exist: put "
+                              f"the labels there or give them with --val-labels FILE")
+        val_labels = root / VAL_SOLUTION_NAME
+    if synsets is None and (root / SYNSETS_NAME).is_file():
+        synsets = root / SYNSETS_NAME
+    return (Path(val_labels) if val_labels else None), (Path(synsets) if synsets else None)
+
+
+def discover(src: str | Path, val_labels: str | Path | None = None, synsets: str | Path | None = None) -> Source:
+    root = check_root(src)
+    val_labels, synsets = label_files(root, val_labels, synsets)
     wnids, _, refused = _entries(root / "train", source_roots(root))
     if refused:
         raise _refused_folder(root / "train", refused)
@@ -298,10 +339,7 @@ def discover(src: str | Path, val_labels: str | Path | None = None, synsets: str
     if (root / "val").is_dir():
         if val_labels:
             found["val"] = _flat_val_samples(root, read_val_labels(val_labels), by_wnid, rejects)
-        else:
-            dirs, files, _ = _entries(root / "val")
-            if files and not dirs:
-                raise SourceError(f"{root / 'val'} is flat: give its labels with --val-labels FILE")
+        else:  # in class folders: label_files refused a flat one without labels
             found["val"] = _class_folder_samples(root, "val", by_wnid, rejects)
     elif val_labels:
         raise SourceError(f"--val-labels given but {root / 'val'} does not exist")
