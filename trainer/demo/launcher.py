@@ -7,8 +7,9 @@ Ctrl-C stops both (the trainer first, so that it checkpoints) and exits 0.
 
 The configuration is chosen for the hardware: on a CPU a quarter-width AlexNet on 10
 classes, whose validation error visibly falls within minutes; on a GPU the full-width net.
-`--imagenet PATH` runs the real thing instead: the paper's settings on ImageNet, resumed
-across restarts (`--resume auto`). `--prepare` only builds the demo shards and prints the
+`--imagenet PATH` runs the real thing instead: the README's own commands, `preprocess shard
+--src PATH` and `trainer train` with their defaults (shards/, runs/alexnet, the paper's
+settings, resumed across restarts). `--prepare` only builds the demo shards and prints the
 trainer flags for them (docker/trainer-entrypoint.sh uses it).
 """
 
@@ -24,7 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from preprocess.contract import DEFAULT_DATA_DIR, MANIFEST_NAME
+from preprocess.sources import SYNSETS_NAME
 from trainer.demo.supervisor import ChildFailed, StopRequested, Supervisor
+from trainer.runstore.defaults import DEFAULT_RUN_DIR, DEFAULT_RUN_NAME, RUNS_DB_NAME, RUNS_DIR
 
 SERVE_LOG = "serve.log"
 
@@ -98,18 +102,22 @@ def prepare_demo_shards(children: Supervisor, workdir: Path, plan: DemoPlan) -> 
         "--train-per-class", str(plan.train_per_class), "--val-per-class", str(plan.val_per_class)))
     workers = str(max(1, min(4, os.cpu_count() or 1)))
     return build_once(children, workdir / f"shards-{plan.corpus_key}", _python(
-        "preprocess.cli", "shard", "--src", str(corpus), "--synsets", str(corpus / "LOC_synset_mapping.txt"),
+        "preprocess.cli", "shard", "--src", str(corpus), "--synsets", str(corpus / SYNSETS_NAME),
         "--workers", workers, "--progress", "lines"))
 
 
-def prepare_imagenet_shards(children: Supervisor, imagenet: Path, out: Path) -> Path:
-    """`preprocess shard` of a real ImageNet folder (resumable: it keeps finished shards)."""
-    argv = _python("preprocess.cli", "shard", "--src", str(imagenet), "--out", str(out))
-    for flag, name in (("--val-labels", "LOC_val_solution.csv"), ("--synsets", "LOC_synset_mapping.txt")):
-        if (imagenet / name).exists():
-            argv += [flag, str(imagenet / name)]
-    if not (out / "dataset.json").exists():
-        children.run_to_end(argv)
+def imagenet_shard_argv(imagenet: Path) -> list[str]:
+    """The README's `preprocess shard --src imagenet/`: its defaults put the shards in
+    shards/ and find the label files at the top of the folder."""
+    return _python("preprocess.cli", "shard", "--src", str(imagenet))
+
+
+def prepare_imagenet_shards(children: Supervisor, imagenet: Path) -> Path:
+    """`preprocess shard` of a real ImageNet folder, unless its dataset.json is written (the
+    last step: until then a rerun resumes, keeping finished shards)."""
+    out = Path(DEFAULT_DATA_DIR)
+    if not (out / MANIFEST_NAME).exists():
+        children.run_to_end(imagenet_shard_argv(imagenet))
     return out
 
 
@@ -154,14 +162,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def train_argv(args, plan: DemoPlan | None, shards: Path, runs_dir: Path) -> list[str]:
-    if plan is None:  # ImageNet: the trainer's defaults are the paper's settings
-        name = args.run_name or "alexnet"
-        flags: tuple[str, ...] = ("--device", args.device)
-    else:
-        name = args.run_name or time.strftime("demo-%Y%m%d-%H%M%S")
-        flags = plan.train_flags
+    if plan is None:
+        # ImageNet: the trainer's defaults are the paper's settings and the README's paths
+        # (shards/, runs/alexnet with its run store beside it, --resume auto); say only the rest.
+        run_dir = runs_dir / (args.run_name or DEFAULT_RUN_NAME)
+        return ([] if args.device == "auto" else ["--device", args.device]) + \
+            ([] if run_dir == DEFAULT_RUN_DIR else ["--run-dir", str(run_dir)])
+    name = args.run_name or time.strftime("demo-%Y%m%d-%H%M%S")
     return ["--data", str(shards), "--run-dir", str(runs_dir / name),
-            "--runs-db", str(runs_dir / "runs.db"), "--resume", "auto", *flags]
+            "--runs-db", str(runs_dir / RUNS_DB_NAME), "--resume", "auto", *plan.train_flags]
 
 
 def say(msg: str) -> None:
@@ -170,9 +179,9 @@ def say(msg: str) -> None:
 
 def run_demo(args, children: Supervisor) -> int:
     # The real thing keeps its runs where the README's commands put them, not under demo/.
-    runs_dir = args.runs_dir or (Path("runs") if args.imagenet else args.workdir / "runs")
+    runs_dir = args.runs_dir or (RUNS_DIR if args.imagenet else args.workdir / "runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
-    runs_db = runs_dir / "runs.db"
+    runs_db = runs_dir / RUNS_DB_NAME
     device = args.device if args.device != "auto" else ("cuda" if has_gpu() else "cpu")
     plan = None if args.imagenet else demo_plan(device, args.quick)
 
@@ -194,7 +203,7 @@ def run_demo(args, children: Supervisor) -> int:
     say(f"serve pid {serve.pid} (its log: {runs_dir / SERVE_LOG}); Ctrl-C stops everything")
 
     if plan is None:
-        shards = prepare_imagenet_shards(children, args.imagenet, Path("shards"))
+        shards = prepare_imagenet_shards(children, args.imagenet)
     else:
         say(f"{plan.name} configuration on {device}: {plan.classes} classes, "
             f"{plan.train_per_class} train + {plan.val_per_class} val images each")

@@ -11,14 +11,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preprocess.contract import DEFAULT_DATA_DIR
 from trainer.run.model import MODEL_FIELDS
 from trainer.runstore import DEFAULT_MIN_LR
+from trainer.runstore.defaults import DEFAULT_RUN_DIR, runs_db_beside
 
 
 @dataclass
 class TrainConfig:
-    data: str
-    run_dir: str
+    data: str = DEFAULT_DATA_DIR
+    run_dir: str = str(DEFAULT_RUN_DIR)
     runs_db: str = ""  # default: runs.db beside the run dir
     name: str = ""  # default: the run dir's name
     # Section 5: batch 128, eps 0.01, momentum 0.9, weight decay 5e-4, ~90 epochs.
@@ -90,7 +92,7 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         run_dir = Path(self.run_dir).expanduser().resolve()
-        runs_db = Path(self.runs_db).expanduser().resolve() if self.runs_db else run_dir.parent / "runs.db"
+        runs_db = Path(self.runs_db).expanduser().resolve() if self.runs_db else runs_db_beside(run_dir)
         return dataclasses.replace(self, run_dir=str(run_dir), runs_db=str(runs_db),
                                    data=str(Path(self.data).expanduser().resolve()),
                                    name=self.name or run_dir.name,

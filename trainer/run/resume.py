@@ -1,4 +1,5 @@
-"""Which checkpoint `trainer train` continues from, and what it refuses to continue.
+"""Which checkpoint `trainer train` continues from, what it refuses to continue, and the
+first line that says so.
 
     trainer train ... --resume auto | never | PATH [--allow-class-change]
 
@@ -16,6 +17,24 @@ from typing import Callable
 
 from trainer.run.checkpoint import CheckpointDir, class_change, class_note, load_checkpoint
 from trainer.run.session import TrainError
+
+
+def start_line(cfg, ckdir: CheckpointDir, manifest) -> str:
+    """Which run dir, new or continued, which shards and which run store, with the flags that
+    choose others: the defaults (runs/alexnet, shards, --resume auto) are not typed, so said."""
+    latest = ckdir.latest()
+    if cfg.resume not in ("auto", "never"):
+        what = f"continuing the run in {cfg.run_dir} from {cfg.resume} (--resume)"
+    elif cfg.resume == "auto" and latest is not None:
+        what = f"continuing the run in {cfg.run_dir} from its newest checkpoint (--resume auto)"
+    elif cfg.init_from:
+        what = f"a new run in {cfg.run_dir} from the weights of {cfg.init_from} (--init-from)"
+    else:
+        what = f"a new run in {cfg.run_dir}"
+    data = (f"the shards in {cfg.data} ({manifest.num_classes} classes, "
+            f"{manifest.split_count('train')} train images)")
+    return (f"trainer train: {what} on {data}; run store {cfg.runs_db} "
+            f"(--run-dir, --data and --runs-db choose others)")
 
 
 def choose_checkpoint(cfg, ckdir: CheckpointDir, class_digest: str, *,

@@ -34,7 +34,7 @@ from trainer.run.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.run.optim import create_optimizer, set_lr
 from trainer.run.progress import Meter, Progress
 from trainer.run.finetune import freeze_features, transfer
-from trainer.run.resume import choose_checkpoint
+from trainer.run.resume import choose_checkpoint, start_line
 from trainer.runstore.runlock import RunLocked, hold_run_dir
 from trainer.run.session import RunState, Session, TrainError
 from trainer.run.step import LossTally, TrainStep
@@ -101,7 +101,9 @@ class Trainer:
         self.amp, self.channels_last = self.precision.bf16, self.precision.channels_last
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
-        self.class_digest = Manifest.read(cfg.data).class_digest
+        manifest = Manifest.read(cfg.data)
+        self.class_digest = manifest.class_digest
+        self.say(start_line(cfg, self.ckdir, manifest))
         if world.is_main:
             for p in self.ckdir.sweep():
                 self.say(f"trainer: removed {p.name}, left in {p.parent} by a writer that is gone")

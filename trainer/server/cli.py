@@ -13,11 +13,14 @@ import sys
 
 from pydantic import SecretStr, ValidationError
 
+from trainer.runstore.defaults import DEFAULT_RUNS_DB
+
 FLAGS = ("runs_db", "host", "port", "token_file", "min_lr", "max_body_bytes", "cors_origins", "refresh_s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs-db", help="the run store (default runs/runs.db, env ALEXNET_RUNS_DB)")
+    parser.add_argument("--runs-db", help=f"the run store (default {DEFAULT_RUNS_DB}, where trainer train writes; "
+                        "env ALEXNET_RUNS_DB)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--token-file", help="file holding the operator token, mode 0600")

@@ -11,12 +11,13 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trainer.runstore import DEFAULT_MIN_LR
+from trainer.runstore.defaults import DEFAULT_RUNS_DB
 
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALEXNET_", extra="forbid")
 
-    runs_db: Path = Field(Path("runs/runs.db"), description="the run store (SQLite) to read and write")
+    runs_db: Path = Field(DEFAULT_RUNS_DB, description="the run store (SQLite) to read and write")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     # ALEXNET_TOKEN; else ALEXNET_TOKEN_FILE (mode 0600); else the file beside the run store.
