@@ -4,7 +4,7 @@ The trainer's rank 0 writes runs, metrics, events and command outcomes; `trainer
 reads them and inserts operator commands. All SQL of the project lives in this package
 (DESIGN.md, "Run store"; schema.py, commands.py and this file). runlock.py is the run
 dir's lock and how a reader tells a live run from a dead one (the trainer holds it, the
-server reads it).
+server reads it). defaults.py is where runs and the store go when no flag says.
 May import: preprocess (exit codes) and the standard library; never torch, pipeline or
 another trainer sub-package: the server imports it (tests/test_import_graph.py).
 """
