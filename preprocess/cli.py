@@ -32,10 +32,12 @@ def _add_shard(sub) -> None:
 
     p = sub.add_parser("shard", help="ImageNet folders -> WebDataset shards, index files, manifest, statistics")
     p.add_argument("--src", type=Path, required=True, help="folder with train/<wnid>/* and val/")
-    p.add_argument("--out", type=Path, help=f"output folder for the shards (default: {DEFAULT_DATA_DIR}/ in the current folder)")
-    p.add_argument("--val-labels", type=Path, help="labels of a flat val/: LOC_val_solution.csv or 'filename wnid' lines "
-                   f"(default: --src/{VAL_SOLUTION_NAME} if there)")
-    p.add_argument("--synsets", type=Path, help=f"class names, {SYNSETS_NAME} form (default: --src/{SYNSETS_NAME} if there)")
+    p.add_argument("--out", type=Path,
+                   help=f"output folder for the shards (default: {DEFAULT_DATA_DIR}/ in the current folder)")
+    p.add_argument("--val-labels", type=Path, help="labels of a flat val/: LOC_val_solution.csv or 'filename wnid' "
+                   f"lines (default: --src/{VAL_SOLUTION_NAME} if there)")
+    p.add_argument("--synsets", type=Path,
+                   help=f"class names, {SYNSETS_NAME} form (default: --src/{SYNSETS_NAME} if there)")
     p.add_argument("--workers", type=positive_int, default=default_workers(), help="processes (default: all cores)")
     p.add_argument("--quality", type=int, default=image.DEFAULT_QUALITY, help="JPEG quality (default 95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train shuffle")

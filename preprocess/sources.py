@@ -4,8 +4,9 @@ Layouts: `train/<wnid>/*` and `val/<wnid>/*` (class folders), or a flat `val/*` 
 `--val-labels FILE` (ImageNet's `LOC_val_solution.csv`, or lines `filename wnid`).
 Classes are the sorted wnids of train; `--synsets FILE` (`LOC_synset_mapping.txt` form:
 `wnid name, other name`) gives their names. Either file, not given, is taken from the top
-of the source under its Kaggle CLS-LOC name (`label_files`), where the README puts them. Every regular, non-hidden file is an input,
-whatever its extension (upper or lower case, or none): the decoder judges the content.
+of the source under its Kaggle CLS-LOC name (`label_files`), where the README puts them.
+Every regular, non-hidden file is an input, whatever its extension (upper or lower case,
+or none): the decoder judges the content.
 """
 
 from __future__ import annotations

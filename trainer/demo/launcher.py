@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preprocess.contract import DEFAULT_DATA_DIR, MANIFEST_NAME
-from preprocess.sources import SYNSETS_NAME
 from trainer.demo.supervisor import ChildFailed, StopRequested, Supervisor
 from trainer.runstore.defaults import DEFAULT_RUN_DIR, DEFAULT_RUN_NAME, RUNS_DB_NAME, RUNS_DIR
 
@@ -102,7 +101,7 @@ def prepare_demo_shards(children: Supervisor, workdir: Path, plan: DemoPlan) -> 
         "--train-per-class", str(plan.train_per_class), "--val-per-class", str(plan.val_per_class)))
     workers = str(max(1, min(4, os.cpu_count() or 1)))
     return build_once(children, workdir / f"shards-{plan.corpus_key}", _python(
-        "preprocess.cli", "shard", "--src", str(corpus), "--synsets", str(corpus / SYNSETS_NAME),
+        "preprocess.cli", "shard", "--src", str(corpus),  # its LOC_synset_mapping.txt found there
         "--workers", workers, "--progress", "lines"))
 
 
