@@ -4,7 +4,6 @@ summary and its reject-fraction check."""
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 
 from preprocess.contract import DEFAULT_DATA_DIR, REJECTS_NAME
