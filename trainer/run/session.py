@@ -11,7 +11,7 @@ from pathlib import Path
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, pack, unwrap
 from trainer.run.commands import replays_on_resume, settle_included
-from trainer.runstore.runlock import observed_status
+from trainer.runstore.runlock import observed_status, run_dir_id
 from trainer.run.storeguard import GuardedStore, Heartbeat
 
 
@@ -31,6 +31,13 @@ class RunState:
     applied_commands: list = field(default_factory=list)  # [{id, step, factor}]
     resumed_from: str = ""
     last_saved_step: int = -1
+
+
+def _same_run(row: dict, uid: str, run_dir: str) -> bool:
+    """Whether the store's row of this name is the run of this run dir: by the run dir's id
+    (runlock.RUN_ID_NAME), or for a row from before the id, by the run dir's path."""
+    theirs = row["config"].get("run_uid")
+    return theirs == uid if theirs else row["config"].get("run_dir") == run_dir
 
 
 class Session:
@@ -74,7 +81,16 @@ class Session:
             raise TrainError(f"run {cfg.name!r} in {cfg.runs_db} is held by pid {held.get('pid', '?')} on host "
                              f"{held.get('host', '?')} (run dir {existing['config'].get('run_dir')}): "
                              f"choose another --name")
-        self.config = {**cfg.to_dict(), "world_size": world.world_size}
+        uid = run_dir_id(cfg.run_dir)
+        if existing is not None and not _same_run(existing, uid, cfg.run_dir):
+            their_dir, done = existing["config"].get("run_dir"), f"step {existing['step']}, {observed_status(existing)}"
+            if their_dir == cfg.run_dir:
+                raise TrainError(f"run {cfg.name!r} in {cfg.runs_db} belongs to an earlier run dir at {their_dir} "
+                                 f"({done}), deleted since: choose another --name for this new run (the old "
+                                 f"run's history stays in the store)")
+            raise TrainError(f"run {cfg.name!r} in {cfg.runs_db} belongs to the run dir {their_dir} ({done}), not "
+                             f"to {cfg.run_dir}: continue it with --run-dir {their_dir}, or choose another --name")
+        self.config = {**cfg.to_dict(), "world_size": world.world_size, "run_uid": uid}
         run_id, resumed = store.start_run(cfg.name, self.config, lr=state.lr, holder=holder)
         known = {c["id"]: c for c in state.applied_commands}
         # Commands the store applied after the checkpoint was written (or before any was).
