@@ -60,6 +60,7 @@ class Control:
         self.seen: set[int] = {c["id"] for c in self.replays} | set(included or ())
         self.stop_reason: str | None = None
         self._last_poll = -math.inf
+        self._generation = 0
         self._last_checkpoint = time.monotonic()
 
     # -- signals -----------------------------------------------------------------------
@@ -80,7 +81,11 @@ class Control:
         if self.store is None or now - self._last_poll < self.poll_seconds:
             return
         self._last_poll = now
-        for cmd in self.store.pending_commands(self.run_id):
+        pending = self.store.pending_commands(self.run_id)
+        generation = getattr(self.store, "generation", 0)
+        if generation != self._generation:  # a store made again (storeguard.py): old ids mean nothing there
+            self._generation, self.seen = generation, set()
+        for cmd in pending:
             if cmd.id in self.seen:
                 continue
             self.seen.add(cmd.id)

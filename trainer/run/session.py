@@ -50,8 +50,9 @@ class Session:
         except (sqlite3.Error, OSError) as e:
             raise rs.store_error(f"cannot write the run store {cfg.runs_db}", e) from e
         # From here on a failing store costs a warning, not the run (trainer/run/storeguard.py).
-        self.store = GuardedStore(store)
-        self.heartbeat = Heartbeat(store, self.run_id)
+        self.holder = holder
+        self.store = GuardedStore(store, run_id=self.run_id, rejoin=self._rejoin)
+        self.heartbeat = Heartbeat(self.store)
         self.heartbeat.start()
         if resumed or ckpt is not None:
             self.event(state.step, "restart", {
@@ -98,6 +99,14 @@ class Session:
         # Commands the checkpoint includes whose verdict never reached the store.
         settle_included(store, run_id, known)
         return run_id, resumed
+
+    def _rejoin(self, store: rs.RunStore) -> int | None:
+        """This run's id in a store made again at its path (storeguard.py); None when a row of
+        that name there belongs to another run dir."""
+        existing = store.get_run_by_name(self.cfg.name)
+        if existing is not None and not _same_run(existing, self.config["run_uid"], self.cfg.run_dir):
+            return None
+        return store.start_run(self.cfg.name, self.config, holder=self.holder)[0]
 
     def event(self, step: int | None, kind: str, payload: dict) -> None:
         self.store.log_event(self.run_id, step, kind, payload, flush=True)
