@@ -99,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
 def listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound here rather than by uvicorn: a port in use is one line
     (uvicorn logs several and exits 1 or 3), and `--port 0` can say which port it got."""
+    # IPv4 unless the host is an IPv6 address, as uvicorn chooses ("localhost" is 127.0.0.1).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as e:
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror}") from None
@@ -109,10 +111,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(2048)
-        sock.set_inheritable(True)
     except OSError as e:
         sock.close()
-        why = ("the port is in use (another `trainer serve`?): stop that server or choose another --port"
+        why = ("the port is in use: stop what listens there, or choose another --port (0 picks a free one)"
                if e.errno == errno.EADDRINUSE else e.strerror or str(e))
         raise OSError(f"cannot listen on {host}:{port}: {why}") from None
     return sock
