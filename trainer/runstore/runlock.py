@@ -13,6 +13,8 @@ A run row that says "running" is shown as "interrupted" (`observed_status`) when
     on the trainer's host, or one sharing its run dir's filesystem); or
   * its heartbeat (written every HEARTBEAT_S seconds by a thread of the trainer) is older
     than STALE_S: the rule for a server that cannot see the run dir.
+
+`RUN_DIR/.run-id` (`run_dir_id`) tells one run dir from another under the same run name.
 Never imports torch: the server uses it.
 """
 
