@@ -9,6 +9,7 @@ page as text (the test reached the place that shows it)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -27,7 +28,19 @@ def markup(tag: str) -> str:
     return f'<img class="injected" src="x" onerror="window.__injected=(window.__injected||0)+1" alt="{tag}">'
 
 
+STATIC = Path(__file__).resolve().parents[2] / "trainer" / "server" / "static"
+HTML_SINKS = re.compile(r"\.innerHTML|\.outerHTML|insertAdjacentHTML|document\.write|createContextualFragment")
+
 INJECTED = "() => ({elements: document.querySelectorAll('.injected').length, ran: window.__injected || 0})"
+
+
+def test_no_page_script_parses_html():
+    """The one rule the page keeps: text goes in as text (textContent, DOM nodes); no script
+    of ours hands a string to an HTML parser."""
+    scripts = sorted((STATIC / "js").glob("*.js")) + [STATIC / "index.html"]
+    found = [f"{p.name}:{n}" for p in scripts for n, line in enumerate(p.read_text().splitlines(), 1)
+             if HTML_SINKS.search(line)]
+    assert len(scripts) > 2 and found == [], found
 
 
 def test_store_strings_never_become_elements(tmp_path):
