@@ -152,3 +152,58 @@ def test_the_trainer_says_so_once_and_writes_into_a_store_made_on_purpose(demo_s
     text = log.read_text()
     assert text.count("was removed") == 1 and "Traceback" not in text, text[-3000:]
     assert f"trainer serve --runs-db {db}" in text
+
+
+def _guarded_run(tmp_path, rejoin, monkeypatch):
+    from trainer.run import storeguard
+
+    monkeypatch.setattr(storeguard, "REJOIN_EVERY_S", 0.0)  # each poll looks for a store made again
+
+    db = tmp_path / "runs.db"
+    raw = RunStore(db)
+    rid = make_run(raw, "mine", steps=4)
+    lines: list[str] = []
+    guard = storeguard.GuardedStore(raw, warn=lambda line, flush=False: lines.append(line), run_id=rid, rejoin=rejoin)
+    _delete(db)
+    guard.log_metrics(rid, 5, 0.05, {runstore.LOSS: 5.0})
+    guard.flush()
+    guard.log_metrics(rid, 6, 0.06, {runstore.LOSS: 6.0})
+    assert guard.pending_commands(rid) == [] and not db.exists()
+    return db, raw, rid, guard, lines
+
+
+def test_the_guard_writes_kept_rows_into_a_store_made_on_purpose(tmp_path, monkeypatch):
+    from trainer.run.commands import Control
+    from trainer.run.distributed import World
+
+    db, raw, rid, guard, lines = _guarded_run(tmp_path, lambda s: s.start_run("mine", {}, lr=0.01)[0],
+                                              monkeypatch)
+    # The old file's checkpoint included command 1; ids start again at 1 in a new file.
+    control = Control(World(), guard, rid, checkpoint_seconds=1e9, poll_seconds=0.0, included={1})
+    made = RunStore(db)
+    other = make_run(made, "someone-else", steps=3)  # takes the old run's id in the new file
+    assert other == rid
+    guard.pending_commands(rid)  # the poll at a step boundary finds the new store
+    mine = made.get_run_by_name("mine")["id"]
+    guard.flush()
+    assert [r["step"] for r in made.metric_series(mine, runstore.LOSS)] == [5, 6]
+    assert [r["step"] for r in made.metric_series(other, runstore.LOSS)] == [1, 2, 3]
+    first, _ = made.submit_lr_divide(mine, 10.0, reason="after the store was made again")
+    assert first.id == 1
+    assert control.exchange(step=7, lr=0.01).new_lr == pytest.approx(0.001)
+    assert len(lines) == 2 and "was removed" in lines[0] and f"run #{mine}" in lines[1], lines
+    made.close()
+
+
+def test_the_guard_never_writes_into_another_run_of_its_name(tmp_path, monkeypatch):
+    db, raw, rid, guard, lines = _guarded_run(tmp_path, lambda s: None, monkeypatch)
+    made = RunStore(db)
+    stranger = make_run(made, "mine", steps=2)  # the same name, another run dir's run
+    guard.pending_commands(rid)
+    before = made.metric_series(stranger, runstore.LOSS)
+    guard.log_metrics(rid, 7, 0.07, {runstore.LOSS: 7.0})
+    guard.update_progress(rid, epoch=9.0, step=900, lr=0.5)
+    guard.flush()
+    assert made.metric_series(stranger, runstore.LOSS) == before and made.get_run(stranger)["step"] == 2
+    assert len(lines) == 2 and "holds another run of this name" in lines[1], lines
+    made.close()

@@ -50,6 +50,7 @@ class GuardedStore:
         self.failing = False
         self.gone = False  # the file was removed or replaced; waiting for a store made on purpose
         self.generation = 0  # +1 each time the run is registered in a store made again
+        self.detached = False  # the store made again holds another run of this name: not written
         self._run_id, self._current_id, self._rejoin = run_id, run_id, rejoin
         self._last_rejoin = -1e18
         self._retry: list[tuple[str, tuple, dict]] = []
@@ -62,6 +63,8 @@ class GuardedStore:
 
         def guarded(*args, **kwargs):
             with self._lock:
+                if self.detached:
+                    return _READ_DEFAULTS.get(name)
                 if self.gone and name == "pending_commands":  # a step boundary: no command is in flight
                     self._try_rejoin()
                 if name in _RUN_ID_FIRST and args and args[0] == self._run_id:
@@ -116,9 +119,9 @@ class GuardedStore:
             return  # tried again at a later poll
         if new_id is None:
             self.warn(f"trainer: warning: the run store made again at {self.store.path} holds another run of "
-                      f"this name; this run is not written there (the old run's history is left as it is)",
-                      flush=True)
-            self._rejoin = None
+                      f"this name; this run writes no more to any store (that run is left as it is); its "
+                      f"checkpoints are still written", flush=True)
+            self.detached = True
             return
         self.store.rebind_buffered(self._current_id, new_id)
         # Verdicts on commands of the old file are void; a pending status goes to the new row.
@@ -150,6 +153,8 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(self.every):
+            if self.guard.gone or self.guard.detached:
+                continue  # the run's id means nothing in a file at the path now
             try:
                 self.guard.store.heartbeat(self.guard.current_run_id)
             except STORE_ERRORS:
