@@ -7,7 +7,7 @@ worth retrying (a full disk) from an input to fix or a run that went wrong. The 
 
 OK = 0
 FAILED = 1       # the job ran but its result is bad: too many rejects, verify found damage, loss became NaN
-USAGE = 2        # an input the user can fix: an option, a missing or contradicting file, a run held by another trainer
+USAGE = 2        # an input the user can fix: an option, a missing or contradicting file, a run held by another trainer, a port in use
 INCOMPLETE = 3   # evaluate saw fewer samples than dataset.json lists (damaged samples were skipped)
 CORRUPT = 4      # a file this system wrote is damaged (dataset.json, stats.npz, an index, a checkpoint, runs.db)
 NO_SPACE = 5     # the disk or quota is full; nothing half-written is left: free space and rerun the same command

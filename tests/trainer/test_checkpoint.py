@@ -61,7 +61,7 @@ def test_control_applies_pending_commands_and_replays_unknown_applied_ones(tmp_p
     assert control.exchange(step=6, lr=0.001).new_lr is None  # read once, applied once
     # After a crash: the checkpoint knew nothing; the store says applied at 5.
     replays = replays_on_resume(store, run_id, known_ids=set())
-    assert replays == [{"id": first.id, "step": 5, "factor": 10.0, "reason": ""}]
+    assert replays == [{"id": first.id, "step": 5, "factor": 10.0, "reason": "", "logged": True}]
     assert replays_on_resume(store, run_id, known_ids={first.id}) == []
     resumed = Control(World(), store, run_id, checkpoint_seconds=1e9, replays=replays)
     assert resumed.exchange(step=4, lr=0.01).new_lr is None

@@ -12,9 +12,9 @@ Replay rule (never lost, never applied twice, across kill -9):
     after the LR is set; every checkpoint lists the ids of the commands it includes;
   * on resume from a checkpoint, each command that the store says was applied at step S
     but the checkpoint does not list is applied again when the resumed run reaches step S
-    (at once if S is already behind it). It keeps its row; only an `lr_change` event with
-    `replayed: true` is written. The resumed run thus follows the same LR schedule as an
-    uninterrupted one;
+    (at once if S is already behind it). It keeps its row and its one `lr_change` event: an
+    event with `replayed: true` is written only where the first one never reached the store.
+    The resumed run thus follows the same LR schedule as an uninterrupted one;
   * a command still `pending` (read but not marked before the crash, or new) is applied
     at the next poll as usual; one the checkpoint lists but the store still calls pending
     (its verdict was lost, e.g. to a full disk) is marked applied at resume, not re-applied.
@@ -60,6 +60,7 @@ class Control:
         self.seen: set[int] = {c["id"] for c in self.replays} | set(included or ())
         self.stop_reason: str | None = None
         self._last_poll = -math.inf
+        self._generation = 0
         self._last_checkpoint = time.monotonic()
 
     # -- signals -----------------------------------------------------------------------
@@ -80,7 +81,11 @@ class Control:
         if self.store is None or now - self._last_poll < self.poll_seconds:
             return
         self._last_poll = now
-        for cmd in self.store.pending_commands(self.run_id):
+        pending = self.store.pending_commands(self.run_id)
+        generation = getattr(self.store, "generation", 0)
+        if generation != self._generation:  # a store made again (storeguard.py): old ids mean nothing there
+            self._generation, self.seen = generation, set()
+        for cmd in pending:
             if cmd.id in self.seen:
                 continue
             self.seen.add(cmd.id)
@@ -144,16 +149,20 @@ class Control:
             if self.store is not None:
                 if not cmd["replayed"]:
                     self.store.mark_command(cmd["id"], "applied", step=step, event_payload=payload, lr=new)
-                self.store.log_event(self.run_id, step, "lr_change", payload, flush=True)
+                if not cmd.get("logged"):
+                    self.store.log_event(self.run_id, step, "lr_change", payload, flush=True)
             entries.append({"id": cmd["id"], "step": step, "factor": cmd["factor"]})
             lr = new
         return entries
 
 
 def replays_on_resume(store, run_id: int, known_ids: set[int]) -> list[dict]:
-    """Commands the store has applied that the checkpoint does not include (see above)."""
-    return [{"id": c.id, "step": int(c.applied_step or 0), "factor": c.factor, "reason": c.reason}
-            for c in store.commands(run_id, "applied") if c.id not in known_ids]
+    """Commands the store has applied that the checkpoint does not include (see above);
+    `logged`: the store holds the command's `lr_change` event already."""
+    replays = [c for c in store.commands(run_id, "applied") if c.id not in known_ids]
+    logged = {e["payload"].get("command_id") for e in store.events(run_id, kinds=["lr_change"], limit=1 << 30)}
+    return [{"id": c.id, "step": int(c.applied_step or 0), "factor": c.factor, "reason": c.reason,
+             "logged": c.id in logged} for c in replays]
 
 
 def settle_included(store, run_id: int, included: dict[int, dict]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, pack, unwrap
 from trainer.run.commands import replays_on_resume, settle_included
-from trainer.runstore.runlock import observed_status
+from trainer.runstore.runlock import observed_status, run_dir_id
 from trainer.run.storeguard import GuardedStore, Heartbeat
 
 
@@ -33,6 +33,13 @@ class RunState:
     last_saved_step: int = -1
 
 
+def _same_run(row: dict, uid: str, run_dir: str) -> bool:
+    """Whether the store's row of this name is the run of this run dir: by the run dir's id
+    (runlock.RUN_ID_NAME), or for a row from before the id, by the run dir's path."""
+    theirs = row["config"].get("run_uid")
+    return theirs == uid if theirs else row["config"].get("run_dir") == run_dir
+
+
 class Session:
     def __init__(self, cfg, world, state: RunState, ckpt: dict | None, ckdir: CheckpointDir, *,
                  steps_per_epoch: int, holder: dict | None = None):
@@ -43,8 +50,9 @@ class Session:
         except (sqlite3.Error, OSError) as e:
             raise rs.store_error(f"cannot write the run store {cfg.runs_db}", e) from e
         # From here on a failing store costs a warning, not the run (trainer/run/storeguard.py).
-        self.store = GuardedStore(store)
-        self.heartbeat = Heartbeat(store, self.run_id)
+        self.holder = holder
+        self.store = GuardedStore(store, run_id=self.run_id, rejoin=self._rejoin)
+        self.heartbeat = Heartbeat(self.store)
         self.heartbeat.start()
         if resumed or ckpt is not None:
             self.event(state.step, "restart", {
@@ -74,7 +82,16 @@ class Session:
             raise TrainError(f"run {cfg.name!r} in {cfg.runs_db} is held by pid {held.get('pid', '?')} on host "
                              f"{held.get('host', '?')} (run dir {existing['config'].get('run_dir')}): "
                              f"choose another --name")
-        self.config = {**cfg.to_dict(), "world_size": world.world_size}
+        uid = run_dir_id(cfg.run_dir)
+        if existing is not None and not _same_run(existing, uid, cfg.run_dir):
+            their_dir, done = existing["config"].get("run_dir"), f"step {existing['step']}, {observed_status(existing)}"
+            if their_dir == cfg.run_dir:
+                raise TrainError(f"run {cfg.name!r} in {cfg.runs_db} belongs to an earlier run dir at {their_dir} "
+                                 f"({done}), deleted since: choose another --name for this new run (the old "
+                                 f"run's history stays in the store)")
+            raise TrainError(f"run {cfg.name!r} in {cfg.runs_db} belongs to the run dir {their_dir} ({done}), not "
+                             f"to {cfg.run_dir}: continue it with --run-dir {their_dir}, or choose another --name")
+        self.config = {**cfg.to_dict(), "world_size": world.world_size, "run_uid": uid}
         run_id, resumed = store.start_run(cfg.name, self.config, lr=state.lr, holder=holder)
         known = {c["id"]: c for c in state.applied_commands}
         # Commands the store applied after the checkpoint was written (or before any was).
@@ -82,6 +99,14 @@ class Session:
         # Commands the checkpoint includes whose verdict never reached the store.
         settle_included(store, run_id, known)
         return run_id, resumed
+
+    def _rejoin(self, store: rs.RunStore) -> int | None:
+        """This run's id in a store made again at its path (storeguard.py); None when a row of
+        that name there belongs to another run dir."""
+        existing = store.get_run_by_name(self.cfg.name)
+        if existing is not None and not _same_run(existing, self.config["run_uid"], self.cfg.run_dir):
+            return None
+        return store.start_run(self.cfg.name, self.config, holder=self.holder)[0]
 
     def event(self, step: int | None, kind: str, payload: dict) -> None:
         self.store.log_event(self.run_id, step, kind, payload, flush=True)

@@ -2,9 +2,11 @@
 
 The trainer's rank 0 writes runs, metrics, events and command outcomes; `trainer serve`
 reads them and inserts operator commands. All SQL of the project lives in this package
-(DESIGN.md, "Run store"; schema.py, commands.py and this file). runlock.py is the run
-dir's lock and how a reader tells a live run from a dead one (the trainer holds it, the
-server reads it). defaults.py is where runs and the store go when no flag says.
+(DESIGN.md, "Run store"; schema.py, commands.py and this file). storefile.py owns the file
+itself: made 0600 and only on purpose, never by a connection, and watched for removal.
+runlock.py is the run dir's lock and id, and how a reader tells a live run from a dead one
+(the trainer holds it, the server reads it). defaults.py is where runs and the store go
+when no flag says.
 May import: preprocess (exit codes) and the standard library; never torch, pipeline or
 another trainer sub-package: the server imports it (tests/test_import_graph.py).
 """
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from trainer.runstore.commands import Command, CommandsMixin
+from trainer.runstore.storefile import FileIdentity, RunStoreGone, connect_existing, create_private
 from trainer.runstore.schema import (
     COMMAND_STATES, DATA_WAIT, DEFAULT_MIN_LR, EPOCH, FLOOR_TOLERANCE, IMAGES_PER_SEC, IMAGES_SEEN, INTERRUPTED,
     LOSS, LR, MIGRATIONS, RUN_STATUSES, SCHEMA_VERSION, VAL10_TOP1, VAL10_TOP5, VAL_TOP1, VAL_TOP5,
@@ -31,7 +34,7 @@ __all__ = [
     "COMMAND_STATES", "DATA_WAIT", "DEFAULT_MIN_LR", "EPOCH", "FLOOR_TOLERANCE", "IMAGES_PER_SEC", "IMAGES_SEEN",
     "INTERRUPTED", "LOSS", "LR", "RUN_STATUSES", "SCHEMA_VERSION", "VAL10_TOP1", "VAL10_TOP5", "VAL_TOP1",
     "VAL_TOP5", "Command", "RunProgress", "RunStore", "RunStoreDamaged", "RunStoreError", "RunStoreFull",
-    "is_damage", "store_error",
+    "RunStoreGone", "is_damage", "store_error",
 ]
 
 # Metric and event rows kept in memory while the file cannot be written (a full disk):
@@ -53,15 +56,6 @@ def _run(row: sqlite3.Row | None) -> dict | None:
     run["progress"] = json.loads(run["progress"])
     run["holder"] = json.loads(run["holder"])
     return run
-
-
-def _create_private(path: Path) -> None:
-    """A new store is created 0600: its metrics, events and operators' names are the owner's.
-    SQLite gives the -wal and -shm files the database file's mode."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    except FileExistsError:
-        pass
 
 
 def _bounded(rows: list, store: "RunStore") -> list:
@@ -90,9 +84,11 @@ class RunStore(CommandsMixin):
         self._event_buf: list[tuple] = []
         self._last_flush = time.monotonic()
         self.dropped_rows = 0  # rows given up while the file could not be written
+        self._generation = 0  # +1 each time another file at the path is adopted (reopen)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _create_private(self.path)
+            create_private(self.path)
+            self.file = FileIdentity(self.path)
             self._init_schema_retrying()
         except (OSError, sqlite3.Error) as e:
             if is_damage(e):
@@ -102,14 +98,39 @@ class RunStore(CommandsMixin):
     # -- connection and schema -------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            conn.close()  # a connection to the file that was at the path before `reopen`
+            conn = None
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+            conn = connect_existing(self.path, self.busy_timeout_s)
+            self._local.generation = self._generation
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             self._local.conn = conn
         return conn
+
+    def _writer(self) -> sqlite3.Connection:
+        """The connection for a write: only while the path still names the file opened
+        (storefile.py), else RunStoreGone, so no write goes into a deleted or replaced file."""
+        self.file.check()
+        return self._conn()
+
+    def reopen(self) -> bool:
+        """Use the store now at the path, if one was made there on purpose after this one was
+        removed or replaced (storefile.FileIdentity.adopt); True when it is used from now on.
+        The caller registers its run there again: ids of the old file mean nothing in it."""
+        if not self.file.adopt(SCHEMA_VERSION):
+            return False
+        self._generation += 1
+        return True
+
+    def rebind_buffered(self, old_run_id: int, new_run_id: int) -> None:
+        """Buffered metric and event rows of a run, moved to its id in a reopened store."""
+        with self._lock:
+            self._metric_buf = [(new_run_id, *r[1:]) if r[0] == old_run_id else r for r in self._metric_buf]
+            self._event_buf = [(new_run_id, *r[1:]) if r[0] == old_run_id else r for r in self._event_buf]
 
     def _init_schema_retrying(self) -> None:
         """`_init_schema`, tried again while another process holds the file: two processes
@@ -160,7 +181,8 @@ class RunStore(CommandsMixin):
 
     def probe(self) -> None:
         """One cheap read of each table (an index seek each), so that a damaged page under any
-        of them raises here: /healthz."""
+        of them raises here, and a removed or replaced file raises RunStoreGone: /healthz."""
+        self.file.check()
         conn = self._conn()
         with _snapshot(conn):
             conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -183,7 +205,7 @@ class RunStore(CommandsMixin):
 
         Returns (run_id, resumed)."""
         now = time.time()
-        conn = self._conn()
+        conn = self._writer()
         held = json.dumps(holder or {}, sort_keys=True)
         with _transaction(conn):
             row = conn.execute("SELECT id, lr FROM runs WHERE name = ?", (name,)).fetchone()
@@ -203,7 +225,7 @@ class RunStore(CommandsMixin):
 
     def heartbeat(self, run_id: int) -> None:
         """The holder is alive (written every few seconds by a thread of the trainer)."""
-        self._conn().execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time(), run_id))
+        self._writer().execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (time.time(), run_id))
 
     def set_status(self, run_id: int, status: str) -> None:
         if status not in RUN_STATUSES:
@@ -211,7 +233,7 @@ class RunStore(CommandsMixin):
         self.flush()
         now = time.time()
         finished = now if status != "running" else None
-        self._conn().execute(
+        self._writer().execute(
             "UPDATE runs SET status = ?, updated_at = ?, finished_at = ? WHERE id = ?",
             (status, now, finished, run_id),
         )
@@ -219,7 +241,7 @@ class RunStore(CommandsMixin):
     def update_progress(self, run_id: int, *, epoch: float, step: int, lr: float,
                         progress: RunProgress = RunProgress()) -> None:
         """The run's current position; `progress` holds the rest (epochs, ETA, images/s...)."""
-        self._conn().execute(
+        self._writer().execute(
             "UPDATE runs SET epoch = ?, step = ?, lr = ?, progress = ?, updated_at = ? WHERE id = ?",
             (epoch, step, lr, json.dumps(progress.to_json(), sort_keys=True), time.time(), run_id),
         )
@@ -274,8 +296,8 @@ class RunStore(CommandsMixin):
             self._last_flush = time.monotonic()
         if not metrics and not events:
             return
-        conn = self._conn()
         try:
+            conn = self._writer()
             with _transaction(conn):
                 # A step re-done after a resume replaces the earlier attempt's value.
                 conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)", metrics)

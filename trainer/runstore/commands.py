@@ -38,7 +38,7 @@ def _command(row: sqlite3.Row | None) -> Command | None:
 
 
 class CommandsMixin:
-    """RunStore's command methods; they use its `_conn()` and `flush()`."""
+    """RunStore's command methods; they use its `_conn()`, `_writer()` and `flush()`."""
 
     def count_commands(self, run_id: int, state: str) -> int:
         return self._conn().execute(
@@ -61,7 +61,7 @@ class CommandsMixin:
         command because `mark_command` sets it in the transaction that marks one applied,
         and this check reads both in one BEGIN IMMEDIATE transaction."""
         now = time.time()
-        conn = self._conn()
+        conn = self._writer()
         with _transaction(conn):
             if idempotency_key is not None:
                 row = conn.execute(
@@ -103,7 +103,7 @@ class CommandsMixin:
 
     def record_refused_request(self, run_id: int, reason: str, payload: dict | None = None) -> None:
         """An operator call refused before it became a command (bad token, bad factor...)."""
-        self._conn().execute(
+        self._writer().execute(
             "INSERT INTO events (run_id, step, wall, kind, payload) VALUES (?, NULL, ?, 'request_refused', ?)",
             (run_id, time.time(), json.dumps({"reason": reason, **(payload or {})}, sort_keys=True)))
 
@@ -129,7 +129,7 @@ class CommandsMixin:
             raise ValueError(f"a command ends applied or rejected, not {state!r}")
         self.flush()
         now = time.time()
-        conn = self._conn()
+        conn = self._writer()
         with _transaction(conn):
             row = conn.execute("SELECT run_id FROM commands WHERE id = ?", (command_id,)).fetchone()
             if row is None:

@@ -13,6 +13,8 @@ A run row that says "running" is shown as "interrupted" (`observed_status`) when
     on the trainer's host, or one sharing its run dir's filesystem); or
   * its heartbeat (written every HEARTBEAT_S seconds by a thread of the trainer) is older
     than STALE_S: the rule for a server that cannot see the run dir.
+
+`RUN_DIR/.run-id` (`run_dir_id`) tells one run dir from another under the same run name.
 Never imports torch: the server uses it.
 """
 
@@ -25,11 +27,16 @@ import json
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 
 from preprocess import exitcodes
 
 LOCK_NAME = ".lock"
+# The run dir's identity: a random id written at its first run and kept in the run's row
+# (config.run_uid), so that a run name reused with another run dir, or with one deleted and
+# made again, is told from the run that name belongs to (a moved run dir keeps its id).
+RUN_ID_NAME = ".run-id"
 HEARTBEAT_S = 5.0
 STALE_S = 60.0
 # A reader probing the lock holds it (shared) for microseconds; a starting trainer that
@@ -101,6 +108,25 @@ def hold_run_dir(run_dir: str | Path):
         yield lock.info
     finally:
         lock.release()
+
+
+def run_dir_id(run_dir: str | Path) -> str:
+    """The run dir's id, made at its first run (by rank 0, holding the lock). An empty or
+    unreadable file (a writer killed between create and write) is made again."""
+    path = Path(run_dir) / RUN_ID_NAME
+    try:
+        found = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        found = ""
+    if len(found) == 32 and all(c in "0123456789abcdef" for c in found):
+        return found
+    made = uuid.uuid4().hex
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, (made + "\n").encode())
+    finally:
+        os.close(fd)
+    return made
 
 
 def read_holder(run_dir: str | Path) -> dict:

@@ -24,7 +24,7 @@ from trainer.runstore import RunStore, RunStoreError, is_damage
 
 from .auth import AuthFailures, resolve_token
 from .deps import find_run
-from .middleware import BodySizeLimit, SecurityHeaders
+from .middleware import BodySizeLimit, HeadAsGet, SecurityHeaders
 from .routes import commands, health, page, prometheus, runs
 from .seriescache import SeriesCache
 from .settings import ServerSettings
@@ -56,6 +56,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type",
                                                                          "Idempotency-Key"])
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.header_timeout_s)
     return app
 

@@ -8,7 +8,9 @@ kept (mode 0600) beside the run store for the next start.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import socket
 import sys
 
 from pydantic import SecretStr, ValidationError
@@ -60,24 +62,61 @@ def run(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .auth import TokenError, resolve_token
-    from .protocol import uvicorn_options
+    from .protocol import drop_query_strings, uvicorn_options
     from .settings import ServerSettings
 
     try:
         settings = ServerSettings(**{k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
-        token, generated = resolve_token(settings, generate=True)
-    except (ValidationError, TokenError) as e:
+    except ValidationError as e:
         print(f"trainer serve: {e}", file=sys.stderr)
-        return 2
-    print(token_line(settings, token, generated), flush=True)
-    if not _is_loopback(settings.host):
-        print(f"warning: listening on {settings.host}: the token travels in clear over plain HTTP; "
-              "put a TLS proxy in front for remote operators", file=sys.stderr)
-    try:
-        app = create_app(settings.model_copy(update={"token": SecretStr(token)}))
-    except RunStoreError as e:  # damaged (CORRUPT), or cannot be opened
+        return exitcodes.USAGE
+    try:  # first: a port in use changes nothing (no token file, no run store created)
+        sock = listen(settings.host, settings.port)
+    except OSError as e:
         print(f"trainer serve: {e}", file=sys.stderr)
-        return exitcodes.for_error(e)
-    print(f"serving {settings.runs_db} on http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, **uvicorn_options(settings))
+        return exitcodes.USAGE
+    with sock:
+        try:
+            token, generated = resolve_token(settings, generate=True)
+        except TokenError as e:
+            print(f"trainer serve: {e}", file=sys.stderr)
+            return exitcodes.USAGE
+        print(token_line(settings, token, generated), flush=True)
+        if not _is_loopback(settings.host):
+            print(f"warning: listening on {settings.host}: the token travels in clear over plain HTTP; "
+                  "put a TLS proxy in front for remote operators", file=sys.stderr)
+        try:
+            app = create_app(settings.model_copy(update={"token": SecretStr(token)}))
+        except RunStoreError as e:  # damaged (CORRUPT), or cannot be opened
+            print(f"trainer serve: {e}", file=sys.stderr)
+            return exitcodes.for_error(e)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"serving {settings.runs_db} on http://{shown}:{port}/", flush=True)
+        config = uvicorn.Config(app, log_level=args.log_level, **uvicorn_options(settings))
+        drop_query_strings()  # after Config, which configures uvicorn's loggers
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here rather than by uvicorn: a port in use is one line
+    (uvicorn logs several and exits 1 or 3), and `--port 0` can say which port it got."""
+    # IPv4 unless the host is an IPv6 address, as uvicorn chooses ("localhost" is 127.0.0.1).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        why = ("the port is in use: stop what listens there, or choose another --port (0 picks a free one)"
+               if e.errno == errno.EADDRINUSE else e.strerror or str(e))
+        raise OSError(f"cannot listen on {host}:{port}: {why}") from None
+    return sock

@@ -1,4 +1,4 @@
-"""ASGI middleware: a request-body size limit and the security headers of every answer."""
+"""ASGI middleware: a request-body size limit, the security headers of every answer, and HEAD."""
 
 from __future__ import annotations
 
@@ -91,3 +91,24 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class HeadAsGet:
+    """HEAD answered wherever GET is (a load balancer's or `curl -I`'s probe got 405): the GET
+    route runs and its status and headers (Content-Length included) go out without the body."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

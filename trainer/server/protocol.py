@@ -11,6 +11,7 @@ own deadline in middleware.BodySizeLimit.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -54,6 +55,23 @@ class HeadTimeoutH11(H11Protocol):
             self.logger.info("closed a connection whose request head did not arrive within %.0f s",
                              self.header_timeout_s)
             self.transport.close()
+
+
+class QueryFreeAccessLog(logging.Filter):
+    """uvicorn's access line with the path only: a query string may carry a token someone put
+    there (`?token=...`), and logs are kept and shared longer than requests."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def drop_query_strings() -> None:
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, QueryFreeAccessLog) for f in logger.filters):
+        logger.addFilter(QueryFreeAccessLog())
 
 
 def uvicorn_options(settings) -> dict:

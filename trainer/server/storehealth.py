@@ -1,4 +1,5 @@
-"""What `/healthz` says about the run store: healthy, busy, or damaged (sticky until restart).
+"""What `/healthz` says about the run store: healthy, busy, damaged (sticky until restart), or
+gone (its file removed or replaced since the server opened it).
 
 Each call reads one row of every table (cheap); a full `PRAGMA quick_check` runs at most
 every `store_check_s` seconds (settings), since it reads the whole file. Damage any handler meets on the
@@ -11,7 +12,7 @@ import sqlite3
 import threading
 import time
 
-from trainer.runstore import RunStore, RunStoreDamaged, RunStoreError, is_damage
+from trainer.runstore import RunStore, RunStoreDamaged, RunStoreError, RunStoreGone, is_damage
 
 
 class StoreHealth:
@@ -36,6 +37,10 @@ class StoreHealth:
                     self._last_full = time.monotonic()
             if due:
                 store.check_integrity()
+        except RunStoreGone as e:
+            return (f"{e}: this server still reads the file it opened, which nobody writes any more; "
+                    f"restart `trainer serve` to use the store at that path (a new, empty one is created "
+                    f"if none is there)")
         except (sqlite3.DatabaseError, RunStoreError) as e:
             if is_damage(e) or isinstance(e, RunStoreDamaged):
                 self.remember(str(e if isinstance(e, RunStoreDamaged) else store.damaged(e)))

@@ -1,5 +1,3 @@
-import {esc} from "./format.js";
-
 // Time-series panels on uPlot (served from /static/vendor): x is the optimizer step (or,
 // in the run comparison, the epoch).
 // Each panel draws dashed vertical markers for LR changes, restarts and checkpoints,
@@ -126,16 +124,27 @@ export class TimeChart {
         if (idx == null || left < 0) { tip.style.display = "none"; return; }
         const step = u.data[0][idx];
         const epoch = chart.stepsPerEpoch ? ` · epoch ${(step / chart.stepsPerEpoch).toFixed(2)}` : "";
-        const rows = [`<b>${chart.xName} ${+step.toFixed(2)}</b>${epoch}`];
+        // Built as nodes with text, never as HTML: labels are run names and marker texts
+        // come from the run store.
+        const head = line();
+        head.append(Object.assign(document.createElement("b"), {textContent: `${chart.xName} ${+step.toFixed(2)}`}), epoch);
+        const rows = [head];
         chart.series.forEach((s, i) => {
           const v = nearestValue(u.data[i + 1], idx);
-          rows.push(`<span class="sw" style="background:${s.color}"></span>${s.label}: ${v == null ? "–" : (s.fmt || String)(v)}`);
+          const swatch = Object.assign(document.createElement("span"), {className: "sw"});
+          swatch.style.background = s.color;
+          const row = line();
+          row.append(swatch, `${s.label}: ${v == null ? "–" : (s.fmt || String)(v)}`);
+          rows.push(row);
         });
         const px = u.posToVal(left + 6, "x") - u.posToVal(left, "x");
         for (const m of chart.markers) {
-          if (Math.abs(m.step - step) <= Math.abs(px)) rows.push(`<span style="color:${MARKER_COLORS[m.kind]}">⏐ ${MARKER_NAMES[m.kind]}${m.text ? ": " + esc(m.text) : ""}</span>`);
+          if (Math.abs(m.step - step) > Math.abs(px)) continue;
+          const row = line(`⏐ ${MARKER_NAMES[m.kind]}${m.text ? ": " + m.text : ""}`);
+          row.style.color = MARKER_COLORS[m.kind];
+          rows.push(row);
         }
-        tip.innerHTML = rows.join("<br>");
+        tip.replaceChildren(...rows);
         tip.style.display = "block";
         const flip = left > u.over.clientWidth / 2;
         tip.style.left = flip ? "" : `${left + 12}px`;
@@ -144,6 +153,10 @@ export class TimeChart {
       }],
     }};
   }
+}
+
+function line(text = "") {
+  return Object.assign(document.createElement("div"), {textContent: text});
 }
 
 // The joined table has nulls where a series has no row at that step: show the nearest one.

@@ -47,11 +47,6 @@ export function ago(wall) {
   return wall == null ? dash : duration(Date.now() / 1000 - wall) + " ago";
 }
 
-// Text from the run store (an operator's reason, a run name) is never trusted as HTML.
-export function esc(s) {
-  return String(s).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
-}
-
 // A power of ten as the LR axis labels it: 1e−3.
 export function decade(v) {
   return `1e${Math.round(Math.log10(v))}`.replace("-", "−");
