@@ -103,13 +103,14 @@ class Trainer:
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
         manifest = Manifest.read(cfg.data)
         self.class_digest = manifest.class_digest
-        self.say(start_line(cfg, self.ckdir, manifest))
+        first = start_line(cfg, self.ckdir, manifest)  # said once resume's refusals had their say
         if world.is_main:
             for p in self.ckdir.sweep():
                 self.say(f"trainer: removed {p.name}, left in {p.parent} by a writer that is gone")
         self.fallbacks: list[tuple[str, str]] = []  # (damaged checkpoint, why) passed over on resume
         self.build_model()
         self.state, ckpt = self.resume()
+        self.say(first)
         self.train_loader = self.make_loader("train", "train")
         self.val_loaders: dict[str, object] = {}
         self.steps_per_epoch = len(self.train_loader)
