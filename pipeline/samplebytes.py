@@ -2,8 +2,8 @@
 
 The one reader of a sample's bytes for both backends of `pipeline.make_loader`: the
 reference loader's workers (`pipeline.reference.ShardReader` decodes on top of it) and the
-DALI backend's source processes (`pipeline.dalisource`), which import nothing heavier than
-numpy. One `pread` a member, through a small cache of open shard files.
+DALI backend's batch source (`pipeline.dalisource`, a whole batch into one buffer). One
+`pread` a member, through a small cache of open shard files.
 """
 
 from __future__ import annotations
@@ -50,6 +50,39 @@ class SampleBytes:
     def label_bytes(self, g: int) -> bytes:
         row = self.table[g]
         return os.pread(self._fd(self.shard_of(g)), int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
+
+    def read_jpegs(self, ids: np.ndarray, blank_rows: np.ndarray | None = None,
+                   blank: np.ndarray | None = None) -> list[np.ndarray]:
+        """The JPEGs of samples `ids`, read into one buffer (a `preadv` each, which copies
+        without the GIL), as one view a sample; rows where `blank_rows` is set get `blank`."""
+        rows = self.table[ids]
+        sizes = rows[:, IMAGE_SIZE_BYTES].copy()
+        if blank_rows is not None:
+            sizes[blank_rows] = len(blank)
+        ends = np.cumsum(sizes)
+        buf = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
+        starts = (ends - sizes).tolist()
+        views = [buf[a:e] for a, e in zip(starts, ends.tolist())]
+        shards = (np.searchsorted(self.starts, ids, side="right") - 1).tolist()
+        offsets = rows[:, IMAGE_OFFSET].tolist()
+        skip = blank_rows.tolist() if blank_rows is not None else [False] * len(views)
+        for view, s, off, blank_row in zip(views, shards, offsets, skip):
+            if blank_row:
+                view[:] = blank
+            elif os.preadv(self._fd(s), [view], off) != len(view):
+                raise OSError(f"{self.tars[s]}: short read at {off} (the shard changed after its index was made?)")
+        return views
+
+    def read_labels(self, ids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `width` bytes of the label fields of samples `ids`, left-aligned in rows
+        of an (n, width) array, and the fields' lengths."""
+        rows = self.table[ids]
+        sizes = rows[:, LABEL_SIZE_BYTES].astype(np.int64)
+        fields = np.zeros((len(ids), width), np.uint8)
+        shards = (np.searchsorted(self.starts, ids, side="right") - 1).tolist()
+        for field, s, off, n in zip(fields, shards, rows[:, LABEL_OFFSET].tolist(), sizes.tolist()):
+            os.preadv(self._fd(s), [field[: min(n, width)]], off)
+        return fields, sizes
 
     def key(self, g: int) -> str:
         """Sample g's key, from its JPEG member's tar header."""
