@@ -4,9 +4,8 @@ Used by `pipeline/dali.py` (`trainer train` / `trainer evaluate` with `--backend
 which builds one pipeline per rank for the run. Its JPEGs come from a batch-mode
 `fn.external_source`, `BatchSource`, that DALI calls in the thread running the pipeline:
 the loader's producer thread (`pipeline.prefetch`), never the trainer's. A call reads
-the batch's JPEGs into one buffer through the split's offsets table
-(`SampleBytes.read_jpegs`: one `preadv` a sample, the GIL released for the copy) and
-hands DALI one view a sample, parses the batch's labels at once (`parse_labels`), and
+the batch's JPEGs through the split's offsets table as views into the mapped shards
+(`SampleBytes.batch_views`: nothing copied in the rank; DALI reads them in place), parses the batch's labels at once (`parse_labels`), and
 in train mode draws the batch's crop offsets, flips and lighting offsets once
 (`pipeline.augment.batch_train_params`). The labels and the draw are kept for the loader
 under the batch's number (`taken`). Both backends therefore read the same samples in the
@@ -38,6 +37,7 @@ JPEG is replaced by a blank one and their label by DAMAGED, so their row is drop
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import shutil
@@ -56,6 +56,10 @@ SCHEDULE_DIR_PREFIX = "pipeline-dali"
 HEADER = 3  # a schedule file: [epoch, first batch, batches to read, sample numbers...]
 END = 2  # the header's "batches to read": lowered in place to cut an epoch short
 LABEL_WIDTH = 8  # label fields up to this long are parsed in bulk (a class number has at most 5 digits)
+# The batches the source keeps alive after handing them over: DALI reads them in place
+# (no_copy) until the outputs of prefetch_queue_depth later runs are taken; 8 covers the
+# loader's queue depth and a cut-short epoch's IN_FLIGHT with room to spare.
+HELD_BATCHES = 8
 _POW10 = 10 ** np.arange(LABEL_WIDTH, dtype=np.int64)
 
 
@@ -172,14 +176,14 @@ class BatchSource:
         self.damaged = np.fromiter(damaged, np.int64, len(damaged))
         self.blank, self.classes, self.params = np.frombuffer(blank, np.uint8), classes, params
         self.taken: dict[int, tuple[np.ndarray, dict | None]] = {}
+        self.held: collections.deque = collections.deque(maxlen=HELD_BATCHES)
         self._dali_epoch, self._schedule = None, None
 
     def batch(self, ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """The JPEGs (one view each into one buffer) and labels (DAMAGED where not a class
         number, or where the sample is known to be damaged) of the samples `ids`."""
         bad = np.isin(ids, self.damaged) if len(self.damaged) else None
-        jpegs = self.samples.read_jpegs(ids, bad, self.blank)
-        fields, sizes = self.samples.read_labels(ids, LABEL_WIDTH)
+        jpegs, fields, sizes = self.samples.batch_views(ids, LABEL_WIDTH, bad, self.blank)
         labels = parse_labels(fields, sizes, lambda j: self.samples.label_bytes(int(ids[j])), self.classes)
         if bad is not None:
             labels[bad] = DAMAGED
@@ -197,4 +201,6 @@ class BatchSource:
         jpegs, labels = self.batch(ids)
         drawn = self.params.arrays(epoch, b) if self.params is not None else None
         self.taken[b] = (labels, drawn)
-        return (jpegs, *(drawn[k] for k in self.params.outputs)) if drawn is not None else (jpegs,)
+        out = (jpegs, *(drawn[k] for k in self.params.outputs)) if drawn is not None else (jpegs,)
+        self.held.append(out)
+        return out

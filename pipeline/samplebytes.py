@@ -2,13 +2,15 @@
 
 The one reader of a sample's bytes for both backends of `pipeline.make_loader`: the
 reference loader's workers (`pipeline.reference.ShardReader` decodes on top of it) and the
-DALI backend's batch source (`pipeline.dalisource`, a whole batch into one buffer). One
-`pread` a member, through a small cache of open shard files.
+DALI backend's batch source (`pipeline.dalisource`: a batch's JPEGs as views into the
+mapped shards, which DALI reads without a copy in the rank). One `pread` a member, through
+a small cache of open shard files, or one view into a small cache of mapped ones.
 """
 
 from __future__ import annotations
 
 import collections
+import mmap
 import os
 from pathlib import Path
 
@@ -29,6 +31,7 @@ class SampleBytes:
     def __init__(self, tars: list[Path], starts: np.ndarray, table: np.ndarray, max_open: int = MAX_OPEN_SHARDS):
         self.tars, self.starts, self.table, self.max_open = tars, starts, table, max_open
         self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._maps: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     def _fd(self, s: int) -> int:
         if s in self._fds:
@@ -51,38 +54,45 @@ class SampleBytes:
         row = self.table[g]
         return os.pread(self._fd(self.shard_of(g)), int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
 
-    def read_jpegs(self, ids: np.ndarray, blank_rows: np.ndarray | None = None,
-                   blank: np.ndarray | None = None) -> list[np.ndarray]:
-        """The JPEGs of samples `ids`, read into one buffer (a `preadv` each, which copies
-        without the GIL), as one view a sample; rows where `blank_rows` is set get `blank`."""
-        rows = self.table[ids]
-        sizes = rows[:, IMAGE_SIZE_BYTES].copy()
-        if blank_rows is not None:
-            sizes[blank_rows] = len(blank)
-        ends = np.cumsum(sizes)
-        buf = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
-        starts = (ends - sizes).tolist()
-        views = [buf[a:e] for a, e in zip(starts, ends.tolist())]
-        shards = (np.searchsorted(self.starts, ids, side="right") - 1).tolist()
-        offsets = rows[:, IMAGE_OFFSET].tolist()
-        skip = blank_rows.tolist() if blank_rows is not None else [False] * len(views)
-        for view, s, off, blank_row in zip(views, shards, offsets, skip):
-            if blank_row:
-                view[:] = blank
-            elif os.preadv(self._fd(s), [view], off) != len(view):
-                raise OSError(f"{self.tars[s]}: short read at {off} (the shard changed after its index was made?)")
-        return views
+    def _map(self, s: int) -> np.ndarray:
+        """Shard s mapped read-only as a uint8 array, through a small cache: a mapping
+        dropped from it stays until the last view into it (a batch DALI holds) is freed."""
+        maps = self._maps
+        if s in maps:
+            maps.move_to_end(s)
+        else:
+            if len(maps) >= self.max_open:
+                maps.popitem(last=False)
+            with open(self.tars[s], "rb") as f:
+                maps[s] = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
+        return maps[s]
 
-    def read_labels(self, ids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first `width` bytes of the label fields of samples `ids`, left-aligned in rows
-        of an (n, width) array, and the fields' lengths."""
+    def batch_views(self, ids: np.ndarray, label_width: int, blank_rows: np.ndarray | None = None,
+                    blank: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Samples `ids` for a batch, nothing copied but the labels' first bytes: their JPEGs
+        as views into their mapped shards (DALI's threads read the pages), with `blank` in
+        the rows where `blank_rows` is set; the first `label_width` bytes of their label
+        fields, left-aligned in the rows of an (n, label_width) array; and the fields' lengths."""
         rows = self.table[ids]
+        shard_of = np.searchsorted(self.starts, ids, side="right") - 1
+        maps = {s: self._map(s) for s in np.unique(shard_of).tolist()}  # a batch's shards, once each
         sizes = rows[:, LABEL_SIZE_BYTES].astype(np.int64)
-        fields = np.zeros((len(ids), width), np.uint8)
-        shards = (np.searchsorted(self.starts, ids, side="right") - 1).tolist()
-        for field, s, off, n in zip(fields, shards, rows[:, LABEL_OFFSET].tolist(), sizes.tolist()):
-            os.preadv(self._fd(s), [field[: min(n, width)]], off)
-        return fields, sizes
+        fields = np.zeros((len(ids), label_width), np.uint8)
+        heads = np.minimum(sizes, label_width).tolist()
+        views = []
+        for j, (s, off, n, label_off, head) in enumerate(zip(
+                shard_of.tolist(), rows[:, IMAGE_OFFSET].tolist(), rows[:, IMAGE_SIZE_BYTES].tolist(),
+                rows[:, LABEL_OFFSET].tolist(), heads)):  # fmt: skip
+            shard = maps[s]
+            fields[j, :head] = shard[label_off : label_off + head]
+            view = shard[off : off + n]
+            if len(view) != n:
+                raise OSError(f"{self.tars[s]}: ends before byte {off + n} (the shard changed after its index was made?)")
+            views.append(view)
+        if blank_rows is not None:
+            for j in np.flatnonzero(blank_rows).tolist():
+                views[j] = blank
+        return views, fields, sizes
 
     def key(self, g: int) -> str:
         """Sample g's key, from its JPEG member's tar header."""
@@ -97,3 +107,4 @@ class SampleBytes:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._maps.clear()
