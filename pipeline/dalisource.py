@@ -107,7 +107,7 @@ class Schedule:
         weakref.finalize(self, shutil.rmtree, self.folder, True)
         if index.node_shared:
             self.table_path = Path(index.data_dir) / index.table_entry["name"]
-        else:  # parsed per rank, written once (what DALI's source processes mapped; kept for the path's owner)
+        else:  # parsed per rank, written once: mapped by the feed before issue 25 (benchmarks/dali_feed_before.py)
             self.table_path = self.folder / "table.npy"
             np.save(self.table_path, index.table)
         self._written: list[Path] = []
