@@ -38,12 +38,12 @@ def variants(product: dict, hw_loads, threads, depths) -> list[tuple[str, dict]]
     return out + [("product_again", product)]
 
 
-def run(shards, classes: int, plan, compile: bool, seconds: float, log) -> dict:
+def run(shards, classes: int, plan, compile: bool, seconds: float, log, step=None) -> dict:
     """Fed-training images/s for each variant, and each one's ratio over the product's."""
     import pipeline.dali as dali
 
     product = {"hw": dali.HW_DECODER_LOAD, "threads": plan.dali_threads, "prefetch": dali.PREFETCH_BATCHES}
-    step = train.fed_step(classes, plan.width, plan.device, plan.amp, plan.channels_last, compile)
+    step = step or train.fed_step(classes, plan.width, plan.device, plan.amp, plan.channels_last, compile)
     out = {"product_settings": product, "compiled": compile, "seconds_each": seconds}
     for name, v in variants(product, plan.fed_hw_loads, plan.fed_threads, plan.fed_depths):
         with settings(v["hw"], v["prefetch"]):

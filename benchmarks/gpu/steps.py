@@ -218,8 +218,10 @@ def train_fed(check, compile: bool = False) -> dict:
     workers = p.dali_threads if backend == "dali" else p.ref_workers
     loader = loaders.open_loader(_shards(check), backend, p.device, p.train_batch, workers,
                                  channels_last=p.channels_last)
+    # One compiled step for this and the fed levers: a second compile would cost them ~a minute.
+    check.fed_step = train.fed_step(_classes(check), p.width, p.device, p.amp, p.channels_last, compile)
     result = train.fed(loaders.epochs(loader), _classes(check), p.width, p.train_batch, p.device, p.amp,
-                       p.channels_last, p.fed_budget, compile=compile)
+                       p.channels_last, p.fed_budget, compile=compile, step=check.fed_step)
     result["backend"] = backend
     result["batches_per_epoch"] = len(loader)
     check.report["measurements"]["train_fed"] = result
@@ -236,7 +238,8 @@ def fed_levers(check, compiled: bool) -> dict:
     from gpu import fedlevers
 
     p = check.plan
-    result = fedlevers.run(_shards(check), _classes(check), p, compiled, p.fed_lever_s, check.log)
+    step = getattr(check, "fed_step", None)  # train_fed's, compiled already
+    result = fedlevers.run(_shards(check), _classes(check), p, compiled, p.fed_lever_s, check.log, step)
     check.report["measurements"]["fed_levers"] = result
     for name, r in result.items():
         if isinstance(r, dict) and "over_product" in r:

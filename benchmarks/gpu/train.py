@@ -127,7 +127,8 @@ def fed_step(num_classes, width, device, amp, channels_last, compile: bool) -> T
     return make_step((torch.compile(model) if compile else model).train(), opt, device, amp, channels_last)
 
 
-def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: Budget, compile: bool = False) -> dict:
+def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: Budget, compile: bool = False,
+        step: TrainStep | None = None) -> dict:
     """`batches` yields (number within its epoch, (images, labels)) forever (loaders.epochs).
 
     Two phases of half the budget each: as the trainer runs (its throughput), and with the
@@ -136,7 +137,7 @@ def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: 
     10,000 steps on ImageNet but once per ~160 here: reported on its own, left out of the
     steady figures.
     """
-    step = fed_step(num_classes, width, device, amp, channels_last, compile)
+    step = step or fed_step(num_classes, width, device, amp, channels_last, compile)
     for _ in range(budget.warmup_steps):
         step(*next(batches)[1])
     sync(device)
