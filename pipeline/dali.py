@@ -78,8 +78,8 @@ def read_nodes(source: BatchSource) -> dict:
     """The graph's inputs, from the one batch source: each sample's JPEG ("jpg") and, in
     train mode, the batch's parameters by their names in `source.params.outputs`."""
     names = ("jpg", *(source.params.outputs if source.params is not None else ()))
-    # no_copy: DALI reads the views into the mapped shards itself; the source keeps each
-    # batch's arrays (`held`) until DALI has consumed them.
+    # no_copy: DALI reads the batch's buffer in place; the source keeps each batch's arrays
+    # (`held`, and the buffers it reuses) until DALI has consumed them.
     outs = fn.external_source(source=source, num_outputs=len(names), batch=True, batch_info=True, no_copy=True,
                               dtype=[types.UINT8] + [PARAM_TYPES[k] for k in names[1:]])
     return dict(zip(names, outs))

@@ -4,9 +4,10 @@ Used by `pipeline/dali.py` (`trainer train` / `trainer evaluate` with `--backend
 which builds one pipeline per rank for the run. Its JPEGs come from a batch-mode
 `fn.external_source`, `BatchSource`, that DALI calls in the thread running the pipeline:
 the loader's producer thread (`pipeline.prefetch`), never the trainer's. A call reads
-the batch's JPEGs through the split's offsets table as views into the mapped shards
-(`SampleBytes.batch_views`: nothing copied in the rank; DALI reads them in place), parses the batch's labels at once (`parse_labels`), and
-in train mode draws the batch's crop offsets, flips and lighting offsets once
+the batch's JPEGs and labels through the split's offsets table into one buffer, which
+DALI reads in place (`SampleBytes.batch_into`: one `preadv` a sample for its JPEG and its
+label, which copies without the GIL), parses the labels at once (`parse_labels`), and in
+train mode draws the batch's crop offsets, flips and lighting offsets once
 (`pipeline.augment.batch_train_params`). The labels and the draw are kept for the loader
 under the batch's number (`taken`). Both backends therefore read the same samples in the
 same order with the same parameters, and a rank resumes exactly at any batch without a
@@ -17,7 +18,12 @@ a parallel source's batch sample by sample in Python (a pickled description of e
 sample, then one array each), and did so inside the trainer's `next()`. With real reads
 on the 2-core VM that gathered 16-19 k images/s at batch 256; the batch source's reads,
 label parse and draw come to several times that (benchmarks/README.md, "The feed off the
-trainer's thread"), and no source processes are left to outlive a rank.
+trainer's thread"), and no source processes are left to outlive a rank. Why a buffer and
+not views into the shards mapped in memory (DALI's own readers map their files): that
+was ~15% faster on the VM, but a shuffled batch touches up to 256 of ImageNet's 1,282
+shards, so a bounded cache of mappings would map and unmap most of them every batch,
+and mappings kept grow the rank's resident size with every page read; a network file
+system also reads better with `pread`.
 
 Which samples an epoch reads is the `Schedule`: before each of the pipeline's epochs (its
 build, then each `reset()`), the rank writes that epoch's global sample numbers, from its
@@ -56,10 +62,10 @@ SCHEDULE_DIR_PREFIX = "pipeline-dali"
 HEADER = 3  # a schedule file: [epoch, first batch, batches to read, sample numbers...]
 END = 2  # the header's "batches to read": lowered in place to cut an epoch short
 LABEL_WIDTH = 8  # label fields up to this long are parsed in bulk (a class number has at most 5 digits)
-# The batches the source keeps alive after handing them over: DALI reads them in place
-# (no_copy) until the outputs of prefetch_queue_depth later runs are taken; 8 covers the
-# loader's queue depth and a cut-short epoch's IN_FLIGHT with room to spare.
-HELD_BATCHES = 8
+# The batches the source keeps, unchanged, after handing them over: DALI reads them in
+# place (no_copy) until the outputs of prefetch_queue_depth (2) later runs are taken; 4
+# leaves room to spare. Each is a batch of JPEGs (~28 MB at 256 ImageNet images).
+HELD_BATCHES = 4
 _POW10 = 10 ** np.arange(LABEL_WIDTH, dtype=np.int64)
 
 
@@ -177,13 +183,17 @@ class BatchSource:
         self.blank, self.classes, self.params = np.frombuffer(blank, np.uint8), classes, params
         self.taken: dict[int, tuple[np.ndarray, dict | None]] = {}
         self.held: collections.deque = collections.deque(maxlen=HELD_BATCHES)
+        self._buffers: collections.deque = collections.deque()
         self._dali_epoch, self._schedule = None, None
 
     def batch(self, ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """The JPEGs (one view each into one buffer) and labels (DAMAGED where not a class
         number, or where the sample is known to be damaged) of the samples `ids`."""
         bad = np.isin(ids, self.damaged) if len(self.damaged) else None
-        jpegs, fields, sizes = self.samples.batch_views(ids, LABEL_WIDTH, bad, self.blank)
+        # The oldest of the buffers DALI may still read is reused (HELD_BATCHES of them).
+        spare = self._buffers.popleft() if len(self._buffers) == HELD_BATCHES else None
+        jpegs, fields, sizes, buffer = self.samples.batch_into(ids, spare, LABEL_WIDTH, bad, self.blank)
+        self._buffers.append(buffer)
         labels = parse_labels(fields, sizes, lambda j: self.samples.label_bytes(int(ids[j])), self.classes)
         if bad is not None:
             labels[bad] = DAMAGED

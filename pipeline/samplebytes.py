@@ -2,15 +2,13 @@
 
 The one reader of a sample's bytes for both backends of `pipeline.make_loader`: the
 reference loader's workers (`pipeline.reference.ShardReader` decodes on top of it) and the
-DALI backend's batch source (`pipeline.dalisource`: a batch's JPEGs as views into the
-mapped shards, which DALI reads without a copy in the rank). One `pread` a member, through
-a small cache of open shard files, or one view into a small cache of mapped ones.
+DALI backend's batch source (`pipeline.dalisource`: a batch's JPEGs into one buffer, which
+DALI reads in place). One `pread` a member, through a small cache of open shard files.
 """
 
 from __future__ import annotations
 
 import collections
-import mmap
 import os
 from pathlib import Path
 
@@ -23,6 +21,9 @@ from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET
 # `ulimit -n` of 1024); reopening one costs microseconds against a decode's ms.
 MAX_OPEN_SHARDS = 64
 TAR_HEADER = 512
+# Where a sample's label follows its JPEG, one read takes both and drops what lies between
+# (the JPEG's padding and the label's tar header: under 1 KB) into this scratch buffer.
+_GAP = np.empty(4096, np.uint8)
 
 
 class SampleBytes:
@@ -31,7 +32,6 @@ class SampleBytes:
     def __init__(self, tars: list[Path], starts: np.ndarray, table: np.ndarray, max_open: int = MAX_OPEN_SHARDS):
         self.tars, self.starts, self.table, self.max_open = tars, starts, table, max_open
         self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self._maps: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     def _fd(self, s: int) -> int:
         if s in self._fds:
@@ -54,45 +54,41 @@ class SampleBytes:
         row = self.table[g]
         return os.pread(self._fd(self.shard_of(g)), int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
 
-    def _map(self, s: int) -> np.ndarray:
-        """Shard s mapped read-only as a uint8 array, through a small cache: a mapping
-        dropped from it stays until the last view into it (a batch DALI holds) is freed."""
-        maps = self._maps
-        if s in maps:
-            maps.move_to_end(s)
-        else:
-            if len(maps) >= self.max_open:
-                maps.popitem(last=False)
-            with open(self.tars[s], "rb") as f:
-                maps[s] = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
-        return maps[s]
-
-    def batch_views(self, ids: np.ndarray, label_width: int, blank_rows: np.ndarray | None = None,
-                    blank: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Samples `ids` for a batch, nothing copied but the labels' first bytes: their JPEGs
-        as views into their mapped shards (DALI's threads read the pages), with `blank` in
-        the rows where `blank_rows` is set; the first `label_width` bytes of their label
-        fields, left-aligned in the rows of an (n, label_width) array; and the fields' lengths."""
+    def batch_into(self, ids: np.ndarray, buffer: np.ndarray | None, label_width: int,
+                   blank_rows: np.ndarray | None = None, blank: np.ndarray | None = None):
+        """Samples `ids` for a batch: their JPEGs read into one buffer (`buffer` where it is
+        large enough, else a new one; a `preadv` each, which copies without the GIL), as
+        one view a sample, with `blank` in the rows where `blank_rows` is set; the first
+        `label_width` bytes of their label fields, left-aligned in the rows of an
+        (n, label_width) array; and the fields' lengths. Returns (views, fields, sizes, buffer)."""
         rows = self.table[ids]
-        shard_of = np.searchsorted(self.starts, ids, side="right") - 1
-        maps = {s: self._map(s) for s in np.unique(shard_of).tolist()}  # a batch's shards, once each
+        jpeg_sizes = rows[:, IMAGE_SIZE_BYTES].copy()
+        if blank_rows is not None:
+            jpeg_sizes[blank_rows] = len(blank)
+        ends = np.cumsum(jpeg_sizes)
+        total = int(ends[-1]) if len(ends) else 0
+        if buffer is None or len(buffer) < total:
+            buffer = np.empty(total + total // 4, np.uint8)  # room for the next, larger batch
         sizes = rows[:, LABEL_SIZE_BYTES].astype(np.int64)
         fields = np.zeros((len(ids), label_width), np.uint8)
-        heads = np.minimum(sizes, label_width).tolist()
+        shards = (np.searchsorted(self.starts, ids, side="right") - 1).tolist()
+        skip = blank_rows.tolist() if blank_rows is not None else [False] * len(shards)
         views = []
-        for j, (s, off, n, label_off, head) in enumerate(zip(
-                shard_of.tolist(), rows[:, IMAGE_OFFSET].tolist(), rows[:, IMAGE_SIZE_BYTES].tolist(),
-                rows[:, LABEL_OFFSET].tolist(), heads)):  # fmt: skip
-            shard = maps[s]
-            fields[j, :head] = shard[label_off : label_off + head]
-            view = shard[off : off + n]
-            if len(view) != n:
-                raise OSError(f"{self.tars[s]}: ends before byte {off + n} (the shard changed after its index was made?)")
+        for field, s, a, e, off, label_off, head, blank_row in zip(
+                fields, shards, (ends - jpeg_sizes).tolist(), ends.tolist(), rows[:, IMAGE_OFFSET].tolist(),
+                rows[:, LABEL_OFFSET].tolist(), np.minimum(sizes, label_width).tolist(), skip):  # fmt: skip
+            fd, view = self._fd(s), buffer[a:e]
+            gap = label_off - off - (e - a)
+            # The label follows its JPEG (preprocess's order): one read takes both.
+            joint = not blank_row and 0 <= gap <= len(_GAP)
+            if not joint or os.preadv(fd, [view, _GAP[:gap], field[:head]], off) != e - a + gap + head:
+                os.preadv(fd, [field[:head]], label_off)
+                if blank_row:
+                    view[:] = blank
+                else:  # a shard shorter than its index says: what is there, for the decoder to refuse
+                    view = view[: os.preadv(fd, [view], off)]
             views.append(view)
-        if blank_rows is not None:
-            for j in np.flatnonzero(blank_rows).tolist():
-                views[j] = blank
-        return views, fields, sizes
+        return views, fields, sizes, buffer
 
     def key(self, g: int) -> str:
         """Sample g's key, from its JPEG member's tar header."""
@@ -101,10 +97,10 @@ class SampleBytes:
 
     def name(self, g: int) -> str:
         """"shard:key" of a sample (read only for reports)."""
-        return f"{Path(self.tars[self.shard_of(g)]).name}:{self.key(g)}"
+        # A shard cut short after it was indexed has no header to name the sample by.
+        return f"{Path(self.tars[self.shard_of(g)]).name}:{self.key(g) or f'#{g}'}"
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
-        self._maps.clear()

@@ -119,3 +119,29 @@ def test_an_error_in_the_producer_is_raised_in_next_at_its_batch(shard_dir, monk
     monkeypatch.setattr(dali.DaliLoader, "_batch", make)
     assert len(one_pass(loader)) == len(loader)  # the loader goes on: a new pass reads the epoch
     loader.close()
+
+
+def test_a_shard_cut_short_after_indexing_loses_its_tail_samples_not_the_run(tmp_path):
+    """The batch source reads a shard's bytes with `preadv`: a shard shorter than its index
+    says (a copy cut off) gives its missing samples' JPEGs as they are (empty), which the
+    decoder refuses, so they are reported and skipped like any damaged JPEG, and their
+    labels are not read as class numbers."""
+    from synthetic_shards import TRAIN_SIZES, write_split, write_stats
+
+    images = write_split(tmp_path, "train", TRAIN_SIZES, seed=3)
+    write_stats(tmp_path, images)
+    loader = make_loader(tmp_path, backend="dali", batch_size=8, num_workers=2, seed=5)
+    total = sum(len(labels) for _, labels in loader)
+    last = loader.index.tars[-1]
+    table, start = loader.index.table, int(loader.index.starts[len(loader.index.tars) - 1])
+    cut = int(table[start + 2, 0]) + 100  # inside the third sample's JPEG: it and all after it are gone
+    with open(last, "r+b") as f:
+        f.truncate(cut)
+    cut_loader = make_loader(tmp_path, backend="dali", batch_size=8, num_workers=2, seed=5)
+    labels = torch.cat([y for _, y in cut_loader])
+    # The epoch reads most of the shard's samples (the rank's last partial batch is left out).
+    assert len(cut_loader.skipped) >= (len(table) - start - 2) // 2
+    assert all(name.startswith(last.name + ":") for name in cut_loader.skipped)
+    assert len(labels) == total - len(cut_loader.skipped) and (labels >= 0).all()
+    cut_loader.close()
+    loader.close()
