@@ -33,8 +33,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "pipeline"))
@@ -64,7 +62,8 @@ def outputs(jpg, x, y, flip, device_id: int | None, ceiling: bool, cls=None) -> 
     if ceiling:  # the decoder's first step only (each JPEG's header): nothing copied or decoded
         shapes = fn.peek_image_shape(jpg)
         return (shapes, x, y, flip) if cls is None else (shapes, cls, x, y, flip)
-    return (windows_graph(jpg, x, y, flip, device_id),) if cls is None else (windows_graph(jpg, x, y, flip, device_id), cls)
+    windows = windows_graph(jpg, x, y, flip, device_id)
+    return (windows,) if cls is None else (windows, cls)
 
 
 def reader_pipeline(data: str, batch: int, threads: int, py_workers: int, device_id: int | None,

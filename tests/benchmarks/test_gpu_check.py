@@ -73,7 +73,8 @@ def test_dry_run_runs_every_step_it_can(dry_run):
     assert list(steps) == expected
     assert steps["train_bare_compiled"] == {"status": "skipped", "reason": "dry run"}
     for name, status in steps.items():
-        needs_missing = (name.startswith("dali_") or name in ("center_vs_reference", "fed_levers")) and not HAS_DALI or (
+        dali_step = name.startswith("dali_") or name in ("center_vs_reference", "fed_levers")
+        needs_missing = dali_step and not HAS_DALI or (
             name == "gpu_decode" and not HAS_TORCHVISION)
         if name == "train_bare_compiled":
             continue
