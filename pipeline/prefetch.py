@@ -11,13 +11,25 @@ the producer is raised in the consumer's `next()`, at the batch it broke.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import weakref
 
 import torch
 
 THREAD_NAME = "pipeline-prefetch"
 _DONE = object()
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # producers running, stopped at exit
+
+
+@atexit.register
+def _close_all() -> None:
+    # A pass left open when the process exits (an exception in the training loop keeps its
+    # generator alive in the traceback) must not have its thread inside DALI while the
+    # interpreter tears down: stop and join it first.
+    for feed in list(_LIVE):
+        feed.close()
 
 
 class Prefetch:
@@ -36,6 +48,7 @@ class Prefetch:
             stream = torch.cuda.current_stream(device) if device is not None and device.type == "cuda" else None
             self._thread = threading.Thread(target=self._run, args=(device, stream), name=THREAD_NAME, daemon=True)
             self._thread.start()
+            _LIVE.add(self)
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -76,6 +89,7 @@ class Prefetch:
         """Stop the producer after the batch it is making, and wait for it."""
         self._stop.set()
         thread, self._thread = self._thread, None
+        _LIVE.discard(self)
         if thread is None:
             return
         while thread.is_alive():

@@ -145,3 +145,19 @@ def test_a_shard_cut_short_after_indexing_loses_its_tail_samples_not_the_run(tmp
     assert len(labels) == total - len(cut_loader.skipped) and (labels >= 0).all()
     cut_loader.close()
     loader.close()
+
+
+def test_a_pass_left_open_at_exit_is_stopped_before_the_interpreter_goes(shard_dir):
+    """An exception in a training loop keeps its pass's generator alive in the traceback:
+    the process must still exit cleanly, its producer stopped first (pipeline.prefetch's
+    atexit hook), not left inside DALI while the interpreter tears down."""
+    import subprocess
+    import sys
+
+    script = (f"from pipeline import make_loader\n"
+              f"loader = make_loader({str(shard_dir)!r}, backend='dali', batch_size=8, num_workers=2)\n"
+              f"it = iter(loader)\nnext(it)\nraise SystemExit(3)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Fatal" not in proc.stderr, proc.stderr[-2000:]
