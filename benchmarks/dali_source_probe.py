@@ -1,7 +1,7 @@
 """What the DALI backend's feed costs the rank, before and after issue 25, against DALI's reader.
 
     python benchmarks/dali_source_probe.py [--data SHARD_DIR] [--batch-size 128] [--threads 2]
-        [--batches 40] [--repeats 3] [--py-workers 2] [--ceiling]
+        [--batches 40] [--repeats 3] [--py-workers 2] [--ceiling | --next-cost STEP_S]
 
 Three feeds on the same shards, interleaved, best of `--repeats` each:
 - `reader`: DALI's own webdataset reader (its file list fixed at build time);
@@ -18,7 +18,8 @@ DALI a batch, which bounds the pipeline on a GPU,
 where the decode is not the limit): images/s, and the rank thread's CPU time a batch
 (`time.thread_time`; DALI's own threads not counted). The product runs all of it in the
 loader's producer thread (`pipeline.prefetch`), not the trainer's. The GPU check's
-`dali_external_source` step runs the first mode. Without --data it writes synthetic shards
+`dali_external_source` step runs the first mode. `--next-cost STEP_S` times the trainer's
+side instead (`next_cost`). Without --data it writes synthetic shards
 as `pipeline_bench.py` does. Last line: JSON.
 """
 
@@ -173,6 +174,36 @@ def measure(data: str, batch: int, threads: int, py_workers: int, batches: int, 
     return out
 
 
+def next_cost(data: str, batch: int, threads: int, batches: int, step_s: float) -> dict:
+    """The trainer's side: mean ms in the real DALI loader's `next()` (train mode, decode
+    included) when each batch is followed by a `step_s` stand-in for a training step
+    (`time.sleep`, which, like a GPU step's wait, leaves the GIL), with the batches made in
+    `next()` itself (PREFETCH_BATCHES 0, the loader before issue 25) and by the producer
+    thread (the product's setting)."""
+    import pipeline.dali as dali
+
+    out, product = {}, dali.PREFETCH_BATCHES
+    for name, depth in (("inline", 0), ("thread", product)):
+        dali.PREFETCH_BATCHES = depth
+        try:
+            loader = make_loader(data, backend="dali", batch_size=batch, num_workers=threads, seed=1)
+            it, waits = iter(loader), []
+            next(it)  # the epoch start (the pipeline's build) is not a batch's cost
+            for _ in range(batches):
+                time.sleep(step_s)
+                t0 = time.perf_counter()
+                next(it)
+                waits.append(time.perf_counter() - t0)
+            del it
+            loader.close()
+        finally:
+            dali.PREFETCH_BATCHES = product
+        out[f"{name}_next_ms"] = round(1000 * sum(waits) / len(waits), 3)
+    out["inline_over_thread"] = round(out["inline_next_ms"] / max(out["thread_next_ms"], 1e-6), 1)
+    out.update(step_s=step_s, batch=batch, threads=threads)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path)
@@ -182,6 +213,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ceiling", action="store_true", help="time the feeds alone, without the decode")
+    p.add_argument("--next-cost", type=float, metavar="STEP_S",
+                   help="instead: the ms in the loader's next() with a STEP_S-second stand-in step, inline vs threaded")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dali-source-probe-") as tmp:
         data = args.data
@@ -192,6 +225,12 @@ def main(argv=None) -> int:
             train = write_split(data, "train", [256] * -(-(args.batches + 4) * args.batch_size // 256), seed=0)
             write_stats(data, train[:1024])
             del train
+        if args.next_cost is not None:
+            result = next_cost(str(data), args.batch_size, args.threads, args.batches, args.next_cost)
+            print(f"next(): {result['inline_next_ms']} ms made inline, {result['thread_next_ms']} ms from the thread")
+            print(json.dumps({"bench": "dali_next_cost", "machine": {"cores": os.cpu_count()}, "figures": result,
+                              "ratios": {"inline_over_thread": result["inline_over_thread"]}}))
+            return 0
         result = measure(str(data), args.batch_size, args.threads, args.py_workers, args.batches, args.repeats,
                          ceiling=args.ceiling)
     for name in FEEDS:
