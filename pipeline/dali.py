@@ -46,6 +46,8 @@ PARAM_TYPES = {"x": types.INT32, "y": types.INT32, "flip": types.INT32, "offset"
 # the best of the settings timed together on an H100 (benchmarks/README.md, GPU check): at
 # batch 256 and 8 threads 23,235 images/s, against 20,975 at 0.9 and 16,804 at 1.0. DALI's
 # maintainers saw the same trade: 0.9 gained 1.8% end to end with a worse p99 (NVIDIA/DALI#6366).
+# That was the pipeline alone; the GPU check's `fed_levers` times 0.65 / 0.9 / 1.0 under
+# training (issue 25), where the decoder's GPU share competes with the step: not yet run.
 HW_DECODER_LOAD = 0.65
 
 
