@@ -1,11 +1,14 @@
 """The GPU check: environment, GPU-path correctness, and the pipeline's and trainer's
 throughput, in one process (run by `benchmarks/gpu_check.sh`, which sets up imports).
 
-    python benchmarks/gpu_check.py --out DIR [--dry-run]
+    python benchmarks/gpu_check.py --out DIR [--dry-run] [--budget SECONDS]
 
-Steps run in order; each one that cannot run (a missing import, the time budget) or fails
-is recorded with its reason and the rest go on, so one call on a lent GPU always brings
-back every figure it could take. Writes DIR/gpu_check.json and prints a table last.
+Steps run in order of value (`gpu/steps.py`); each one that cannot run (a missing import,
+the time budget) or fails is recorded with its reason and the rest go on, so one call on a
+lent GPU always brings back every figure it could take. Each step's record is written to
+DIR/steps/NN_name.json the moment it ends, and DIR/gpu_check.json is rewritten after it;
+a table is printed last. `--budget` is the seconds this process may take: a step whose
+estimate does not fit in what is left is skipped.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +59,10 @@ class Plan:
     check_batch: int
     decode_batch: int
     dali_levers: tuple  # (threads, hw_decoder_load) pairs measured beside the product's
+    fed_hw_loads: tuple  # the fed-training levers (gpu/fedlevers.py): hw_decoder_load values,
+    fed_threads: tuple  # DALI threads,
+    fed_depths: tuple  # and the loader's prefetch depths, each beside the product's
+    fed_lever_s: float  # seconds of fed training a setting
     pipe_budget: Budget
     bare_budget: Budget
     lever_budget: Budget
@@ -74,8 +81,9 @@ def gpu_plan(cpus: int) -> Plan:
         trainer_steps=120, trainer_warmup=20,
         check_sizes=(96, 96), check_batch=64, decode_batch=256,
         dali_levers=((4, 0.65), (8, 0.9), (8, 1.0), (16, 0.65)),
+        fed_hw_loads=(0.65, 0.9, 1.0), fed_threads=(4, 16), fed_depths=(0, 2), fed_lever_s=5.0,
         pipe_budget=Budget(0, 6.0, 10**6), bare_budget=Budget(20, 6.0, 10**6), lever_budget=Budget(10, 4.0, 10**6),
-        fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 4.0, 10**6), deadline_s=330,
+        fed_budget=Budget(10, 12.0, 10**6), decode_budget=Budget(3, 4.0, 10**6), deadline_s=450,
     )
 
 
@@ -86,6 +94,7 @@ def dry_plan(cpus: int) -> Plan:
         train_batch=4, width=0.0625, amp=False, channels_last=True, loss_steps=24, profile_steps=2,
         trainer_steps=3, trainer_warmup=1,
         check_sizes=(12, 12), check_batch=8, decode_batch=8, dali_levers=((1, 0.9),),
+        fed_hw_loads=(0.9,), fed_threads=(1,), fed_depths=(0,), fed_lever_s=0.2,
         pipe_budget=Budget(0, 0.3, 6), bare_budget=Budget(1, 0.2, 3), lever_budget=Budget(1, 0.1, 2),
         fed_budget=Budget(1, 0.2, 3), decode_budget=Budget(1, 0.2, 3), deadline_s=300,
     )
@@ -115,6 +124,7 @@ class Check:
     def skip(self, name: str, reason: str) -> None:
         self.report["steps"][name] = {"status": "skipped", "reason": reason}
         self.log(f"== {name}: skipped ({reason})")
+        self.save_step(name, self.report["steps"][name], None)
 
     def step(self, name: str, fn, needs=(), estimate_s: float = 0.0, after=()):
         """Run one step; record ok/skipped/error, its seconds and the reason."""
@@ -146,8 +156,20 @@ class Check:
         self.report["steps"][name] = status
         if result is not None:
             self.log(json.dumps(result, default=str)[:1500])
+        self.save_step(name, status, result)
         self.save()  # after every step: a call cut off at its limit still brings figures back
         return result
+
+    def save_step(self, name: str, status: dict, result) -> None:
+        """The step's own record, DIR/steps/NN_name.json, written once, when it ends."""
+        folder = self.out / "steps"
+        folder.mkdir(exist_ok=True)
+        number = len(self.report["steps"])
+        record = {"step": name, **status, "elapsed_s": round(time.perf_counter() - self.t_start, 1),
+                  "result": result, "figures": self.report["figures"]}
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        tmp.replace(folder / f"{number:02d}_{name}.json")
 
     def save(self) -> None:
         rep = self.report
@@ -173,9 +195,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="where gpu_check.json goes")
     ap.add_argument("--work", type=Path, help="scratch folder for corpus and shards (default: a temp dir)")
     ap.add_argument("--dry-run", action="store_true", help="the same steps on the CPU with tiny sizes")
+    ap.add_argument("--budget", type=float, help="seconds this process may take (default: the plan's)")
     args = ap.parse_args(argv)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     plan = dry_plan(cpus) if args.dry_run else gpu_plan(cpus)
+    if args.budget is not None:
+        plan = replace(plan, deadline_s=args.budget)
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check_"))
     check = Check(plan, args.out, work, args.dry_run)

@@ -2,8 +2,14 @@
 # The GPU check in one call: environment, GPU-path correctness, pipeline and trainer
 # throughput on shards it makes on the spot. See benchmarks/README.md, "GPU check".
 #
-#   bash benchmarks/gpu_check.sh             on the GPU host; writes $OUT/gpu_check.{log,json}
-#   bash benchmarks/gpu_check.sh --dry-run   the same steps on the CPU, tiny sizes ($OUT optional)
+#   bash benchmarks/gpu_check.sh [--budget S]   on the GPU host; writes $OUT/gpu_check.{log,json}
+#                                               and $OUT/steps/NN_step.json as each step ends
+#   bash benchmarks/gpu_check.sh --dry-run      the same steps on the CPU, tiny sizes ($OUT optional)
+#   bash benchmarks/gpu_check.sh --stage-only   unpack and install what is staged, import DALI, stop
+#
+# --budget S: the seconds the check may take after staging (default 450). Its Python skips
+# a step whose estimate does not fit in what is left, and is interrupted at S (what
+# finished is on disk by then).
 #
 # Installs nothing from the network. Where DALI or the small pure-Python deps are not
 # importable, it installs them from what was staged under .device/ (DALI's parts from
@@ -12,10 +18,19 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-dry=""
-[[ "${1:-}" == "--dry-run" ]] && dry="--dry-run"
+dry="" stage_only="" budget=${GPU_CHECK_LIMIT_S:-450}
+while (( $# )); do
+  case "$1" in
+    --dry-run) dry="--dry-run" ;;
+    --stage-only) stage_only=1 ;;
+    --budget) budget=${2:?--budget needs seconds}; shift ;;
+    *) echo "gpu_check: unknown argument $1 (--dry-run, --stage-only, --budget S)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ "$budget" =~ ^[0-9]+$ ]] && (( budget >= 30 )) || { echo "gpu_check: --budget is whole seconds, at least 30" >&2; exit 2; }
 
-if [[ -z "$dry" && -z "${OUT:-}" ]]; then
+if [[ -z "$dry" && -z "$stage_only" && -z "${OUT:-}" ]]; then
   echo "gpu_check: set OUT to the folder for the log and JSON (or pass --dry-run)" >&2
   exit 2
 fi
@@ -62,9 +77,16 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
     [[ -n "$libs" ]] && export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
   echo "== staging took $((SECONDS - t0)) s"
+  if [[ -n "$stage_only" ]]; then
+    # The rehearsal of a device's first call: what the check would import, from what was staged.
+    "$PYTHON" -c 'import nvidia.dali as d, webdataset, simplejpeg; print("staged imports ok: DALI", d.__version__)'
+    exit $?
+  fi
   # SIGINT at the limit lets the check record the step it was in and print what it has;
   # its own deadline (gpu_check.py) normally ends it well before.
-  timeout -s INT -k 30 "${GPU_CHECK_LIMIT_S:-450}" "$PYTHON" benchmarks/gpu_check.py --out "$OUT" --work "$work" $dry
+  # The Python's own deadline leaves 15 s of the budget for the table and the teardown.
+  timeout -s INT -k 15 "$budget" "$PYTHON" benchmarks/gpu_check.py --out "$OUT" --work "$work" $dry \
+    --budget $((budget - 15))
 } 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 echo "gpu_check: exit $rc; log and JSON in $OUT" >&2

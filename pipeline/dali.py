@@ -4,16 +4,19 @@
 One graph serves CPU (`device_id=None`, CPU decode) and GPU (`mixed` decode, GPU
 arithmetic): only the placement differs, except that in train mode on the CPU the graph
 stops at the mirrored uint8 windows and `pipeline.host_normalize` does the float step.
-A rank builds one pipeline for the run. Its samples come from `pipeline.dalisource` (a
-parallel `fn.external_source` reading through the split's offsets table, in the
-reference loader's order), and in train mode their crop offsets, flips and lighting
-offsets from a batch source in the rank with the reference loader's draw; each epoch
-start writes the epoch's schedule and resets the pipeline. A pass broken off before its
-end is cut short and the pipeline kept; it is rebuilt only after a batch failed on a
-damaged JPEG (`pipeline/badinput.py` finds it, and the rebuilt pipeline's source
-replaces it). Mid-epoch resume needs no DALI checkpoint: the schedule starts at the
-batch. `last_params` holds the batch's parameters, which is what lets the tests check
-them against the reference.
+A rank builds one pipeline for the run. Its JPEGs come from `pipeline.dalisource` (a
+batch-mode `fn.external_source` reading a batch through the split's offsets table into
+one buffer, in the reference loader's order), with the batch's labels parsed at once and,
+in train mode, its crop offsets, flips and lighting offsets drawn once, the reference
+loader's draw; each epoch start writes the epoch's schedule and resets the pipeline.
+The pipeline runs in the loader's producer thread (`pipeline.prefetch`), which also makes
+the batch's tensors on their device, PREFETCH_BATCHES ahead: the trainer's `next()` takes
+a finished batch. A pass broken off before its end stops the thread, is cut short and
+keeps the pipeline; it is rebuilt only after a batch failed on a damaged JPEG
+(`pipeline/badinput.py` finds it, and the rebuilt pipeline's source replaces it).
+Mid-epoch resume needs no DALI checkpoint: the schedule starts at the batch.
+`last_params` holds the parameters of the batch last handed out, which is what lets the
+tests check them against the reference.
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
-from pipeline import badinput
+from pipeline import badinput, prefetch
 from pipeline.augment import MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
-from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
-from pipeline.dalisource import LABEL_BYTES, BatchParams, SampleSource, Schedule, blank_jpeg
+from pipeline.base import DAMAGED, BaseLoader, bad_label
+from pipeline.dalisource import BatchParams, BatchSource, Schedule, blank_jpeg
 from pipeline.host_normalize import HostNormalizer
 from pipeline.hostmem import empty_host, return_large_frees
 from pipeline.samplebytes import SampleBytes
@@ -43,6 +46,8 @@ PARAM_TYPES = {"x": types.INT32, "y": types.INT32, "flip": types.INT32, "offset"
 # the best of the settings timed together on an H100 (benchmarks/README.md, GPU check): at
 # batch 256 and 8 threads 23,235 images/s, against 20,975 at 0.9 and 16,804 at 1.0. DALI's
 # maintainers saw the same trade: 0.9 gained 1.8% end to end with a worse p99 (NVIDIA/DALI#6366).
+# That was the pipeline alone; the GPU check's `fed_levers` times 0.65 / 0.9 / 1.0 under
+# training (issue 25), where the decoder's GPU share competes with the step: not yet run.
 HW_DECODER_LOAD = 0.65
 
 
@@ -71,25 +76,25 @@ def _crop(centered, x, y, flip, layout: str, dtype):
     )
 
 
-def read_nodes(source: SampleSource, params: BatchParams | None) -> dict:
-    """The graph's inputs: each sample's JPEG ("jpg") and label field ("cls"), and with
-    `params` the batch's parameters, by their names in `params.outputs`."""
-    sample = fn.external_source(source=source, batch=False, parallel=True, dtype=types.UINT8)
-    nodes = {"jpg": sample[LABEL_BYTES:], "cls": sample[0:LABEL_BYTES]}
-    if params is not None:
-        outs = fn.external_source(source=params, num_outputs=len(params.outputs), batch=True, batch_info=True,
-                                  dtype=[PARAM_TYPES[k] for k in params.outputs])
-        nodes.update(zip(params.outputs, outs))
-    return nodes
+def read_nodes(source: BatchSource) -> dict:
+    """The graph's inputs, from the one batch source: each sample's JPEG ("jpg") and, in
+    train mode, the batch's parameters by their names in `source.params.outputs`."""
+    names = ("jpg", *(source.params.outputs if source.params is not None else ()))
+    # no_copy: DALI reads the batch's buffer in place; the source keeps each batch's arrays
+    # (`held`, and the buffers it reuses) until DALI has consumed them.
+    outs = fn.external_source(source=source, num_outputs=len(names), batch=True, batch_info=True, no_copy=True,
+                              dtype=[types.UINT8] + [PARAM_TYPES[k] for k in names[1:]])
+    return dict(zip(names, outs))
 
 
-def define_graph(loader: DaliLoader, source: SampleSource, params: BatchParams | None):
-    """The DALI graph for the loader's mode; returns the output DataNodes (images, labels)."""
+def define_graph(loader: DaliLoader, source: BatchSource):
+    """The DALI graph for the loader's mode; returns its one output DataNode, the images
+    (the labels come from the source, `BatchSource.taken`)."""
     cfg = loader.cfg
     gpu = loader.device_id is not None
     train = cfg.mode == "train"
-    nodes = read_nodes(source, params)
-    jpg, cls = nodes["jpg"], nodes["cls"]
+    nodes = read_nodes(source)
+    jpg = nodes["jpg"]
     decoder = "mixed" if gpu else "cpu"
     hw = {"hw_decoder_load": HW_DECODER_LOAD} if gpu else {}
     mean_np = mean_array(loader.stats, cfg.mean)
@@ -110,21 +115,21 @@ def define_graph(loader: DaliLoader, source: SampleSource, params: BatchParams |
         image = fn.crop_mirror_normalize(image, mirror=flip, output_layout=layout, dtype=types.UINT8)
         if not gpu:
             # On the CPU the float step is faster per sample in torch (pipeline.host_normalize).
-            return image, cls
+            return image
         mean = fn.crop_mirror_normalize(fn.reshape(mean, layout="HWC"), mirror=flip, mean=nodes["offset"],
                                         output_layout=layout, dtype=types.FLOAT,
                                         **(window if mean_np.shape[0] > 1 else {}))  # fmt: skip
         flipped = image - mean
         if dtype != types.FLOAT:
             flipped = fn.cast(flipped, dtype=dtype)
-        return flipped, cls
+        return flipped
     image = fn.decoders.image(jpg, device=decoder, output_type=types.RGB, **hw)
     centered = image - mean
     if cfg.mode == "center":
         c = MAX_OFFSET // 2
-        return _crop(centered, c, c, 0, layout, dtype), cls
+        return _crop(centered, c, c, 0, layout, dtype)
     crops = [_crop(centered, x, y, int(f), layout, dtype) for x, y, f in TEN_CROPS]
-    return fn.stack(*crops, axis=0), cls
+    return fn.stack(*crops, axis=0)
 
 
 def to_torch(tensor_list, dtype: torch.dtype, device: torch.device, zero_copy: bool = False) -> torch.Tensor:
@@ -150,15 +155,15 @@ def to_torch(tensor_list, dtype: torch.dtype, device: torch.device, zero_copy: b
 
 
 # Batches DALI can have asked its source for beyond those taken: the pipeline's prefetch
-# queue (2) and the parallel source's own (1), with room to spare. A broken-off epoch is cut
-# after them (`DaliLoader._cut_short`), so that no batch is cut while a worker reads it.
+# queue (PREFETCH_QUEUE_DEPTH), with room to spare. A broken-off epoch is cut after them
+# (`DaliLoader._cut_short`).
 IN_FLIGHT = 8
-
-
-def source_workers(threads: int) -> int:
-    """DALI's Python processes reading samples for a pipeline of `threads` threads: half as
-    many (4 of 8 kept 0.978x the webdataset reader's images/s on an H100), at least one."""
-    return max(1, threads // 2)
+PREFETCH_QUEUE_DEPTH = 2  # DALI's own: batches its executor runs ahead of run()
+# Batches the loader's producer thread (pipeline.prefetch) makes ahead of the trainer's
+# next(): one hides a batch's gather, label parse, draw and copy behind a step, and each
+# costs a batch of memory on the loader's device. 0: each made in next() itself (the
+# loader before the thread).
+PREFETCH_BATCHES = 1
 
 
 class DaliLoader(BaseLoader):
@@ -186,6 +191,9 @@ class DaliLoader(BaseLoader):
         self._runs = 0  # batches taken from the live pipeline in its current epoch
         self._ids = np.zeros(0, np.int64)  # the current epoch's sample numbers, batch after batch
         self._blank = blank_jpeg()
+        self._source: BatchSource | None = None  # the live pipeline's
+        self._feed: prefetch.Prefetch | None = None  # the open pass's producer thread
+        self.last_params: dict | None = None
         self._matrix = lighting_matrix(self.stats)
         self._host_normalize = None  # the CPU train graph ends with uint8 windows
         if cfg.mode == "train" and self.device_id is None:
@@ -195,20 +203,19 @@ class DaliLoader(BaseLoader):
         """The epoch's global sample numbers, batch after batch: the reference loader's order."""
         return self.index.global_id(*plan.locate(self.epoch_positions(plan)))
 
-    def source(self) -> SampleSource:
-        c, index = self.cfg, self.index
-        return SampleSource(str(self.schedule.folder), self._generation, [str(t) for t in index.tars], index.starts,
-                            str(self.schedule.table_path), index.total, c.batch_size, frozenset(self.damaged),
-                            self._blank)
+    def source(self, params: BatchParams | None = None) -> BatchSource:
+        """The batch source of the pipeline being built (its generation's schedules)."""
+        c = self.cfg
+        return BatchSource(self.schedule.folder, self._generation, self.samples, c.batch_size,
+                           frozenset(self.damaged), self._blank, self.num_classes, params or self.batch_params())
 
     def batch_params(self) -> BatchParams | None:
-        """Train mode's batch source of crop offsets, flips and lighting offsets."""
+        """Train mode's draw of crop offsets, flips and lighting offsets."""
         c = self.cfg
         if c.mode != "train":
             return None
         outputs = ("x", "y", "flip") if self.device_id is None else ("x", "y", "flip", "offset")
-        return BatchParams(str(self.schedule.folder), self._generation, c.batch_size, c.seed, c.rank,
-                           c.lighting_std, self._matrix, outputs)
+        return BatchParams(c.batch_size, c.seed, c.rank, c.lighting_std, self._matrix, outputs)
 
     def pipeline(self) -> Pipeline:
         """A pipeline for the loader, defined but not built (building it needs its device)."""
@@ -218,12 +225,11 @@ class DaliLoader(BaseLoader):
             num_threads=cfg.num_workers,
             device_id=self.device_id,
             seed=self.epoch_seed(plan_salt=2),
-            prefetch_queue_depth=2,
-            py_num_workers=source_workers(cfg.num_workers),
-            py_start_method="spawn",
+            prefetch_queue_depth=PREFETCH_QUEUE_DEPTH,
         )
+        self._source = self.source()
         with pipe:
-            pipe.set_outputs(*define_graph(self, self.source(), self.batch_params()))
+            pipe.set_outputs(define_graph(self, self._source))
         return pipe
 
     def build(self) -> Pipeline:
@@ -232,15 +238,23 @@ class DaliLoader(BaseLoader):
         return pipe
 
     def release(self) -> None:
-        """Drop the pipeline (and its source processes) before another is built. DALI frees
+        """Drop the pipeline before another is built. DALI frees
         a pipeline's decoder and buffers (GPU memory, on a GPU) only when the object dies,
         and the loader keeps no other reference: two at once may not fit."""
         pipe, self.pipe = self.pipe, None
         del pipe
 
     def close(self) -> None:
-        """Stop the pipeline and its source processes now rather than when collected."""
+        """Stop the producer thread and the pipeline now rather than when collected."""
+        self._stop_feed()
         self.release()
+
+    def _stop_feed(self) -> None:
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
+            if self._feed is feed:
+                self._feed = None
 
     def _iterate(self, start: int):
         self._take_resume_checkpoint(start)  # the position alone is enough here
@@ -250,21 +264,32 @@ class DaliLoader(BaseLoader):
         self._ids = self.epoch_ids(plan)
         self._start(start)
         last = plan.num_batches - 1
-        for b in range(start, plan.num_batches):
+
+        def make(b: int):
             batch = self._batch(self._run(b), plan, b)
             if b == last:  # before the last yield: the trainer takes len(loader) batches and never resumes us
                 self._end_epoch()
-            yield b, batch
+            return batch
+
+        feed = self._feed = prefetch.Prefetch(make, range(start, plan.num_batches), PREFETCH_BATCHES, self.device)
+        try:
+            for b, (batch, params) in feed:
+                self.last_params = params
+                yield b, batch
+        finally:  # the pass ended, was broken off or collected: the thread ends before the rank goes on
+            feed.close()
 
     def _start(self, start: int) -> None:
         """The pipeline positioned before batch `start` of the current epoch: the live one
         reset to its next epoch (its last one cut short first where it was broken off),
         else a new one."""
+        self._stop_feed()  # a pass still open (an iterator not yet collected) lets go of the pipeline
         if self.pipe is not None and not self._ended:
             self._cut_short()
         if self.pipe is not None and self._ended:
             self._dali_epoch += 1
             self._write_schedule(start)
+            self._source.taken.clear()  # what the cut-short epoch's source kept
             self.pipe.reset()
         else:
             self._rebuild(start)
@@ -324,29 +349,28 @@ class DaliLoader(BaseLoader):
                 self._rebuild(b)
         raise DataError(f"batch {b} kept failing after {badinput.MAX_FAILURES_PER_BATCH} repairs")
 
-    def _labels(self, raw, b: int) -> list[int]:
-        """The batch's labels; a label that is not a class number makes its row DAMAGED, and
-        is reported by name unless recovery already did (its JPEG was the damaged part)."""
-        rows = np.array(raw.as_tensor())  # (B, LABEL_BYTES): one copy, not one a sample
-        labels = [parse_label(row, self.num_classes) for row in rows]
+    def _labels(self, labels: np.ndarray, b: int) -> torch.Tensor:
+        """The batch's labels as the source parsed them; a label that is not a class number
+        made its row DAMAGED, and is reported by name unless recovery already did (its JPEG
+        was the damaged part)."""
         ids = self._ids[b * self.cfg.batch_size :]
-        for j, (label, row) in enumerate(zip(labels, rows)):
-            if label == DAMAGED:
-                name = self.samples.name(int(ids[j]))
-                if name not in self.skipped:
-                    self.report_damaged(name, bad_label(row))
-        return labels
+        for j in np.flatnonzero(labels == DAMAGED):
+            g = int(ids[j])
+            name = self.samples.name(g)
+            if name not in self.skipped:
+                self.report_damaged(name, bad_label(np.frombuffer(self.samples.label_bytes(g), np.uint8)))
+        return torch.from_numpy(labels)
 
     def _batch(self, outs, plan, b: int):
+        """Batch b's tensors and parameters, from the pipeline's outputs and what its source
+        kept for b (its labels and draw)."""
         pipe = self.pipe
         zero_copy = bool(pipe and pipe.exec_dynamic)
-        labels = torch.tensor(self._labels(outs[1], b), dtype=torch.int64)
-        self.last_params = None
-        if self.cfg.mode == "train":  # what the pipeline's batch source gave for batch b
-            self.last_params = self.batch_params().arrays(self.epoch, b)
+        raw_labels, params = self._source.taken.pop(b)
+        labels = self._labels(raw_labels, b)
         if self._host_normalize is not None:
             windows = to_torch(outs[0], torch.uint8, self.device, zero_copy=zero_copy)
-            images = self._host_normalize(windows, self.last_params, self._transfer_dtype)
+            images = self._host_normalize(windows, params, self._transfer_dtype)
         else:
             images = to_torch(outs[0], self._transfer_dtype, self.device, zero_copy=zero_copy)
-        return self.finish(images, labels, plan, b)
+        return self.finish(images, labels, plan, b), params

@@ -1,65 +1,72 @@
-"""What the DALI backend reads: one sample source for a rank's whole run.
+"""What the DALI backend reads: one batch source for a rank's pipeline.
 
 Used by `pipeline/dali.py` (`trainer train` / `trainer evaluate` with `--backend dali`),
-which builds one pipeline per rank for the run. Its samples come from a parallel
-`fn.external_source`: `SampleSource`, called once per sample in DALI's Python worker
-processes, reads the sample's JPEG and label through the split's offsets table
-(`pipeline.samplebytes`) and returns them as one array. In train mode `BatchParams`, a
-batch source called in the rank, gives each batch's crop offsets, flips and lighting
-offsets (`pipeline.augment.batch_train_params`). Both backends therefore read the same
-samples in the same order with the same parameters, and a rank resumes exactly at any
-batch without a DALI checkpoint.
+which builds one pipeline per rank for the run. Its JPEGs come from a batch-mode
+`fn.external_source`, `BatchSource`, that DALI calls in the thread running the pipeline:
+the loader's producer thread (`pipeline.prefetch`), never the trainer's. A call reads
+the batch's JPEGs and labels through the split's offsets table into one buffer, which
+DALI reads in place (`SampleBytes.batch_into`: one `preadv` a sample for its JPEG and its
+label, which copies without the GIL), parses the labels at once (`parse_labels`), and in
+train mode draws the batch's crop offsets, flips and lighting offsets once
+(`pipeline.augment.batch_train_params`). The labels and the draw are kept for the loader
+under the batch's number (`taken`). Both backends therefore read the same samples in the
+same order with the same parameters, and a rank resumes exactly at any batch without a
+DALI checkpoint.
 
-Why one output a sample: DALI's rank gathers a parallel source's samples one output at a
-time, in Python, and on a GPU that cost can bound the pipeline. On an H100,
-six outputs a sample held it to 9,925 images/s (two: 22,716; DALI's own reader 23,678).
-With the decode taken out and the workers' reads too (cached samples), the 2-core VM's
-rank gathered 10.4 k images/s at six outputs, 17.2 k at two with the parameters unpacked
-in the graph, and 25.8 k at one output plus `BatchParams` (benchmarks/README.md).
+Why a batch source in the rank and not DALI's parallel source: DALI's rank deserialises
+a parallel source's batch sample by sample in Python (a pickled description of each
+sample, then one array each), and did so inside the trainer's `next()`. With real reads
+on the 2-core VM that gathered 16-19 k images/s at batch 256; the batch source's reads,
+label parse and draw come to several times that (benchmarks/README.md, "The feed off the
+trainer's thread"), and no source processes are left to outlive a rank. Why a buffer and
+not views into the shards mapped in memory (DALI's own readers map their files): that
+was ~15% faster on the VM, but a shuffled batch touches up to 256 of ImageNet's 1,282
+shards, so a bounded cache of mappings would map and unmap most of them every batch,
+and mappings kept grow the rank's resident size with every page read; a network file
+system also reads better with `pread`.
 
 Which samples an epoch reads is the `Schedule`: before each of the pipeline's epochs (its
 build, then each `reset()`), the rank writes that epoch's global sample numbers, from its
-first batch to be read, to a file in a folder it owns; the workers map the file when
-DALI's epoch index reaches it. A pass broken off (a `break` after a few batches) is cut
-short in the same file: the rank lowers the header's batch count past the batches DALI
-can have asked for, takes those few, and resets, so it too keeps its pipeline. An epoch
-start writes N/w int64s (1.3 MB for one of 8 ranks at ImageNet size) and parses nothing.
-Why not DALI's webdataset reader: it takes its
-files when its pipeline is built, so a new epoch's shard order meant a new pipeline (2.3 s
-an epoch start on an H100) and a re-parse of the index files; feeding through the table
-kept 0.978x the reader's images/s there (benchmarks/README.md, "GPU check").
+first batch to be read, to a file in a folder it owns, which the source maps when DALI's
+epoch index reaches it. A pass broken off (a `break` after a few batches) is cut short
+in the same file: the rank lowers the header's batch count past the batches DALI can
+have asked for, takes those few, and resets, so it too keeps its pipeline. An epoch start
+writes N/w int64s (1.3 MB for one of 8 ranks at ImageNet size) and parses nothing.
+Why not DALI's webdataset reader: it takes its files when its pipeline is built, so a new
+epoch's shard order meant a new pipeline (2.3 s an epoch start on an H100) and a re-parse
+of the index files.
 
-Workers are spawned (DALI's and CUDA's threads make fork unsafe), import numpy and this
-package's light modules only, and die with the rank (PR_SET_PDEATHSIG): without it,
-DALI's workers outlived a killed rank. Samples found damaged (`pipeline.badinput`) are in
-the source's `damaged` set: their JPEG is replaced by a blank one and their label by bytes
-that are not a number, so their row is dropped (train) or masked (eval) while the batch
-keeps its size.
+Samples found damaged (`pipeline.badinput`) are in the source's `damaged` set: their
+JPEG is replaced by a blank one and their label by DAMAGED, so their row is dropped
+(train) or masked (eval) while the batch keeps its size.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import shutil
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import mptemp, procs
+from pipeline import mptemp
 from pipeline.augment import batch_train_params, lighting_offset
+from pipeline.base import DAMAGED, parse_label
 from pipeline.samplebytes import SampleBytes
-from preprocess.offsetstable import map_table
 
 SCHEDULE_DIR_PREFIX = "pipeline-dali"
 HEADER = 3  # a schedule file: [epoch, first batch, batches to read, sample numbers...]
 END = 2  # the header's "batches to read": lowered in place to cut an epoch short
-NOT_A_LABEL = b"\xff\xd8"  # a damaged sample's label: not ASCII digits
-# A sample is one array: its label's bytes padded with spaces to LABEL_BYTES (int()
-# ignores them), then its JPEG; the graph slices the two apart.
-LABEL_BYTES = 8  # a class number has at most 5 digits (21,841 classes in Fall 2011)
+LABEL_WIDTH = 8  # label fields up to this long are parsed in bulk (a class number has at most 5 digits)
+# The batches the source keeps, unchanged, after handing them over: DALI reads them in
+# place (no_copy) until the outputs of prefetch_queue_depth (2) later runs are taken; 4
+# leaves room to spare. Each is a batch of JPEGs (~28 MB at 256 ImageNet images).
+HELD_BATCHES = 4
+_POW10 = 10 ** np.arange(LABEL_WIDTH, dtype=np.int64)
 
 
 def schedule_name(generation: int, dali_epoch: int) -> str:
@@ -76,6 +83,26 @@ def blank_jpeg(size: int = 256) -> bytes:
     return buf.getvalue()
 
 
+def parse_labels(fields: np.ndarray, sizes: np.ndarray, raw, classes: int | None) -> np.ndarray:
+    """`pipeline.base.parse_label` of each of a batch's label fields, at once (int64).
+
+    `fields` (n, LABEL_WIDTH) holds each field's first bytes left-aligned and `sizes` their
+    lengths. Fields of plain ASCII digits are parsed here; any other (a sign, a space, not
+    a number, too long) goes to `parse_label` with its bytes, `raw(j)`: the rule stays that
+    function's, and this is only its fast path."""
+    width = np.arange(LABEL_WIDTH)
+    inside = width < sizes[:, None]
+    digit = (fields >= ord("0")) & (fields <= ord("9"))
+    plain = (sizes >= 1) & (sizes <= LABEL_WIDTH) & np.all(digit | ~inside, axis=1)
+    power = _POW10[np.clip(sizes[:, None] - 1 - width, 0, LABEL_WIDTH - 1)]
+    labels = np.where(inside & plain[:, None], (fields.astype(np.int64) - ord("0")) * power, 0).sum(axis=1)
+    if classes is not None:
+        labels[labels >= classes] = DAMAGED
+    for j in np.flatnonzero(~plain):
+        labels[j] = parse_label(np.frombuffer(raw(int(j)), np.uint8), classes)
+    return labels
+
+
 class Schedule:
     """The rank's side: the folder of schedule files (and, for shards without a table file,
     the rank's parsed table), removed with the loader or swept once the rank is dead."""
@@ -86,14 +113,14 @@ class Schedule:
         weakref.finalize(self, shutil.rmtree, self.folder, True)
         if index.node_shared:
             self.table_path = Path(index.data_dir) / index.table_entry["name"]
-        else:  # parsed per rank: written once so that the workers can map it
+        else:  # parsed per rank, written once: mapped by the feed before issue 25 (benchmarks/dali_feed_before.py)
             self.table_path = self.folder / "table.npy"
             np.save(self.table_path, index.table)
         self._written: list[Path] = []
 
     def cut(self, generation: int, dali_epoch: int, batches: int) -> None:
-        """Let DALI's epoch `dali_epoch` end after `batches` batches. The workers map the file
-        shared, so the batches they have not started yet see it."""
+        """Let DALI's epoch `dali_epoch` end after `batches` batches. The source maps the file
+        shared, so the batches it has not been asked for yet see it."""
         header = np.load(self.path(generation, dali_epoch), mmap_mode="r+")
         header[END] = min(int(header[END]), batches)
         header.flush()
@@ -111,7 +138,7 @@ class Schedule:
             np.save(f, np.concatenate([[epoch, first_batch, batches], np.asarray(ids, np.int64)]))
         os.replace(tmp, path)
         self._written.append(path)
-        while len(self._written) > 2:  # a worker maps the file it reads: removing it is safe
+        while len(self._written) > 2:  # the source maps the file it reads: removing it is safe
             self._written.pop(0).unlink(missing_ok=True)
 
 
@@ -121,75 +148,18 @@ def open_schedule(folder: str, generation: int, dali_epoch: int) -> np.ndarray:
     return np.asarray(np.load(Path(folder) / schedule_name(generation, dali_epoch), mmap_mode="r"))
 
 
-def labelled(label: bytes, jpeg: bytes) -> np.ndarray:
-    """One sample as the source returns it: the label field, then the JPEG."""
-    out = np.empty(LABEL_BYTES + len(jpeg), np.uint8)
-    label = label if len(label) <= LABEL_BYTES else NOT_A_LABEL  # not a class number either way
-    out[:LABEL_BYTES] = ord(" ")
-    out[: len(label)] = np.frombuffer(label, np.uint8)
-    out[LABEL_BYTES:] = np.frombuffer(jpeg, np.uint8)
-    return out
-
-
-@dataclass
-class SampleSource:
-    """The workers' side: sample `info.idx_in_epoch` of DALI's epoch `info.epoch_idx`, as
-    one array, `labelled(label, JPEG)`."""
-
-    folder: str
-    generation: int
-    tars: list[str]
-    starts: np.ndarray
-    table_path: str
-    rows: int
-    batch_size: int
-    damaged: frozenset[int]
-    blank: bytes
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_cache"}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _cache={})
-        procs.die_with_parent()  # unpickled in a DALI worker: go when the rank goes
-
-    def _epoch(self, dali_epoch: int) -> np.ndarray:
-        c = self._cache
-        if c.get("dali_epoch") != dali_epoch:
-            c.update(dali_epoch=dali_epoch, schedule=open_schedule(self.folder, self.generation, dali_epoch))
-        if "bytes" not in c:
-            table = np.asarray(map_table(self.table_path, self.rows))
-            c.update(bytes=SampleBytes(self.tars, self.starts, table), blank=labelled(NOT_A_LABEL, self.blank))
-        return c["schedule"]
-
-    def __call__(self, info):
-        schedule = self._epoch(info.epoch_idx)
-        i = info.idx_in_epoch
-        if i // self.batch_size >= schedule[END]:
-            raise StopIteration
-        g = int(schedule[HEADER + i])
-        if g in self.damaged:
-            return self._cache["blank"]
-        reads: SampleBytes = self._cache["bytes"]
-        return labelled(reads.label_bytes(g), reads.jpeg_bytes(g))
-
 
 @dataclass
 class BatchParams:
-    """The rank's side in train mode, a batch source: batch `info.iteration` of DALI's epoch
-    `info.epoch_idx` as the arrays named in `outputs`, the reference loader's draw. Per-sample values from the source processes would cost the rank per sample
-    and output (see the module's docstring); these cost it one small copy each a batch."""
+    """Train mode's draw for a batch: the reference loader's crop offsets, flips and
+    lighting alphas (`pipeline.augment.batch_train_params`) and the lighting offsets."""
 
-    folder: str
-    generation: int
     batch_size: int
     seed: int
     rank: int
     lighting_std: float
     matrix: np.ndarray  # augment.lighting_matrix
     outputs: tuple[str, ...]  # of x, y, flip, offset: what the graph takes (DALI warns of unused ones)
-    _cache: dict = field(default_factory=dict, repr=False)
 
     def arrays(self, epoch: int, b: int) -> dict[str, np.ndarray]:
         """Batch b of training epoch `epoch`: x, y, flip (int32), alpha, offset (float32, (n, 3))."""
@@ -198,12 +168,49 @@ class BatchParams:
                 "alpha": p.alpha.astype(np.float32),
                 "offset": lighting_offset(p.alpha, self.matrix).astype(np.float32)}
 
+
+class BatchSource:
+    """DALI's batch source: batch `info.iteration` of DALI's epoch `info.epoch_idx`, as the
+    tuple (one JPEG view a sample, then the arrays named in `params.outputs`). Called in the
+    thread that runs the pipeline. What the graph does not take, the batch's labels and the
+    whole draw, is kept in `taken[b]` for the loader, which pops it with the batch's images
+    (DALI asks for batches ahead of the one it returns)."""
+
+    def __init__(self, folder: Path, generation: int, samples: SampleBytes, batch_size: int,
+                 damaged: frozenset[int], blank: bytes, classes: int | None, params: BatchParams | None):
+        self.folder, self.generation, self.samples, self.batch_size = folder, generation, samples, batch_size
+        self.damaged = np.fromiter(damaged, np.int64, len(damaged))
+        self.blank, self.classes, self.params = np.frombuffer(blank, np.uint8), classes, params
+        self.taken: dict[int, tuple[np.ndarray, dict | None]] = {}
+        self.held: collections.deque = collections.deque(maxlen=HELD_BATCHES)
+        self._buffers: collections.deque = collections.deque()
+        self._dali_epoch, self._schedule = None, None
+
+    def batch(self, ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """The JPEGs (one view each into one buffer) and labels (DAMAGED where not a class
+        number, or where the sample is known to be damaged) of the samples `ids`."""
+        bad = np.isin(ids, self.damaged) if len(self.damaged) else None
+        # The oldest of the buffers DALI may still read is reused (HELD_BATCHES of them).
+        spare = self._buffers.popleft() if len(self._buffers) == HELD_BATCHES else None
+        jpegs, fields, sizes, buffer = self.samples.batch_into(ids, spare, LABEL_WIDTH, bad, self.blank)
+        self._buffers.append(buffer)
+        labels = parse_labels(fields, sizes, lambda j: self.samples.label_bytes(int(ids[j])), self.classes)
+        if bad is not None:
+            labels[bad] = DAMAGED
+        return jpegs, labels
+
     def __call__(self, info):
-        c = self._cache
-        if c.get("dali_epoch") != info.epoch_idx:
-            c.update(dali_epoch=info.epoch_idx, schedule=open_schedule(self.folder, self.generation, info.epoch_idx))
-        schedule = c["schedule"]
+        if self._dali_epoch != info.epoch_idx:
+            self._dali_epoch = info.epoch_idx
+            self._schedule = open_schedule(self.folder, self.generation, info.epoch_idx)
+        schedule, n = self._schedule, self.batch_size
         if info.iteration >= schedule[END]:
             raise StopIteration
-        p = self.arrays(int(schedule[0]), int(schedule[1]) + info.iteration)
-        return tuple(p[name] for name in self.outputs)
+        epoch, b = int(schedule[0]), int(schedule[1]) + info.iteration
+        ids = schedule[HEADER + info.iteration * n : HEADER + (info.iteration + 1) * n]
+        jpegs, labels = self.batch(ids)
+        drawn = self.params.arrays(epoch, b) if self.params is not None else None
+        self.taken[b] = (labels, drawn)
+        out = (jpegs, *(drawn[k] for k in self.params.outputs)) if drawn is not None else (jpegs,)
+        self.held.append(out)
+        return out

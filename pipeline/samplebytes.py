@@ -2,8 +2,8 @@
 
 The one reader of a sample's bytes for both backends of `pipeline.make_loader`: the
 reference loader's workers (`pipeline.reference.ShardReader` decodes on top of it) and the
-DALI backend's source processes (`pipeline.dalisource`), which import nothing heavier than
-numpy. One `pread` a member, through a small cache of open shard files.
+DALI backend's batch source (`pipeline.dalisource`: a batch's JPEGs into one buffer, which
+DALI reads in place). One `pread` a member, through a small cache of open shard files.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET
 # `ulimit -n` of 1024); reopening one costs microseconds against a decode's ms.
 MAX_OPEN_SHARDS = 64
 TAR_HEADER = 512
+# Where a sample's label follows its JPEG, one read takes both and drops what lies between
+# (the JPEG's padding and the label's tar header: under 1 KB) into this scratch buffer.
+_GAP = np.empty(4096, np.uint8)
 
 
 class SampleBytes:
@@ -51,6 +54,42 @@ class SampleBytes:
         row = self.table[g]
         return os.pread(self._fd(self.shard_of(g)), int(row[LABEL_SIZE_BYTES]), int(row[LABEL_OFFSET]))
 
+    def batch_into(self, ids: np.ndarray, buffer: np.ndarray | None, label_width: int,
+                   blank_rows: np.ndarray | None = None, blank: np.ndarray | None = None):
+        """Samples `ids` for a batch: their JPEGs read into one buffer (`buffer` where it is
+        large enough, else a new one; a `preadv` each, which copies without the GIL), as
+        one view a sample, with `blank` in the rows where `blank_rows` is set; the first
+        `label_width` bytes of their label fields, left-aligned in the rows of an
+        (n, label_width) array; and the fields' lengths. Returns (views, fields, sizes, buffer)."""
+        rows = self.table[ids]
+        jpeg_sizes = rows[:, IMAGE_SIZE_BYTES].copy()
+        if blank_rows is not None:
+            jpeg_sizes[blank_rows] = len(blank)
+        ends = np.cumsum(jpeg_sizes)
+        total = int(ends[-1]) if len(ends) else 0
+        if buffer is None or len(buffer) < total:
+            buffer = np.empty(total + total // 4, np.uint8)  # room for the next, larger batch
+        sizes = rows[:, LABEL_SIZE_BYTES].astype(np.int64)
+        fields = np.zeros((len(ids), label_width), np.uint8)
+        shards = (np.searchsorted(self.starts, ids, side="right") - 1).tolist()
+        skip = blank_rows.tolist() if blank_rows is not None else [False] * len(shards)
+        views = []
+        for field, s, a, e, off, label_off, head, blank_row in zip(
+                fields, shards, (ends - jpeg_sizes).tolist(), ends.tolist(), rows[:, IMAGE_OFFSET].tolist(),
+                rows[:, LABEL_OFFSET].tolist(), np.minimum(sizes, label_width).tolist(), skip):  # fmt: skip
+            fd, view = self._fd(s), buffer[a:e]
+            gap = label_off - off - (e - a)
+            # The label follows its JPEG (preprocess's order): one read takes both.
+            joint = not blank_row and 0 <= gap <= len(_GAP)
+            if not joint or os.preadv(fd, [view, _GAP[:gap], field[:head]], off) != e - a + gap + head:
+                os.preadv(fd, [field[:head]], label_off)
+                if blank_row:
+                    view[:] = blank
+                else:  # a shard shorter than its index says: what is there, for the decoder to refuse
+                    view = view[: os.preadv(fd, [view], off)]
+            views.append(view)
+        return views, fields, sizes, buffer
+
     def key(self, g: int) -> str:
         """Sample g's key, from its JPEG member's tar header."""
         header = os.pread(self._fd(self.shard_of(g)), 100, int(self.table[g, IMAGE_OFFSET]) - TAR_HEADER)
@@ -58,7 +97,8 @@ class SampleBytes:
 
     def name(self, g: int) -> str:
         """"shard:key" of a sample (read only for reports)."""
-        return f"{Path(self.tars[self.shard_of(g)]).name}:{self.key(g)}"
+        # A shard cut short after it was indexed has no header to name the sample by.
+        return f"{Path(self.tars[self.shard_of(g)]).name}:{self.key(g) or f'#{g}'}"
 
     def close(self) -> None:
         for fd in self._fds.values():

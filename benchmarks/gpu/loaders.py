@@ -18,7 +18,7 @@ import numpy as np
 from gpu.timing import Budget, sync
 
 CHECK_LIGHTING_STD = 1.0  # the correctness check's alpha spread (the paper's is 0.1)
-DALI_SKIP = 3  # DALI's prefetch queue (depth 2) plus the batch being made
+DALI_SKIP = 4  # DALI's prefetch queue (depth 2), the loader's producer thread's batch, the batch being made
 
 
 def open_loader(data_dir, backend, device, batch, workers, **fields):

@@ -21,63 +21,63 @@ TRAIN_BENCH = HERE.parent / "train_bench.py"
 
 
 def run_all(check) -> None:
+    """The steps by value (issue 25): the data; correctness (a figure of a wrong path is
+    worth nothing); the pipeline; the training step compiled and eager; training fed by
+    DALI, compiled; the Trainer's own loop; the GPU tests; then the levers and the
+    diagnostics, which the deadline drops first."""
     p, fig = check.plan, check.report["figures"]
     check.step("data", lambda: make_data(check), needs=("preprocess.cli", "simplejpeg", "torch"), estimate_s=60)
-    # Correctness first: a figure of a wrong path is worth nothing.
     check.step("dali_vs_cpu", lambda: dali_vs_cpu(check), needs=DALI, estimate_s=20)
     check.step("center_vs_reference", lambda: center_vs_reference(check), needs=DALI, estimate_s=20,
                after=("data",))
     check.step("loss_falls", lambda: loss_falls(check), needs=("pipeline", "trainer.run.model"), estimate_s=30,
                after=("data",))
-    # The loaders.
     check.step("dali_pipeline", lambda: loader_figure(check, "dali", p.dali_batch, p.dali_threads,
                                                       "dali_images_per_s"),
-               needs=DALI, estimate_s=40, after=("data",))
-    # Below target, is it CPU threads (reader, parsing, nvJPEG's Huffman stage)? Every core.
-    if check.dry_run or (fig.get("dali_images_per_s") or 0) < report.DALI_TARGET:
-        check.step("dali_pipeline_all_threads", lambda: loader_figure(check, "dali", p.dali_batch, _cpus(check),
-                                                                      "dali_all_threads_images_per_s"),
-                   needs=DALI, estimate_s=40, after=("dali_pipeline",))
+               needs=DALI, estimate_s=30, after=("data",))
+    # torch.compile: Inductor builds its kernels' launchers with the host's C compiler, and
+    # compiling costs minutes on a shared CPU: the dry run times the eager step only.
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    compiled = not check.dry_run and compiler is not None
+    if compiled:
+        check.step("train_bare_compiled", lambda: train_bare(check, compile=True), needs=("trainer.run.model",),
+                   estimate_s=70, after=("data",))
     else:
-        check.skip("dali_pipeline_all_threads", "target already met")
-    # Issue 12's last question (would one pipeline for the run, fed by external_source, cost
-    # throughput?), before the levers, which answered theirs: the deadline skips the last steps.
-    check.step("dali_external_source", lambda: dali_external_source(check), needs=DALI, estimate_s=45,
+        check.skip("train_bare_compiled", "dry run" if check.dry_run else "no C compiler (cc, gcc) for torch.compile")
+    check.step("train_bare", lambda: train_bare(check), needs=("trainer.run.model",), estimate_s=20, after=("data",))
+    check.step("train_fed", lambda: train_fed(check, compile=compiled), needs=("pipeline", "trainer.run.model"),
+               estimate_s=45, after=("data",))
+    if TRAIN_BENCH.is_file():
+        check.step("trainer_loop", lambda: trainer_loop(check), needs=("pipeline", "trainer.run.model"),
+                   estimate_s=50, after=("data",))
+    else:
+        check.skip("trainer_loop", "benchmarks/train_bench.py is not there")
+    check.step("pytest_gpu", lambda: pytest_gpu(check), needs=("pytest",), estimate_s=60)
+    # The levers, fed training first: the question the standalone levers could not answer.
+    n_fed = 2 + len(p.fed_hw_loads) + len(p.fed_threads) + len(p.fed_depths)
+    check.step("fed_levers", lambda: fed_levers(check, compiled), needs=DALI + ("trainer.run.model",),
+               estimate_s=n_fed * (p.fed_lever_s + 4), after=("data",))
+    check.step("dali_external_source", lambda: dali_external_source(check), needs=DALI, estimate_s=40,
                after=("dali_pipeline",))
     check.step("dali_levers", lambda: dali_levers(check), needs=DALI, estimate_s=10 * len(p.dali_levers),
                after=("dali_pipeline",))
+    if check.dry_run or (fig.get("dali_images_per_s") or 0) < report.DALI_TARGET:
+        check.step("dali_pipeline_all_threads", lambda: loader_figure(check, "dali", p.dali_batch, _cpus(check),
+                                                                      "dali_all_threads_images_per_s"),
+                   needs=DALI, estimate_s=30, after=("dali_pipeline",))
+    else:
+        check.skip("dali_pipeline_all_threads", "target already met")
+    check.step("train_levers", lambda: train_levers(check), needs=("trainer.run.model",), estimate_s=70,
+               after=("data",))
+    check.step("profile_train", lambda: profile_train(check), needs=("trainer.run.model",), estimate_s=20,
+               after=("data",))
     check.step("reference_loader", lambda: loader_figure(check, "reference", p.ref_batch, p.ref_workers,
                                                          "reference_images_per_s"),
                needs=("pipeline",), estimate_s=45, after=("data",))
     if fig.get("dali_images_per_s") and fig.get("reference_images_per_s"):
         check.report.setdefault("ratios", {})["dali_over_reference"] = round(
             fig["dali_images_per_s"] / fig["reference_images_per_s"], 2)
-    # The training step: the model and settings the trainer runs (trainer.run.model.configure_cuda on a GPU).
-    check.step("train_bare", lambda: train_bare(check), needs=("trainer.run.model",), estimate_s=25, after=("data",))
-    check.step("train_levers", lambda: train_levers(check), needs=("trainer.run.model",), estimate_s=70,
-               after=("data",))
-    check.step("profile_train", lambda: profile_train(check), needs=("trainer.run.model",), estimate_s=20,
-               after=("data",))
-    check.step("train_fed", lambda: train_fed(check), needs=("pipeline", "trainer.run.model"), estimate_s=50,
-               after=("data",))
-    if TRAIN_BENCH.is_file():
-        check.step("trainer_loop", lambda: trainer_loop(check), needs=("pipeline", "trainer.run.model"),
-                   estimate_s=60, after=("data",))
-    else:
-        check.skip("trainer_loop", "benchmarks/train_bench.py is not there")
     check.step("gpu_decode", lambda: gpu_decode(check), needs=("torchvision", "pipeline"), estimate_s=20, after=("data",))
-    check.step("pytest_gpu", lambda: pytest_gpu(check), needs=("pytest",), estimate_s=90)
-    # What would close a training gap: torch.compile (fuses LRN and the pointwise ops).
-    # Only where the target is missed, last of all, as compiling costs a minute; the dry
-    # run skips it (minutes on a shared CPU). Inductor builds its kernels' launchers with
-    # the host's C compiler.
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if check.dry_run or (fig.get("train_bare_images_per_s") or 0) >= report.TRAIN_TARGET or not compiler:
-        check.skip("train_bare_compiled", "dry run" if check.dry_run else
-                   "no C compiler (cc, gcc) for torch.compile" if not compiler else "target already met")
-    else:
-        check.step("train_bare_compiled", lambda: train_bare(check, compile=True), needs=("trainer.run.model",),
-                   estimate_s=80, after=("data",))
 
 
 def _shards(check) -> Path:
@@ -165,8 +165,8 @@ def dali_levers(check) -> dict:
 
 
 def dali_external_source(check) -> dict:
-    """The train graph fed by DALI's webdataset reader against a parallel external_source
-    reading JPEGs by the offsets table (`benchmarks/dali_source_probe.py`), interleaved."""
+    """The train graph fed by DALI's webdataset reader, the DALI backend's feed before issue
+    25 and the product's (`benchmarks/dali_source_probe.py`), interleaved."""
     import dali_source_probe
 
     p = check.plan
@@ -177,7 +177,9 @@ def dali_external_source(check) -> dict:
                                        device_id=device_id)
     check.report["measurements"]["dali_external_source"] = result
     check.report["figures"]["dali_external_source_images_per_s"] = result["external_source_images_per_s"]
-    check.report.setdefault("ratios", {})["dali_external_source_over_reader"] = result["external_source_over_reader"]
+    ratios = check.report.setdefault("ratios", {})
+    ratios["dali_external_source_over_reader"] = result["external_source_over_reader"]
+    ratios["dali_feed_after_over_before"] = result["after_over_before"]
     return result
 
 
@@ -211,13 +213,15 @@ def profile_train(check) -> dict:
     return result
 
 
-def train_fed(check) -> dict:
+def train_fed(check, compile: bool = False) -> dict:
     p, backend = check.plan, _fed_backend(check)
     workers = p.dali_threads if backend == "dali" else p.ref_workers
     loader = loaders.open_loader(_shards(check), backend, p.device, p.train_batch, workers,
                                  channels_last=p.channels_last)
+    # One compiled step for this and the fed levers: a second compile would cost them ~a minute.
+    check.fed_step = train.fed_step(_classes(check), p.width, p.device, p.amp, p.channels_last, compile)
     result = train.fed(loaders.epochs(loader), _classes(check), p.width, p.train_batch, p.device, p.amp,
-                       p.channels_last, p.fed_budget)
+                       p.channels_last, p.fed_budget, compile=compile, step=check.fed_step)
     result["backend"] = backend
     result["batches_per_epoch"] = len(loader)
     check.report["measurements"]["train_fed"] = result
@@ -226,6 +230,20 @@ def train_fed(check) -> dict:
     fig[f"train_fed{key}_images_per_s"] = result["items_per_s"]
     fig[f"data_wait_fraction{key}"] = result["data_wait_fraction"]
     fig[f"next_fraction_as_trainer{key}"] = result["next_fraction_as_trainer"]
+    return result
+
+
+def fed_levers(check, compiled: bool) -> dict:
+    """hw_decoder_load, DALI threads and prefetch depth, each timed as fed training."""
+    from gpu import fedlevers
+
+    p = check.plan
+    step = getattr(check, "fed_step", None)  # train_fed's, compiled already
+    result = fedlevers.run(_shards(check), _classes(check), p, compiled, p.fed_lever_s, check.log, step)
+    check.report["measurements"]["fed_levers"] = result
+    for name, r in result.items():
+        if isinstance(r, dict) and "over_product" in r:
+            check.report.setdefault("ratios", {})[f"fed_lever_{name}_over_product"] = r["over_product"]
     return result
 
 

@@ -87,7 +87,7 @@ def profile(num_classes, width, batch, device, amp, channels_last, steps: int, p
             "top": [{"op": e.key, "share": round(getattr(e, key) / total, 4), "calls": e.count} for e in top]}
 
 
-def _fed_phase(batches, step, device, seconds: float, max_steps: int, drain: bool) -> dict:
+def fed_phase(batches, step, device, seconds: float, max_steps: int, drain: bool) -> dict:
     """Steps fed from `batches` for about `seconds`. With `drain`, the GPU queue is emptied
     before each `next()`, so the time in `next()` is the data alone; without, the time in
     `next()` is what the trainer's data-time meter sees (it includes any wait for the GPU
@@ -120,7 +120,15 @@ def _fed_phase(batches, step, device, seconds: float, max_steps: int, drain: boo
             "items_per_s_with_epoch_starts": round(seen / total, 1)}
 
 
-def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: Budget) -> dict:
+def fed_step(num_classes, width, device, amp, channels_last, compile: bool) -> TrainStep:
+    """The trainer's step on a fresh model, under `torch.compile` where asked (what
+    `trainer train --compile on` runs; compiled at its first call)."""
+    model, opt = make_model(num_classes, width, device, channels_last)
+    return make_step((torch.compile(model) if compile else model).train(), opt, device, amp, channels_last)
+
+
+def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: Budget, compile: bool = False,
+        step: TrainStep | None = None) -> dict:
     """`batches` yields (number within its epoch, (images, labels)) forever (loaders.epochs).
 
     Two phases of half the budget each: as the trainer runs (its throughput), and with the
@@ -129,15 +137,14 @@ def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: 
     10,000 steps on ImageNet but once per ~160 here: reported on its own, left out of the
     steady figures.
     """
-    model, opt = make_model(num_classes, width, device, channels_last)
-    step = make_step(model.train(), opt, device, amp, channels_last)
+    step = step or fed_step(num_classes, width, device, amp, channels_last, compile)
     for _ in range(budget.warmup_steps):
         step(*next(batches)[1])
     sync(device)
     half = budget.min_seconds / 2
-    as_trainer = _fed_phase(batches, step, device, half, budget.max_steps, drain=False)
-    drained = _fed_phase(batches, step, device, half, budget.max_steps, drain=True)
-    return {"items_per_s": as_trainer["items_per_s"], "batch": batch,
+    as_trainer = fed_phase(batches, step, device, half, budget.max_steps, drain=False)
+    drained = fed_phase(batches, step, device, half, budget.max_steps, drain=True)
+    return {"items_per_s": as_trainer["items_per_s"], "batch": batch, "compiled": compile,
             "data_wait_fraction": drained["next_fraction"],
             "next_fraction_as_trainer": as_trainer["next_fraction"],
             "as_trainer": as_trainer, "drained": drained}

@@ -50,8 +50,8 @@ def preprocess_run(src: Path, out: Path, workers: int, extra: tuple[str, ...] = 
 
 def _worker_usage(pid: int, depth: int = 2) -> list[dict]:
     """The loader's processes: reference workers are children of the forkserver (the rank's
-    grandchildren, depth 2); DALI's source processes are the rank's children (depth 1, with
-    multiprocessing's resource tracker)."""
+    grandchildren, depth 2). The DALI backend starts none since issue 25 (its batch source
+    reads in the rank); its source processes were the rank's children (depth 1)."""
     return [u for p, d in descendants(pid).items() if d == depth and (u := usage(p, shm=True)) is not None]
 
 

@@ -64,13 +64,17 @@ def test_dry_run_records_environment_and_data(dry_run):
 def test_dry_run_runs_every_step_it_can(dry_run):
     _, rep, _ = dry_run
     steps = rep["steps"]
-    expected = ["data", "dali_vs_cpu", "center_vs_reference", "loss_falls", "dali_pipeline",
-                "dali_pipeline_all_threads", "dali_external_source", "dali_levers", "reference_loader", "train_bare", "train_levers",
-                "profile_train", "train_fed", "trainer_loop", "gpu_decode", "pytest_gpu", "train_bare_compiled"]
+    # By value (issue 25): data, correctness, the pipeline, training compiled and eager, fed,
+    # the Trainer, the GPU tests, then the levers and diagnostics that the deadline drops first.
+    expected = ["data", "dali_vs_cpu", "center_vs_reference", "loss_falls", "dali_pipeline", "train_bare_compiled",
+                "train_bare", "train_fed", "trainer_loop", "pytest_gpu", "fed_levers", "dali_external_source",
+                "dali_levers", "dali_pipeline_all_threads", "train_levers", "profile_train", "reference_loader",
+                "gpu_decode"]
     assert list(steps) == expected
     assert steps["train_bare_compiled"] == {"status": "skipped", "reason": "dry run"}
     for name, status in steps.items():
-        needs_missing = (name.startswith("dali_") or name == "center_vs_reference") and not HAS_DALI or (
+        dali_step = name.startswith("dali_") or name in ("center_vs_reference", "fed_levers")
+        needs_missing = dali_step and not HAS_DALI or (
             name == "gpu_decode" and not HAS_TORCHVISION)
         if name == "train_bare_compiled":
             continue
@@ -78,6 +82,42 @@ def test_dry_run_runs_every_step_it_can(dry_run):
             assert status["status"] == "skipped" and status["reason"].startswith("missing"), (name, status)
         else:
             assert status["status"] == "ok", (name, status)
+
+
+@pytest.mark.slow
+def test_each_step_is_on_disk_when_it_ends(dry_run):
+    _, rep, out = dry_run
+    files = sorted((out / "steps").glob("*.json"))
+    assert [f.name.split("_", 1)[1][:-5] for f in files] == list(rep["steps"])  # in order, each once
+    for number, f in enumerate(files, 1):
+        record = json.loads(f.read_text())
+        assert f.name.startswith(f"{number:02d}_") and record["status"] == rep["steps"][record["step"]]["status"]
+    fed = json.loads(next(f for f in files if f.name.endswith("_train_fed.json")).read_text())
+    assert positive(fed["result"]["items_per_s"]) and "train_fed" in "".join(fed["figures"])
+
+
+@pytest.mark.slow
+def test_dry_run_levers_are_timed_as_fed_training(dry_run):
+    _, rep, _ = dry_run
+    if not HAS_DALI:
+        pytest.skip("needs DALI")
+    levers = rep["measurements"]["fed_levers"]
+    assert list(k for k in levers if isinstance(levers[k], dict) and "items_per_s" in levers[k]) == [
+        "product", "hw_decoder_load=0.9", "threads=1", "prefetch=0", "product_again"]
+    assert all(positive(levers[k]["items_per_s"]) for k in ("product", "prefetch=0", "product_again"))
+    assert levers["prefetch=0"]["prefetch"] == 0 and levers["product"]["prefetch"] == 1
+    assert positive(rep["ratios"]["fed_lever_threads=1_over_product"])
+
+
+def test_a_small_budget_skips_what_does_not_fit_and_keeps_what_ran(tmp_path):
+    """The budget is the check's, not a fixed deadline: 40 s of it leave 25 s to the Python,
+    which skips the 60-s data step and everything after it, each said so and on disk."""
+    proc = run_script("--dry-run", "--budget", "40", out=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rep = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert rep["plan"]["deadline_s"] == 25
+    assert rep["steps"]["data"]["reason"].startswith("time budget")
+    assert len(list((tmp_path / "steps").glob("*.json"))) == len(rep["steps"])
 
 
 @pytest.mark.slow
@@ -166,3 +206,5 @@ def test_staged_wheels_are_all_installed(tmp_path):
 def test_without_out_and_dry_run_it_refuses():
     proc = run_script(timeout=60)
     assert proc.returncode == 2 and "set OUT" in proc.stderr
+    proc = run_script("--budget", "soon", timeout=60)
+    assert proc.returncode == 2 and "--budget is whole seconds" in proc.stderr
