@@ -77,7 +77,10 @@ def build_context(dest: Path) -> Path:
     so that the build and the project's name never depend on this checkout's other files."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert listed.returncode == 0, listed.stderr
+    if listed.returncode != 0:  # not a git checkout (an unpacked archive): what the build reads
+        shutil.copytree(REPO, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", "*.egg-info", "demo", "runs", "shards", "*.whl"))
+        return dest
     for rel in filter(None, listed.stdout.split("\0")):
         src = REPO / rel
         if src.is_file():

@@ -45,8 +45,8 @@ def test_cuda_and_cpu_builds_from_one_dockerfile():
     assert arg_default("TORCH_VARIANT") == "cuda"
     assert '"torch==${TORCH_VERSION}+cpu"' in DOCKERFILE and "download.pytorch.org/whl/cpu" in DOCKERFILE
     # DALI (and its CUDA libraries) only in the cuda build.
-    cuda_branch = re.search(r"^\s*cuda\)(.*?);;", DOCKERFILE, flags=re.MULTILINE)[1]
-    cpu_branch = re.search(r"^\s*cpu\)(.*?);;", DOCKERFILE, flags=re.MULTILINE)[1]
+    cuda_branch = re.search(r"^\s*cuda\)(.*?);;", DOCKERFILE, flags=re.MULTILINE | re.DOTALL)[1]
+    cpu_branch = re.search(r"^\s*cpu\)(.*?);;", DOCKERFILE, flags=re.MULTILINE | re.DOTALL)[1]
     assert "nvidia-dali" in cuda_branch and "nvidia" not in cpu_branch
 
 

@@ -1,6 +1,6 @@
 """`docker compose up` with nothing set first (no .env), and .env still winning where it is set.
 
-The control service's command and environment, as docker-compose resolves them, start a real
+The control service's command and environment, as Compose v2 resolves them, start a real
 `trainer serve` here, with a temp folder standing in for the runs volume: it generates the
 operator token into the volume (mode 0600), prints it once on a line that
 `docker compose logs control | grep token` finds, and keeps it across a restart. Grafana's
