@@ -35,10 +35,10 @@ def test_prints_the_token_from_alexnet_token(tmp_path):
     assert (out.returncode, out.stdout) == (0, "a-token-from-the-environment\n")
 
 
-def test_no_token_yet_is_one_clear_line_and_exit_1(tmp_path):
+def test_no_token_yet_is_one_clear_line_and_exit_2(tmp_path):
     db = tmp_path / "runs.db"
     out = trainer_token("--runs-db", str(db))
-    assert out.returncode == 1 and out.stdout == ""
+    assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and f"no token in {db}.token yet" in out.stderr
     assert not Path(f"{db}.token").exists()  # never generates one
 

@@ -39,6 +39,8 @@ def print_command(settings) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preprocess import exitcodes
+
     from .auth import TokenError, resolve_token
     from .settings import ServerSettings
 
@@ -47,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
         if settings.token is None and settings.token_file is None and not settings.default_token_file().exists():
             print(f"trainer token: no token in {settings.default_token_file()} yet: `trainer serve --runs-db "
                   f"{settings.runs_db}` generates it at its first start", file=sys.stderr)
-            return 1
+            return exitcodes.USAGE
         token, _ = resolve_token(settings, generate=False)
     except (ValidationError, TokenError) as e:
         print(f"trainer token: {e}", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     print(token)
     return 0
