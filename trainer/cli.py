@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.run.train", "train AlexNet on prepared shards (torchrun for several GPUs)"),
     "serve": ("trainer.server.cli", "serve the progress page, the REST API and /metrics"),
+    "token": ("trainer.server.token", "print the operator token of `trainer serve` (the one it generated, say)"),
     "evaluate": ("trainer.analysis.evaluate", "top-1/top-5 error of checkpoints: center crop, ten-crop, ensembles"),
     "filters": ("trainer.analysis.filters", "draw the conv1 kernels of a checkpoint (the paper's Figure 3)"),
     "predict": ("trainer.analysis.predict", "the five most probable classes of images (Figure 4, left)"),

@@ -6,16 +6,14 @@ here (with `--help` appended, argparse would exit 0 before it saw one)."""
 from __future__ import annotations
 
 import argparse
-import shlex
 
 import pytest
 
-from tests.deploy.compose import CPU, GPU, resolved
+from tests.deploy.compose import CPU, GPU, command, resolved
 
 
 def _command(service: str, env: dict[str, str] | None = None, files=GPU) -> list[str]:
-    command = resolved(env, files=files)["services"][service]["command"]
-    return shlex.split(command) if isinstance(command, str) else list(command)
+    return command(resolved(env, files=files)["services"][service])
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str], capsys) -> argparse.Namespace:
@@ -93,7 +91,7 @@ def test_a_bad_flag_in_train_args_is_refused(bad, capsys):
 def test_cpu_variants_trainer_command_parses_with_trainer_train(capsys):
     from trainer.cli import build_parser
 
-    argv = _command("trainer-cpu", {"TRAIN_ARGS": "--max-steps 5"}, files=CPU)
+    argv = _command("trainer", {"TRAIN_ARGS": "--max-steps 5"}, files=CPU)
     assert argv[:2] == ["trainer", "train"]
     args = _parse(build_parser("train")[0], argv[2:], capsys)
     assert (args.device, args.backend, args.resume, args.max_steps) == ("cpu", "reference", "auto", 5)

@@ -1,6 +1,6 @@
-"""docker/Dockerfile: a CUDA 13 base, the same torch as the Makefile pins, every package of
-the distribution copied in, a non-root user and a healthcheck. (No Docker engine in CI, so
-these read the file; the compose checks run the commands themselves.)"""
+"""docker/Dockerfile: a CUDA 13 base (or, for the CPU variant, CPU torch without DALI), the
+same torch as the Makefile pins, every package of the distribution copied in, a non-root
+user. These read the file; test_compose_up.py builds and runs the CPU image."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def arg_default(name: str) -> str:
 
 
 def test_cuda13_base_and_dali_for_it():
-    assert re.match(r"nvidia/cuda:13\.\d+\.\d+-", arg_default("CUDA_IMAGE"))
+    assert re.match(r"nvidia/cuda:13\.\d+\.\d+-", arg_default("BASE_IMAGE"))
     assert "nvidia-dali-cuda130==" in DOCKERFILE
 
 
@@ -34,10 +34,20 @@ def test_every_package_is_in_the_image():
     assert {"preprocess", "pipeline", "trainer", "pyproject.toml"} <= copied
 
 
-def test_runs_as_a_non_root_user_with_a_healthcheck():
+def test_runs_as_a_non_root_user_without_an_image_healthcheck():
+    """The control service declares the healthcheck (test_compose.py); one in the image would be
+    inherited by the services that serve nothing, and switching it off there breaks `up --wait`."""
     assert instructions("USER") and instructions("USER")[-1] not in ("root", "0")
-    healthcheck = DOCKERFILE.split("\nHEALTHCHECK", 1)[1].split("\n\n", 1)[0]  # with its continuation lines
-    assert "/healthz" in healthcheck
+    assert not instructions("HEALTHCHECK")
+
+
+def test_cuda_and_cpu_builds_from_one_dockerfile():
+    assert arg_default("TORCH_VARIANT") == "cuda"
+    assert '"torch==${TORCH_VERSION}+cpu"' in DOCKERFILE and "download.pytorch.org/whl/cpu" in DOCKERFILE
+    # DALI (and its CUDA libraries) only in the cuda build.
+    cuda_branch = re.search(r"^\s*cuda\)(.*?);;", DOCKERFILE, flags=re.MULTILINE | re.DOTALL)[1]
+    cpu_branch = re.search(r"^\s*cpu\)(.*?);;", DOCKERFILE, flags=re.MULTILINE | re.DOTALL)[1]
+    assert "nvidia-dali" in cuda_branch and "nvidia" not in cpu_branch
 
 
 def test_driver_capabilities_include_the_hardware_jpeg_decoder():

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.compose import CPU, REPO, resolved
+from tests.deploy.compose import CPU, REPO, command, resolved
 from trainer.cli import build_parser
 
 ENTRYPOINT = REPO / "docker/trainer-entrypoint.sh"
@@ -33,7 +32,7 @@ def run_entrypoint(tmp_path: Path, command_args: list[str], service_env: dict | 
 
 
 def trainer_command_args(service: str = "trainer", files=None) -> list[str]:
-    argv = shlex.split(resolved(**({"files": files} if files else {}))["services"][service]["command"])
+    argv = command(resolved(**({"files": files} if files else {}))["services"][service])
     return argv[argv.index("train") + 1:]  # what torchrun hands to `trainer train`
 
 
@@ -64,8 +63,8 @@ def test_without_imagenet_the_demo_corpus_is_trained(tmp_path):
 @pytest.mark.slow
 def test_cpu_variant_trains_the_demo_on_the_cpu_even_beside_imagenet_shards(tmp_path):
     fake_imagenet_shards(tmp_path)
-    service = resolved(files=CPU)["services"]["trainer-cpu"]
-    args = run_entrypoint(tmp_path, trainer_command_args("trainer-cpu", CPU), service["environment"])
+    service = resolved(files=CPU)["services"]["trainer"]
+    args = run_entrypoint(tmp_path, trainer_command_args("trainer", CPU), service["environment"])
     parser, _ = build_parser("train")
     config = parser.parse_args(args)
     assert Path(config.data).is_relative_to(tmp_path / "demo") and config.demo

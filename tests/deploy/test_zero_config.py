@@ -1,6 +1,6 @@
 """`docker compose up` with nothing set first (no .env), and .env still winning where it is set.
 
-The control service's command and environment, as docker-compose resolves them, start a real
+The control service's command and environment, as Compose v2 resolves them, start a real
 `trainer serve` here, with a temp folder standing in for the runs volume: it generates the
 operator token into the volume (mode 0600), prints it once on a line that
 `docker compose logs control | grep token` finds, and keeps it across a restart. Grafana's
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import stat
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.compose import resolved
+from tests.deploy.compose import command, mounts, resolved
 from tests.deploy.serve import free_port, running
 from trainer.runstore import RunStore
 
@@ -39,7 +38,7 @@ def service_env(service: dict) -> dict[str, str]:
 def start_control(config: dict, volume: Path):
     """`trainer serve` as the control service runs it, with `volume` as its runs volume."""
     service = config["services"]["control"]
-    argv = [a.replace(RUNS_MOUNT, str(volume)) for a in shlex.split(service["command"])]
+    argv = [a.replace(RUNS_MOUNT, str(volume)) for a in command(service)]
     argv[0] = str(VENV_BIN / argv[0])  # the image's console script; here this venv's
     port = free_port()
     # Loopback and a free port in place of 0.0.0.0:8000 (argparse keeps the last value).
@@ -88,7 +87,20 @@ def test_control_generates_prints_and_keeps_its_token_without_env_file(tmp_path)
         assert divide(url, run_id, token) == 202
     assert token_file.read_text().strip() == token
     assert token not in log.read_text(), "the token is printed only when it is generated"
-    assert [line for line in token_lines(log) if str(token_file) in line], "the log says where the token is kept"
+    kept = [line for line in token_lines(log) if str(token_file) in line]
+    assert kept, "the log says where the token is kept"
+    assert kept[0].endswith("print it with: docker compose exec control trainer token"), kept
+    assert print_token(config, volume) == token  # what that command runs in the container
+
+
+def print_token(config: dict, volume: Path) -> str:
+    """`trainer token` with the control service's environment, as `docker compose exec control`
+    runs it, the runs volume at `volume`."""
+    env = service_env(config["services"]["control"])
+    env["ALEXNET_RUNS_DB"] = env["ALEXNET_RUNS_DB"].replace(RUNS_MOUNT, str(volume))
+    out = subprocess.run([str(VENV_BIN / "trainer"), "token"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 @pytest.mark.slow
@@ -111,8 +123,7 @@ def grafana_env(dotenv: str = "") -> dict[str, str]:
     service = resolved(dotenv=dotenv)["services"]["grafana"]
     shell, script_in_container = service["entrypoint"]
     assert service["command"] == ["/run.sh"]  # the image's own start script, exec'd at the end
-    mounts = {dst: src for src, dst, *_ in (v.split(":") for v in service["volumes"])}
-    out = subprocess.run([shell, mounts[script_in_container], *PRINT_ENV], env=service_env(service),
+    out = subprocess.run([shell, mounts(service)[script_in_container]["source"], *PRINT_ENV], env=service_env(service),
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

@@ -44,14 +44,19 @@ def _is_loopback(host: str) -> bool:
 def token_line(settings, token: str, generated: bool) -> str:
     """One log line saying where the operator token is; the token itself only when it was just
     generated (printed this once: later starts read the file). One line, so that
-    `docker compose logs control | grep token` finds it."""
+    `docker compose logs control | grep token` finds it. It names the command that prints
+    the token (`docker compose exec control trainer token` in the compose stack)."""
+    from .token import print_command
+
     if generated:
-        return f"operator token: {token}  (generated; kept in {settings.default_token_file()}, mode 0600)"
+        return (f"operator token: {token}  (generated; kept in {settings.default_token_file()}, mode 0600; "
+                f"print it again with: {print_command(settings)})")
     if settings.token is not None:
         return "operator token: from ALEXNET_TOKEN"
     if settings.token_file is not None:
         return f"operator token: from {settings.token_file}"
-    return f"operator token: kept in {settings.default_token_file()} (generated at the first start)"
+    return (f"operator token: kept in {settings.default_token_file()} (generated at the first start); "
+            f"print it with: {print_command(settings)}")
 
 
 def run(args: argparse.Namespace) -> int:

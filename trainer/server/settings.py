@@ -23,6 +23,10 @@ class ServerSettings(BaseSettings):
     # ALEXNET_TOKEN; else ALEXNET_TOKEN_FILE (mode 0600); else the file beside the run store.
     token: SecretStr | None = None
     token_file: Path | None = None
+    # How an operator prints the token where this server runs, for the log line that says
+    # where it is kept (docker-compose.yml: `docker compose exec control trainer token`).
+    # None: `trainer token`, with --runs-db unless the environment already names the store.
+    token_command: str | None = None
     min_lr: float = Field(DEFAULT_MIN_LR, gt=0, description="a division that would take the LR below this is refused")
     max_body_bytes: int = Field(16 * 1024, ge=256, description="larger request bodies are answered 413")
     # Empty: no CORS headers at all, so a page on another origin cannot call the API.
