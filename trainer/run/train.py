@@ -26,6 +26,7 @@ from trainer.run import config as config_mod
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
+from trainer.run.compiled import CompileWait, compile_enabled, compiled_graphs
 from trainer.run.config import TrainConfig
 from trainer.run.distributed import World, all_gather_object, setup, teardown
 from trainer.run.loaders import loader_config
@@ -100,6 +101,8 @@ class Trainer:
         self.precision = run_precision(cfg.amp, cfg.channels_last, self.device)  # `trainer evaluate`'s too
         self.amp, self.channels_last = self.precision.bf16, self.precision.channels_last
         self.per_rank_batch = cfg.batch_size // world.world_size
+        self.compile = compile_enabled(cfg.compile, self.device)
+        self.compiled_at_first_step: int | None = None  # graphs compiled by the first step
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
         self.class_digest = Manifest.read(cfg.data).class_digest
         if world.is_main:
@@ -147,14 +150,16 @@ class Trainer:
             freeze_features(self.model)
         self.model = self.model.to(self.device, memory_format=fmt)
         self.optimizer = create_optimizer(cfg.optimizer, self.model.parameters(), lr=cfg.lr,
-                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                          fused=self.compile)
         self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs)
         net = self.model
         if self.world.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 gradient_as_bucket_view=True)
-        self.net = torch.compile(net) if cfg.compile else net
+        # dynamic=False: every batch has one shape (pipeline.base), so one graph serves the run.
+        self.net = torch.compile(net, dynamic=False) if self.compile else net
         self.step = TrainStep(self.net, self.optimizer, self.device, self.amp, self.channels_last)
 
     def resume(self) -> tuple[RunState, dict | None]:
@@ -259,7 +264,10 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
             self.meter.add(time.perf_counter() - t0)
-            self.losses.add(self.step(images, labels))  # read back per log interval (sync_loss)
+            if self.compile and self.compiled_at_first_step is None:
+                self.losses.add(self.first_compiled_step(images, labels))
+            else:
+                self.losses.add(self.step(images, labels))  # read back per log interval (sync_loss)
             st.step += 1
             st.epoch_step += 1
             if self.trace:
@@ -275,6 +283,33 @@ class Trainer:
                     return "nan"
             self.report()
         return "epoch"
+
+    def first_compiled_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The step that waits for torch.compile, shown on the terminal and the page as it goes."""
+        with CompileWait(self.progress.write, self.mark_compiling) as wait:
+            loss = self.step(images, labels)
+        self.compiled_at_first_step = wait.graphs
+        if self.session:
+            self.session.event(self.state.step, "compiled", {"seconds": round(wait.seconds, 1),
+                                                             "graphs": wait.graphs})
+        return loss
+
+    def mark_compiling(self, since: float | None) -> None:
+        if self.session:
+            self.session.reporter.compiling(since)
+            self.report(force=True)
+
+    def check_recompiles(self) -> None:
+        """A run compiles once (static shapes, the LR a tensor): say so when it did not."""
+        if self.compiled_at_first_step is None or compiled_graphs() <= self.compiled_at_first_step:
+            return
+        graphs = compiled_graphs()
+        if self.session:
+            self.session.event(self.state.step, "recompiled", {"graphs": graphs,
+                                                               "first_step_graphs": self.compiled_at_first_step})
+        self.progress.write(f"trainer: torch.compile compiled again during the run ({graphs} graphs, "
+                            f"{self.compiled_at_first_step} after the first step): each time a step waited; "
+                            f"TORCH_LOGS=recompiles names why")
 
     def sync_loss(self, check_params: bool = False) -> bool:
         """Mean loss since the last call over all ranks; False (and stop) if it is not finite.
@@ -367,6 +402,7 @@ class Trainer:
 
     def finish(self, outcome: str) -> int:
         st, session = self.state, self.session
+        self.check_recompiles()
         self.report(force=True)
         if outcome in ("stop", "max_steps", "epochs") and st.last_saved_step != st.step:
             if not self.checkpoint():
