@@ -32,6 +32,11 @@ def compile_enabled(setting: str, device: torch.device | str) -> bool:
     return setting == "on" or (setting == "auto" and torch.device(device).type == "cuda")
 
 
+def compile_net(net: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """The net as trained: compiled for one static shape (every batch has it), or as it is."""
+    return torch.compile(net, dynamic=False) if enabled else net
+
+
 def compiled_graphs() -> int:
     """Graphs torch.compile has compiled in this process so far (a recompile adds one)."""
     from torch._dynamo.utils import counters

@@ -26,7 +26,7 @@ from trainer.run import config as config_mod
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
-from trainer.run.compiled import CompileWait, compile_enabled, compiled_graphs
+from trainer.run.compiled import CompileWait, compile_enabled, compile_net, compiled_graphs
 from trainer.run.config import TrainConfig
 from trainer.run.distributed import World, all_gather_object, setup, teardown
 from trainer.run.loaders import loader_config
@@ -158,8 +158,7 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 gradient_as_bucket_view=True)
-        # dynamic=False: every batch has one shape (pipeline.base), so one graph serves the run.
-        self.net = torch.compile(net, dynamic=False) if self.compile else net
+        self.net = compile_net(net, self.compile)
         self.step = TrainStep(self.net, self.optimizer, self.device, self.amp, self.channels_last)
 
     def resume(self) -> tuple[RunState, dict | None]:
