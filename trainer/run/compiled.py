@@ -76,3 +76,33 @@ class CompileWait:
         self.mark(None)
         if kind is None:
             self.say(f"compiled in {self.seconds:.0f} s ({self.graphs} graphs)")
+
+
+class RunCompile:
+    """One run's compile as the loop sees it: `first_step` runs the step that waits for the
+    compiler (CompileWait) and records it (`event("compiled", ...)`); `check` says, once
+    the run ends, whether anything compiled again (`event("recompiled", ...)` and a line)."""
+
+    def __init__(self, enabled: bool, *, say: Callable[[str], None], mark: Callable[[float | None], None],
+                 event: Callable[[str, dict], None]):
+        self.enabled, self.say, self.mark, self.event = enabled, say, mark, event
+        self.graphs_after_first: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.enabled and self.graphs_after_first is None
+
+    def first_step(self, step, *args):
+        with CompileWait(self.say, self.mark) as wait:
+            out = step(*args)
+        self.graphs_after_first = wait.graphs
+        self.event("compiled", {"seconds": round(wait.seconds, 1), "graphs": wait.graphs})
+        return out
+
+    def check(self) -> None:
+        first, graphs = self.graphs_after_first, compiled_graphs()
+        if first is None or graphs <= first:
+            return
+        self.event("recompiled", {"graphs": graphs, "first_step_graphs": first})
+        self.say(f"trainer: torch.compile compiled again during the run ({graphs} graphs, {first} after the "
+                 f"first step): each time a step waited; TORCH_LOGS=recompiles names why")

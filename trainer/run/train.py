@@ -26,7 +26,7 @@ from trainer.run import config as config_mod
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
-from trainer.run.compiled import CompileWait, compile_enabled, compile_net, compiled_graphs
+from trainer.run.compiled import RunCompile, compile_enabled, compile_net
 from trainer.run.config import TrainConfig
 from trainer.run.distributed import World, all_gather_object, setup, teardown
 from trainer.run.loaders import loader_config
@@ -102,7 +102,6 @@ class Trainer:
         self.amp, self.channels_last = self.precision.bf16, self.precision.channels_last
         self.per_rank_batch = cfg.batch_size // world.world_size
         self.compile = compile_enabled(cfg.compile, self.device)
-        self.compiled_at_first_step: int | None = None  # graphs compiled by the first step
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
         self.class_digest = Manifest.read(cfg.data).class_digest
         if world.is_main:
@@ -232,6 +231,8 @@ class Trainer:
         self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
         self.trace = StepTrace(cfg.trace, self.world.rank) if cfg.trace else None
         self.losses = LossTally(self.device)
+        self.compiler = RunCompile(self.compile, say=self.progress.write, mark=self.mark_compiling,
+                                   event=self.run_event)
         if st.resumed_from:
             self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
                                 f"batch {st.epoch_step}/{self.steps_per_epoch})")
@@ -263,8 +264,8 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
             self.meter.add(time.perf_counter() - t0)
-            if self.compile and self.compiled_at_first_step is None:
-                self.losses.add(self.first_compiled_step(images, labels))
+            if self.compiler.pending:  # the step that waits for torch.compile, shown as it goes
+                self.losses.add(self.compiler.first_step(self.step, images, labels))
             else:
                 self.losses.add(self.step(images, labels))  # read back per log interval (sync_loss)
             st.step += 1
@@ -283,32 +284,14 @@ class Trainer:
             self.report()
         return "epoch"
 
-    def first_compiled_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The step that waits for torch.compile, shown on the terminal and the page as it goes."""
-        with CompileWait(self.progress.write, self.mark_compiling) as wait:
-            loss = self.step(images, labels)
-        self.compiled_at_first_step = wait.graphs
-        if self.session:
-            self.session.event(self.state.step, "compiled", {"seconds": round(wait.seconds, 1),
-                                                             "graphs": wait.graphs})
-        return loss
-
     def mark_compiling(self, since: float | None) -> None:
         if self.session:
             self.session.reporter.compiling(since)
             self.report(force=True)
 
-    def check_recompiles(self) -> None:
-        """A run compiles once (static shapes, the LR a tensor): say so when it did not."""
-        if self.compiled_at_first_step is None or compiled_graphs() <= self.compiled_at_first_step:
-            return
-        graphs = compiled_graphs()
+    def run_event(self, kind: str, payload: dict) -> None:
         if self.session:
-            self.session.event(self.state.step, "recompiled", {"graphs": graphs,
-                                                               "first_step_graphs": self.compiled_at_first_step})
-        self.progress.write(f"trainer: torch.compile compiled again during the run ({graphs} graphs, "
-                            f"{self.compiled_at_first_step} after the first step): each time a step waited; "
-                            f"TORCH_LOGS=recompiles names why")
+            self.session.event(self.state.step, kind, payload)
 
     def sync_loss(self, check_params: bool = False) -> bool:
         """Mean loss since the last call over all ranks; False (and stop) if it is not finite.
@@ -401,7 +384,7 @@ class Trainer:
 
     def finish(self, outcome: str) -> int:
         st, session = self.state, self.session
-        self.check_recompiles()
+        self.compiler.check()
         self.report(force=True)
         if outcome in ("stop", "max_steps", "epochs") and st.last_saved_step != st.step:
             if not self.checkpoint():
