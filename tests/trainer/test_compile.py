@@ -89,3 +89,23 @@ def test_a_compiled_run_compiles_once_across_lr_divisions_validation_and_a_resum
     assert ckpt["step"] == 9
     progress = run["progress"]
     assert progress["compiling_since"] is None and progress["compile_s"] > 0
+
+
+@pytest.mark.slow
+def test_a_recompile_after_the_first_step_is_recorded_and_said():
+    # What the run test above relies on: a second graph (here a new input shape) is noticed.
+    from trainer.run.compiled import RunCompile, compile_net
+
+    torch._dynamo.reset()
+    said, events, marks = [], [], []
+    net = compile_net(torch.nn.Linear(4, 2), True)
+    run = RunCompile(True, say=said.append, mark=marks.append, event=lambda k, p: events.append((k, p)))
+    assert run.pending
+    run.first_step(net, torch.randn(3, 4))
+    assert not run.pending and events[0][0] == "compiled" and events[0][1]["graphs"] >= 1
+    assert marks[0] is not None and marks[-1] is None and said[-1].startswith("compiled in")
+    run.check()
+    assert len(events) == 1  # nothing compiled since
+    net(torch.randn(5, 4))  # another shape: dynamic=False compiles a second graph
+    run.check()
+    assert events[-1][0] == "recompiled" and "compiled again" in said[-1]

@@ -90,11 +90,11 @@ def _compiled_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-def _trajectory(fused: bool, dtype=torch.float32, steps=100, divide_at=(30, 60)):
+def _trajectory(fused: bool, dtype=torch.float32, steps=100, divide_at=(30, 60), device="cpu"):
     """`steps` steps of a conv layer's and a linear layer's parameters, the LR divided by 10
     at `divide_at`; gradients drawn per step (the same for both forms) plus a term in w."""
     torch.manual_seed(0)
-    ws = [torch.randn(s, dtype=dtype, requires_grad=True) for s in ((16, 3, 5, 5), (16,), (10, 64), (10,))]
+    ws = [torch.randn(s, dtype=dtype).to(device).requires_grad_(True) for s in ((16, 3, 5, 5), (16,), (10, 64), (10,))]
     opt = PaperSGD(ws, lr=0.01, fused=fused)
     graphs_after_first = None
     for i in range(steps):
@@ -102,7 +102,7 @@ def _trajectory(fused: bool, dtype=torch.float32, steps=100, divide_at=(30, 60))
             set_lr(opt, opt.param_groups[0]["lr"] / 10)
         g = torch.Generator().manual_seed(i)
         for w in ws:
-            w.grad = torch.randn(w.shape, generator=g, dtype=dtype) + 0.5 * w.detach()
+            w.grad = torch.randn(w.shape, generator=g, dtype=dtype).to(device) + 0.5 * w.detach()
         opt.step()
         if i == 0:
             graphs_after_first = _compiled_graphs()
@@ -132,3 +132,14 @@ def test_fused_update_carries_the_velocity_across_an_lr_division_as_section_5_sa
     hand = _paper_by_hand(LRS)
     for step, (a, b) in enumerate(zip(ours, hand)):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-15), f"step {step}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fused_update_on_cuda_equals_paper_sgd_and_compiles_once():
+    torch._dynamo.reset()
+    fused, _, graphs_after_first = _trajectory(fused=True, device="cuda")
+    eager, _, _ = _trajectory(fused=False, device="cuda")
+    for a, b in zip(fused, eager):
+        assert ((a - b).norm() / b.norm()).item() <= 1e-6
+    assert _compiled_graphs() == graphs_after_first
