@@ -52,7 +52,7 @@ def train_config(args, data: Path, run_dir: Path, max_steps: int):
     return TrainConfig(data=str(data), run_dir=str(run_dir), width=args.width, batch_size=args.batch_size,
                        max_steps=max_steps, epochs=10**6, device=args.device, num_workers=args.workers,
                        val_every=0, tencrop=False, checkpoint_minutes=10**6, log_every=args.log_every,
-                       resume="never")
+                       resume="never", compile=args.compile)
 
 
 class InMemory:
@@ -118,7 +118,9 @@ def time_trainer(args, data: Path, run_dir: Path, in_memory: bool = False) -> tu
 
 def time_bare(args, cfg) -> float:
     """The product's step (`trainer.run.step.TrainStep`) on the model and optimizer that `cfg`
-    makes, with the Trainer's AMP and channels-last rule, on one batch already on the device."""
+    makes, with the Trainer's AMP, channels-last and compile rules, on one batch already on
+    the device (the warmup steps hold the compile)."""
+    from trainer.run.compiled import compile_enabled, compile_net
     from trainer.run.model import build_model, configure_cuda
     from trainer.run.optim import create_optimizer
     from trainer.run.step import TrainStep
@@ -127,14 +129,15 @@ def time_bare(args, cfg) -> float:
     device = torch.device(args.device)
     precision = run_precision(cfg.amp, cfg.channels_last, device)
     amp, channels_last = precision.bf16, precision.channels_last
+    compiled = compile_enabled(cfg.compile, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if device.type == "cuda":
         configure_cuda()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device, memory_format=fmt)
     optimizer = create_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                 weight_decay=cfg.weight_decay)
-    step = TrainStep(model.train(), optimizer, device, amp, channels_last)
+                                 weight_decay=cfg.weight_decay, fused=compiled)
+    step = TrainStep(compile_net(model.train(), compiled), optimizer, device, amp, channels_last)
     x = torch.randn(args.batch_size, 3, 224, 224, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, cfg.num_classes, (args.batch_size,), device=device)
     for i in range(args.warmup + args.steps):
@@ -161,6 +164,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=4 if gpu else 1)
     p.add_argument("--log-every", type=int, default=20 if gpu else 2)
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="both loops, as trainer train's --compile (auto: on CUDA)")
     args = p.parse_args()
     if args.device == "cpu":
         # The loader's workers get their own cores; the step gets the rest (the same in both loops).
@@ -202,6 +207,7 @@ def main() -> int:
                                   "trainer_in_memory_images_per_sec": round(best_mem, 2),
                                   "trainer_data_wait_frac": round(wait_of_best, 4),
                                   "width": args.width, "batch_size": args.batch_size, "steps": args.steps,
+                                  "compile": args.compile,
                                   "repeats": args.repeats},
                       "ratios": {"trainer_over_bare": round(best_loop / best_bare, 4),
                                  "trainer_in_memory_over_bare": round(best_mem / best_bare, 4),

@@ -11,6 +11,11 @@ evaluate`) builds one of the backends below it, each a `BaseLoader`: the epoch p
 `load_state_dict`, and `finish`, which turns a decoded batch into the tensors the trainer
 gets (dtype, layout, device, the `valid` mask, damaged rows). This module imports no
 backend, so that neither backend imports the factory above it.
+
+Which rows of a batch are real is decided here, in `finish`, and nowhere else: every batch
+has the loader's batch size (a compiled step sees one shape all run), and a row that is not
+a real sample is masked, never removed: in a train batch its label is DAMAGED (the loss's
+`ignore_index`, `trainer.run.step`), in an eval batch `valid` is False (every count).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from preprocess.contract import MANIFEST_NAME, SPLITS, Manifest, load_stats
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
-DAMAGED = -1  # label of a row whose JPEG could not be decoded
+DAMAGED = -1  # label of a row that is no sample (its JPEG or label damaged): the loss ignores it
 BACKENDS = ("dali", "reference")
 
 
@@ -201,18 +206,20 @@ class BaseLoader:
         """Final tensors: (images, labels) for train, (images, labels, valid) for eval.
 
         `images` arrive as (B, [10,] C, H, W), or (B, [10,] H, W, C) when channels_last.
-        Damaged rows (label DAMAGED) are dropped in train and masked in eval; eval rows past
-        this rank's share of the split are padding and masked too.
+        Damaged rows (label DAMAGED) keep their place, their pixels zeroed (whatever a failed
+        decode left there must not reach a gradient as NaN): in train the loss ignores them
+        by their label, in eval `valid` masks them, and the rows past this rank's share of
+        the split, padding, too. The batch's shape never changes.
         """
         damaged = labels == DAMAGED
         if self.cfg.channels_last:
             images = images.movedim(-1, -3)  # NHWC memory, NCHW shape: torch's channels_last
         if images.dtype != self.cfg.dtype:
             images = images.to(self.cfg.dtype)
+        if damaged.any():  # on the host's labels: no wait for the device
+            rows = damaged.to(images.device).view(-1, *[1] * (images.dim() - 1))
+            images = images.masked_fill(rows, 0)  # a new tensor: DALI's buffer is not ours to write
         if self.cfg.mode == "train":
-            if damaged.any():
-                keep = ~damaged
-                images, labels = images[keep.to(images.device)], labels[keep]
             return images, self._to_device(labels)
         position = b * self.cfg.batch_size + torch.arange(len(labels))
         valid = (position < plan.size) & ~damaged

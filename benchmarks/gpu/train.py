@@ -17,20 +17,22 @@ import torch
 from torch import nn
 
 from trainer.run.model import AlexNet, configure_cuda
+from trainer.run.compiled import compile_net
 from trainer.run.optim import PaperSGD
 from trainer.run.step import TrainStep
 
 from gpu.timing import Budget, sync, throughput
 
 
-def make_model(num_classes: int, width: float, device: str, channels_last: bool, seed: int = 0):
+def make_model(num_classes: int, width: float, device: str, channels_last: bool, seed: int = 0,
+               fused: bool = False):
     torch.manual_seed(seed)
     if device.startswith("cuda"):
         configure_cuda()  # as the trainer does
     model = AlexNet(num_classes=num_classes, width=width).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, PaperSGD(model.parameters())
+    return model, PaperSGD(model.parameters(), fused=fused)  # fused: the compiled run's update
 
 
 def make_step(model, optimizer, device: str, amp: bool, channels_last: bool) -> TrainStep:
@@ -47,8 +49,8 @@ def _random_batch(num_classes, batch, device, channels_last):
 
 
 def bare(num_classes, width, batch, device, amp, channels_last, budget: Budget, compile: bool = False) -> dict:
-    model, opt = make_model(num_classes, width, device, channels_last)
-    net = torch.compile(model) if compile else model  # what `trainer train --compile` does
+    model, opt = make_model(num_classes, width, device, channels_last, fused=compile)
+    net = compile_net(model, compile)  # what `trainer train --compile on` does
     step = make_step(net.train(), opt, device, amp, channels_last)
     images, labels = _random_batch(num_classes, batch, device, channels_last)
     t0 = time.perf_counter()
@@ -123,8 +125,8 @@ def fed_phase(batches, step, device, seconds: float, max_steps: int, drain: bool
 def fed_step(num_classes, width, device, amp, channels_last, compile: bool) -> TrainStep:
     """The trainer's step on a fresh model, under `torch.compile` where asked (what
     `trainer train --compile on` runs; compiled at its first call)."""
-    model, opt = make_model(num_classes, width, device, channels_last)
-    return make_step((torch.compile(model) if compile else model).train(), opt, device, amp, channels_last)
+    model, opt = make_model(num_classes, width, device, channels_last, fused=compile)
+    return make_step(compile_net(model.train(), compile), opt, device, amp, channels_last)
 
 
 def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: Budget, compile: bool = False,
@@ -138,7 +140,7 @@ def fed(batches, num_classes, width, batch, device, amp, channels_last, budget: 
     steady figures.
     """
     step = step or fed_step(num_classes, width, device, amp, channels_last, compile)
-    for _ in range(budget.warmup_steps):
+    for _ in range(budget.warmup_steps):  # with compile: the compilation too
         step(*next(batches)[1])
     sync(device)
     half = budget.min_seconds / 2

@@ -11,6 +11,7 @@ import torch
 from synthetic_shards import TRAIN_SIZES, jpeg_bytes, sample_location, synthetic_image, write_split, write_stats
 
 from pipeline import badinput, make_loader
+from pipeline.base import DAMAGED as LOADER_DAMAGED
 from preprocess.contract import DataError
 
 GOOD = jpeg_bytes(synthetic_image(np.random.default_rng(9)))
@@ -27,14 +28,22 @@ def damaged_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("backend", ["dali", "reference"])
-def test_damaged_jpegs_are_reported_with_shard_and_key_and_skipped(damaged_dir, backend, caplog):
+def test_damaged_jpegs_are_reported_with_shard_and_key_and_masked_in_a_batch_of_full_shape(
+        damaged_dir, backend, caplog):
+    # Masked, not dropped: every batch keeps the loader's shape (a compiled step sees one
+    # shape all run), the damaged row's label is the loss's ignore_index, its pixels zero.
     loader = make_loader(damaged_dir, batch_size=4, backend=backend, num_workers=1)
-    labels = [n for _, y in loader for n in y.tolist()]
-    assert sorted(labels) == sorted(set(range(24)) - set(DAMAGED))
+    batches = list(loader)
+    assert all(x.shape[0] == len(y) == 4 for x, y in batches)
+    labels = [n for _, y in batches for n in y.tolist()]
+    assert sorted(n for n in labels if n != LOADER_DAMAGED) == sorted(set(range(24)) - set(DAMAGED))
+    assert labels.count(LOADER_DAMAGED) == 2
+    for x, y in batches:
+        assert not x[y == LOADER_DAMAGED].any() and torch.isfinite(x).all()
     assert sorted(loader.skipped) == ["train-000000.tar:train_000003", "train-000001.tar:train_000013"]
     assert "train_000003" in caplog.text and "train-000000.tar" in caplog.text
     loader.set_epoch(1)  # next epoch: still skipped, still counted once
-    assert len([n for _, y in loader for n in y.tolist()]) == 22
+    assert len([n for _, y in loader for n in y.tolist() if n != LOADER_DAMAGED]) == 22
     assert len(loader.skipped) == 2
 
 
@@ -91,10 +100,12 @@ def test_late_damage_is_found_in_its_batch_alone_and_stays_skipped(shard_dir, tm
     assert len(damaged) == len(clean)
     for b, ((x, y), (cx, cy)) in enumerate(zip(damaged, clean)):
         keep = cy != victim
-        assert torch.equal(y, cy[keep]), f"batch {b}"
-        assert torch.equal(x, cx[keep]), f"batch {b}"
-    assert sum(len(y) for _, y in damaged) == sum(len(y) for _, y in clean) - 1
+        assert x.shape == cx.shape, f"batch {b}"  # masked in place, never dropped
+        assert torch.equal(y, torch.where(keep, cy, LOADER_DAMAGED)), f"batch {b}"
+        assert torch.equal(x[keep], cx[keep]) and not x[~keep].any(), f"batch {b}"
+    real = lambda batches: sum(int((y != LOADER_DAMAGED).sum()) for _, y in batches)  # noqa: E731
+    assert real(damaged) == real(clean) - 1
     caplog.clear()
     loader.set_epoch(1)
-    assert sum(len(y) for _, y in loader) == sum(len(y) for _, y in clean) - 1
+    assert real(loader) == real(clean) - 1
     assert "failed" not in caplog.text

@@ -61,7 +61,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on GPU) | bf16 | off
     channels_last: str = "auto"
-    compile: bool = False
+    compile: str = "auto"  # auto (on CUDA) | on | off
     # Evaluation, checkpoints, logging.
     val_every: int = 1
     tencrop: bool = True
@@ -121,6 +121,8 @@ HELP = {
     "log_every": "steps between metric rows in the run store",
     "amp": "auto: bf16 autocast on GPU, fp32 on CPU",
     "channels_last": "auto: on GPU",
+    "compile": "torch.compile the step and the fused paper update; auto: on GPU (the first step waits "
+               "for the compiler, shown as it goes)",
     "demo": "mark the run as a demo in the run store",
     "name": "run name in the run store (default: the run dir's name)",
     "num_workers": "DALI threads or reference loader processes per rank; 0: auto (8 DALI threads "
@@ -138,7 +140,7 @@ CHOICES = {
     "optimizer": ("paper", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2),
     "lr_policy": ("manual", "plateau", "step"), "backend": ("auto", "dali", "reference"),
     "mean": ("image", "channel"), "init": ("paper", "kaiming"), "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "off"),
-    "channels_last": ("auto", "on", "off"),
+    "channels_last": ("auto", "on", "off"), "compile": ("auto", "on", "off"),
 }
 
 

@@ -95,6 +95,14 @@ class StoreReporter:
         self.store, self.run_id, self.fixed = store, run_id, fixed
         self.progress_seconds = progress_seconds
         self._last = -1e18
+        self._compiling_since: float | None = None
+        self._compile_s: float | None = None
+
+    def compiling(self, since: float | None) -> None:
+        """torch.compile's first step began at wall time `since`; None: it has ended."""
+        if since is None and self._compiling_since is not None:
+            self._compile_s = time.time() - self._compiling_since
+        self._compiling_since = since
 
     def metrics(self, step: int, epoch: float, values: dict) -> None:
         self.store.log_metrics(self.run_id, step, epoch, values)
@@ -110,6 +118,7 @@ class StoreReporter:
             return
         self._last = now
         record = dataclasses.replace(self.fixed, images_per_sec=meter.images_per_sec,
-                                     data_wait_frac=meter.data_wait_frac, eta_s=eta_s, images_seen=images_seen)
+                                     data_wait_frac=meter.data_wait_frac, eta_s=eta_s, images_seen=images_seen,
+                                     compiling_since=self._compiling_since, compile_s=self._compile_s)
         self.store.update_progress(self.run_id, epoch=epoch, step=step, lr=lr, progress=record)
         self.store.maybe_flush()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.base import DAMAGED
 from trainer.run.distributed import all_reduce_sum
 
 
@@ -36,14 +37,23 @@ class TrainStep:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net(images)
-        # The paper's objective: the mean over the batch of -log p(label); DDP averages
-        # the gradients over ranks, so this is the mean over the whole SGD batch.
-        # A batch whose JPEGs were all damaged is empty; it still takes part in DDP's reduction.
-        loss = F.cross_entropy(logits.float(), labels) if len(labels) else logits.sum() * 0.0
+        loss = batch_loss(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss
+
+
+def batch_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The paper's objective: the mean over the batch's real rows of -log p(label), in fp32.
+
+    A damaged row keeps its place with the label DAMAGED (`pipeline.base.BaseLoader.finish`
+    decides which rows are real), so the batch has one shape all run; it adds nothing to the
+    sum nor to the count. A batch of damaged rows only gives 0 and still takes part in DDP's
+    reduction. DDP averages the gradients over ranks: the mean over the whole SGD batch.
+    """
+    total = F.cross_entropy(logits.float(), labels, ignore_index=DAMAGED, reduction="sum")
+    return total / (labels != DAMAGED).sum().clamp(min=1)
 
 
 class LossTally:

@@ -26,6 +26,7 @@ from trainer.run import config as config_mod
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
+from trainer.run.compiled import RunCompile, compile_enabled, compile_net
 from trainer.run.config import TrainConfig
 from trainer.run.distributed import World, all_gather_object, setup, teardown
 from trainer.run.loaders import loader_config
@@ -100,6 +101,7 @@ class Trainer:
         self.precision = run_precision(cfg.amp, cfg.channels_last, self.device)  # `trainer evaluate`'s too
         self.amp, self.channels_last = self.precision.bf16, self.precision.channels_last
         self.per_rank_batch = cfg.batch_size // world.world_size
+        self.compile = compile_enabled(cfg.compile, self.device)
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
         manifest = Manifest.read(cfg.data)
         self.class_digest = manifest.class_digest
@@ -150,14 +152,15 @@ class Trainer:
             freeze_features(self.model)
         self.model = self.model.to(self.device, memory_format=fmt)
         self.optimizer = create_optimizer(cfg.optimizer, self.model.parameters(), lr=cfg.lr,
-                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                          fused=self.compile)
         self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs)
         net = self.model
         if self.world.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 gradient_as_bucket_view=True)
-        self.net = torch.compile(net) if cfg.compile else net
+        self.net = compile_net(net, self.compile)
         self.step = TrainStep(self.net, self.optimizer, self.device, self.amp, self.channels_last)
 
     def resume(self) -> tuple[RunState, dict | None]:
@@ -231,6 +234,8 @@ class Trainer:
         self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
         self.trace = StepTrace(cfg.trace, self.world.rank) if cfg.trace else None
         self.losses = LossTally(self.device)
+        self.compiler = RunCompile(self.compile, say=self.progress.write, mark=self.mark_compiling,
+                                   event=self.run_event)
         if st.resumed_from:
             self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
                                 f"batch {st.epoch_step}/{self.steps_per_epoch})")
@@ -262,7 +267,10 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
             self.meter.add(time.perf_counter() - t0)
-            self.losses.add(self.step(images, labels))  # read back per log interval (sync_loss)
+            if self.compiler.pending:  # the step that waits for torch.compile, shown as it goes
+                self.losses.add(self.compiler.first_step(self.step, images, labels))
+            else:
+                self.losses.add(self.step(images, labels))  # read back per log interval (sync_loss)
             st.step += 1
             st.epoch_step += 1
             if self.trace:
@@ -278,6 +286,15 @@ class Trainer:
                     return "nan"
             self.report()
         return "epoch"
+
+    def mark_compiling(self, since: float | None) -> None:
+        if self.session:
+            self.session.reporter.compiling(since)
+            self.report(force=True)
+
+    def run_event(self, kind: str, payload: dict) -> None:
+        if self.session:
+            self.session.event(self.state.step, kind, payload)
 
     def sync_loss(self, check_params: bool = False) -> bool:
         """Mean loss since the last call over all ranks; False (and stop) if it is not finite.
@@ -370,6 +387,7 @@ class Trainer:
 
     def finish(self, outcome: str) -> int:
         st, session = self.state, self.session
+        self.compiler.check()
         self.report(force=True)
         if outcome in ("stop", "max_steps", "epochs") and st.last_saved_step != st.step:
             if not self.checkpoint():

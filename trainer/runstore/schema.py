@@ -48,6 +48,10 @@ class RunProgress:
     data_wait_frac: float | None = None
     eta_s: float | None = None
     images_seen: int | None = None
+    # torch.compile's first step (trainer.run.compiled): the wall time it began while it
+    # lasts, then how long it took.
+    compiling_since: float | None = None
+    compile_s: float | None = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -30,6 +30,9 @@ class RunSummary(RunBrief):
     data_wait_frac: float | None
     eta_s: float | None = Field(description="seconds until the configured last epoch ends")
     images_seen: int | None
+    compiling_s: float | None = Field(None, description="seconds the first step has waited for torch.compile, "
+                                                         "while it waits (null otherwise)")
+    compile_s: float | None = Field(None, description="how long the first step waited for torch.compile")
     pending_commands: int
     filters_url: str | None = Field(description="the conv1 kernels of the latest checkpoint (PNG)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 from trainer import runstore
@@ -45,6 +46,14 @@ def _int(value) -> int | None:
     return None if v is None else int(v)
 
 
+def _compiling_s(run: dict, progress: RunProgress) -> float | None:
+    """Seconds a running trainer's first step has waited for torch.compile, counted to now."""
+    since = _num(progress.compiling_since)
+    if since is None or run["status"] != "running":
+        return None
+    return max(0.0, time.time() - since)
+
+
 def run_brief(run: dict) -> RunBrief:
     return RunBrief(
         id=run["id"], name=run["name"], status=run["status"], epoch=run["epoch"], step=run["step"],
@@ -74,6 +83,8 @@ def run_detail(store: RunStore, run: dict) -> RunDetail:
         data_wait_frac=_num(progress.data_wait_frac),
         eta_s=_num(progress.eta_s),
         images_seen=_int(progress.images_seen),
+        compiling_s=_compiling_s(run, progress),
+        compile_s=_num(progress.compile_s),
         pending_commands=store.count_commands(rid, "pending"),
         # ?v= changes with each new picture, so a browser never shows a stale cached one.
         filters_url=f"/api/runs/{rid}/filters.png?v={stamp}" if filters else None,

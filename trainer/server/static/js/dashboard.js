@@ -133,8 +133,12 @@ function renderStats(run) {
   stat("stat-lr", fmt.lr(run.lr), run.pending_commands ? `${run.pending_commands} division pending` : "");
   stat("stat-top1", fmt.pct(run.best_val_top1_error), `last ${fmt.pct(run.last_val_top1_error)}`);
   stat("stat-top5", fmt.pct(run.best_val_top5_error), `last ${fmt.pct(run.last_val_top5_error)}`);
-  stat("stat-ips", fmt.num(run.images_per_sec), `data wait ${fmt.pct(run.data_wait_frac)}`,
-       run.data_wait_frac > 0.2 ? "warn" : "");
+  if (run.compiling_s != null) {  // the first step waits for torch.compile: not stuck
+    stat("stat-ips", `compiling, ${Math.round(run.compiling_s)} s`, "the first step waits for torch.compile");
+  } else {
+    stat("stat-ips", fmt.num(run.images_per_sec), `data wait ${fmt.pct(run.data_wait_frac)}`,
+         run.data_wait_frac > 0.2 ? "warn" : "");
+  }
   stat("stat-eta", run.status === "running" ? fmt.duration(run.eta_s) : fmt.dash,
        `${fmt.num(run.images_seen)} images seen`);
   $("demo-badge").hidden = !run.demo;
