@@ -37,8 +37,8 @@ epoch's shard order meant a new pipeline (2.3 s an epoch start on an H100) and a
 of the index files.
 
 Samples found damaged (`pipeline.badinput`) are in the source's `damaged` set: their
-JPEG is replaced by a blank one and their label by DAMAGED, so their row is dropped
-(train) or masked (eval) while the batch keeps its size.
+JPEG is replaced by a blank one and their label by DAMAGED, so their row is masked:
+the loss ignores it (train) and `valid` excludes it (eval); the batch keeps its size.
 """
 
 from __future__ import annotations
