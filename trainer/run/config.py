@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trainer.run.model import MODEL_FIELDS
 from trainer.runstore import DEFAULT_MIN_LR
+from trainer.runstore.advice import PLATEAU_PATIENCE, PLATEAU_THRESHOLD
 
 
 @dataclass
@@ -44,7 +45,8 @@ class TrainConfig:
     freeze_features: bool = False
     # LR policy: manual (the operator divides it, as the authors did), plateau, step.
     lr_policy: str = "manual"
-    patience: int = 3
+    patience: int = PLATEAU_PATIENCE
+    plateau_threshold: float = PLATEAU_THRESHOLD
     max_drops: int = 3
     step_epochs: int = 30
     lr_factor: float = 10.0
@@ -109,6 +111,8 @@ HELP = {
     "lr_policy": "manual: only operator commands divide the LR; plateau: divide by --lr-factor when "
                  "validation top-1 has not improved for --patience epochs (at most --max-drops times); "
                  "step: every --step-epochs epochs",
+    "plateau_threshold": "a validation improves when its top-1 error beats the best by more than this "
+                         "(an error rate; plateau policy and the page's advice)",
     "resume": "auto: continue from run_dir/checkpoints/last.pt if present; never: refuse a run dir "
               "with checkpoints; or a checkpoint path",
     "min_lr": "refuse an operator's division that would take the LR under this (as trainer serve's --min-lr)",

@@ -148,7 +148,8 @@ class Trainer:
         self.model = self.model.to(self.device, memory_format=fmt)
         self.optimizer = create_optimizer(cfg.optimizer, self.model.parameters(), lr=cfg.lr,
                                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs)
+        self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs,
+                               cfg.plateau_threshold)
         net = self.model
         if self.world.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
