@@ -43,6 +43,7 @@ class TrainConfig:
     init: str = "paper"
     init_from: str = ""  # a checkpoint of another run to start from (trainer.run.finetune)
     freeze_features: bool = False
+    fork_from: str = ""  # RUN_DIR_OR_NAME[@epoch-NNN]: continue another run's trajectory (trainer.run.fork)
     # LR policy: manual (the operator divides it, as the authors did), plateau, step.
     lr_policy: str = "manual"
     patience: int = PLATEAU_PATIENCE
@@ -133,6 +134,8 @@ HELP = {
             "(PyTorch's layer defaults)",
     "init_from": "start a new run from this checkpoint's weights (fine-tuning, section 6): matching layers "
                  "copied, a classifier for other classes fresh, optimizer and LR schedule fresh",
+    "fork_from": "RUN_DIR_OR_NAME[@epoch-NNN]: a new run continuing that run from its checkpoint (last.pt, or "
+                 "that epoch's): its whole state and flags, the flags given here replacing them",
     "freeze_features": "with --init-from: keep the conv layers fixed, train the FC layers only",
     "backend": "loader: dali, reference (webdataset + Pillow), auto: dali on GPU, reference on CPU",
 }
