@@ -71,19 +71,19 @@ def test_fork_with_lr_differs_only_in_lr(demo_shards, parent):
 def test_fork_refusals_are_one_line(demo_shards, parent):
     src = str(parent / "parent")
     missing = run_train(demo_shards, parent / "x1", "--fork-from", src + "@epoch-001")
-    assert missing.returncode != 0
+    assert missing.returncode == 2
     line = missing.stderr.strip().splitlines()[-1]
     assert "no checkpoint of epoch 1" in line and "epoch-002, epoch-003, epoch-004, last.pt" in line
 
     shape = run_train(demo_shards, parent / "x2", "--fork-from", src, "--width", "0.125")
-    assert shape.returncode != 0 and "--init-from" in shape.stderr and "--width 0.0625 -> 0.125" in shape.stderr
+    assert shape.returncode == 2 and "--init-from" in shape.stderr and "--width 0.0625 -> 0.125" in shape.stderr
 
     own = run_train(demo_shards, parent / "parent", "--fork-from", src)
-    assert own.returncode != 0 and "parent's own run dir" in own.stderr
+    assert own.returncode == 2 and "parent's own run dir" in own.stderr
 
     # By name, from the run store; into a run dir that another run's checkpoints fill.
     shutil.copytree(parent / "parent" / "checkpoints", parent / "copy" / "checkpoints")
     taken = run_train(demo_shards, parent / "copy", "--fork-from", "parent")
-    assert taken.returncode != 0 and "already holds checkpoints of another run" in taken.stderr
+    assert taken.returncode == 2 and "already holds checkpoints of another run" in taken.stderr
     store = RunStore(parent / "runs.db")
     assert all(store.get_run_by_name(n) is None for n in ("x1", "x2", "copy"))
