@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from trainer.runstore import RunStore
-from trainer_helpers import read_trace, run_train
+from trainer_helpers import read_trace, run_train, start_train, wait_for
 
 FLAGS = ["--epochs", "4", "--no-tencrop", "--seed", "3"]
 SPE = 15  # 120 demo train images at batch 8
@@ -47,9 +47,16 @@ def test_fork_continues_the_parent_bit_for_bit(demo_shards, parent):
     assert fork["config"]["epochs"] == 4 and fork["config"]["seed"] == 3  # the parent's flags
     assert par["parent_id"] is None and store.events(par["id"], kinds=["fork"]) == []
 
-    # --resume auto (the default) of that same fork continues it, not the parent.
-    again = run_train(demo_shards, parent / "same", "--fork-from", str(parent / "parent") + "@epoch-002")
+    # --resume auto (the default) of that same fork continues it, not the parent, even once
+    # the parent's checkpoint has been rotated away.
+    forked_from = parent / "parent" / "checkpoints" / "epoch-002.pt"
+    forked_from.rename(forked_from.with_suffix(".away"))
+    try:
+        again = run_train(demo_shards, parent / "same", "--fork-from", str(parent / "parent") + "@epoch-002")
+    finally:
+        forked_from.with_suffix(".away").rename(forked_from)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in again.stdout and str(parent / "same") in again.stdout
     assert RunStore(parent / "runs.db").get_run_by_name("same")["id"] == fork["id"]
 
 
@@ -87,3 +94,22 @@ def test_fork_refusals_are_one_line(demo_shards, parent):
     assert taken.returncode == 2 and "already holds checkpoints of another run" in taken.stderr
     store = RunStore(parent / "runs.db")
     assert all(store.get_run_by_name(n) is None for n in ("x1", "x2", "copy"))
+
+
+@pytest.mark.slow
+def test_forking_a_run_that_is_training(demo_shards, tmp_path):
+    live = start_train(demo_shards, tmp_path / "live", *FLAGS, "--step-delay", "0.3", log=tmp_path / "live.log")
+    try:
+        first = tmp_path / "live" / "checkpoints" / "epoch-001.pt"
+        wait_for(first.is_file, timeout=180, what="the first epoch checkpoint", proc=live)
+        done = run_train(demo_shards, tmp_path / "branch", "--fork-from", str(tmp_path / "live") + "@epoch-001",
+                         "--max-steps", str(SPE + 2))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert live.poll() is None, "the parent must go on training"
+        store = RunStore(tmp_path / "runs.db")
+        branch, par = store.get_run_by_name("branch"), store.get_run_by_name("live")
+        assert (branch["parent_id"], branch["forked_at_step"], branch["step"]) == (par["id"], SPE, SPE + 2)
+        assert par["status"] == "running" and par["parent_id"] is None
+    finally:
+        live.terminate()
+        live.wait(timeout=120)

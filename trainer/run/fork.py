@@ -74,76 +74,76 @@ _given: set[str] = set()  # the flags given to this process's fork (fork_config)
 
 
 def parent_record(path: str | Path, say=print) -> dict:
-    key = str(path)
-    if key not in _loaded:
-        _loaded[key] = load_checkpoint(path, warn=say)
-    return _loaded[key]
+    """The parent's record, read once: fork_config reads it for the config and leaves it
+    here for the trainer's resume, which takes it (not kept for the run's length)."""
+    record = _loaded.pop(str(path), None)
+    return record if record is not None else load_checkpoint(path, warn=say)
 
 
-def locate(spec: str, runs_db: Path) -> tuple[Path, Path]:
-    """(the parent's run dir, the checkpoint file) that RUN_DIR_OR_NAME[@epoch-NNN] names."""
-    m = _EPOCH.match(spec)
-    who, epoch = (m.group(1), int(m.group(2))) if m else (spec, None)
+def _parent_dir(spec: str, who: str, runs_db: Path) -> Path:
     run_dir = Path(who).expanduser()
     if not run_dir.is_dir():
         row = rs.RunStore(runs_db).get_run_by_name(who) if runs_db.is_file() else None
         if row is None or not row["config"].get("run_dir"):
             raise TrainError(f"--fork-from {spec}: {who} is neither a run dir nor a run in {runs_db}")
         run_dir = Path(row["config"]["run_dir"])
-    run_dir = run_dir.resolve()
+    return run_dir.resolve()
+
+
+def _checkpoint(spec: str, run_dir: Path, epoch: int | None) -> Path:
     ckdir = CheckpointDir(run_dir, 0)
     if epoch is None:
         path = ckdir.latest()
         if path is None:
             raise TrainError(f"--fork-from {spec}: {ckdir.dir} holds no checkpoint")
-        return run_dir, path
+        return path
     path = ckdir.epoch_path(epoch)
     if not path.is_file():
         have = [p.stem for p in ckdir.epochs()] + ([ckdir.last.name] if ckdir.last.is_file() else [])
         raise TrainError(f"--fork-from {spec}: no checkpoint of epoch {epoch}; {ckdir.dir} has "
                          f"{', '.join(have) or 'none'}")
-    return run_dir, path
+    return path
 
 
 def fork_config(args: argparse.Namespace, say=print) -> TrainConfig:
-    """The fork's config: the parent's, with the flags given replacing it."""
+    """The fork's config: the parent's (or, continuing this fork, its own), with the flags
+    given replacing it."""
     given = getattr(args, GIVEN, None) or set()
     _given.clear()
     _given.update(given)
     mine = TrainConfig.from_dict({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     mine = mine.resolved()
-    run_dir, path = locate(mine.fork_from, Path(mine.runs_db))
+    spec = mine.fork_from
+    m = _EPOCH.match(spec)
+    who, epoch = (m.group(1), int(m.group(2))) if m else (spec, None)
+    run_dir = _parent_dir(spec, who, Path(mine.runs_db))
     if Path(mine.run_dir) == run_dir:
-        raise TrainError(f"--fork-from {mine.fork_from}: --run-dir is the parent's own run dir; a fork is a new "
+        raise TrainError(f"--fork-from {spec}: --run-dir is the parent's own run dir; a fork is a new "
                          f"run (and the parent is never written to): choose another --run-dir")
-    record = parent_record(path, say)
-    parent = record["config"]
+    own = CheckpointDir(mine.run_dir, 0).latest()
+    if own is not None:
+        # This same fork, continued: its own config, even once the parent's file is rotated away.
+        base = load_checkpoint(own, warn=say)["config"]
+        path = Path(base.get("fork_from") or ".")
+        same = path.parent.parent == run_dir and (epoch is None or path.name == f"epoch-{epoch:03d}.pt")
+        if mine.resume != "auto" or not base.get("fork_from") or not same:
+            raise TrainError(f"--run-dir {mine.run_dir} already holds checkpoints of another run: a fork starts a "
+                             f"new run; choose another --run-dir (or pass --resume auto to continue this same fork)")
+    else:
+        path = _checkpoint(spec, run_dir, epoch)
+        _loaded[str(path)] = record = load_checkpoint(path, warn=say)
+        base = record["config"]
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    merged = {k: v for k, v in parent.items() if k in names and k not in OWN}
+    merged = {k: v for k, v in base.items() if k in names and k not in OWN}
     merged.update({k: getattr(mine, k) for k in names if k in given or k in OWN or k not in merged})
     merged["fork_from"] = str(path)
     cfg = TrainConfig.from_dict(merged)
-    changed = [f"--{k.replace('_', '-')} {parent.get(k)} -> {getattr(cfg, k)}" for k in MODEL_FIELDS
-               if k in parent and parent[k] != getattr(cfg, k)]
+    changed = [f"--{k.replace('_', '-')} {base.get(k)} -> {getattr(cfg, k)}" for k in MODEL_FIELDS
+               if k in base and base[k] != getattr(cfg, k)]
     if changed:
-        raise TrainError(f"--fork-from {mine.fork_from}: a fork continues the parent's network, and "
+        raise TrainError(f"--fork-from {spec}: a fork continues the parent's network, and "
                          f"{', '.join(changed)} changes it; use --init-from {path} to start a new run from its weights")
-    check_run_dir(cfg, path)
     return cfg
-
-
-def check_run_dir(cfg: TrainConfig, parent_path: Path) -> None:
-    """A fork's run dir is new, or holds this same fork (continued with --resume auto)."""
-    ckdir = CheckpointDir(cfg.run_dir, 0)
-    latest = ckdir.latest()
-    if latest is None:
-        return
-    if cfg.resume == "auto":
-        own = load_checkpoint(latest, warn=lambda _: None)
-        if own["config"].get("fork_from") == str(parent_path):
-            return
-    raise TrainError(f"--run-dir {cfg.run_dir} already holds checkpoints of another run: a fork starts a new run; "
-                     f"choose another --run-dir (or pass --resume auto to continue this same fork)")
 
 
 def start(state, optimizer, cfg: TrainConfig) -> None:

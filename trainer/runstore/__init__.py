@@ -2,7 +2,7 @@
 
 The trainer's rank 0 writes runs, metrics, events and command outcomes; `trainer serve`
 reads them and inserts operator commands. All SQL of the project lives in this package
-(DESIGN.md, "Run store"; schema.py, commands.py and this file). runlock.py is the run
+(DESIGN.md, "Run store"; schema.py, commands.py, lineage.py and this file). runlock.py is the run
 dir's lock and how a reader tells a live run from a dead one (the trainer holds it, the
 server reads it).
 May import: preprocess (exit codes) and the standard library; never torch, pipeline or
