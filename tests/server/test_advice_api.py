@@ -34,7 +34,7 @@ def test_advice_follows_the_rule_and_the_gauge_follows_the_advice(live):
         assert (a["patience"], a["threshold"], a["policy"]) == (3, 0.001, "manual") and a["policy_acts"] is None
         assert gauge(c, "flat") == 2
         validations(live.store, rid, [0.51], first_epoch=5)
-        a = c.get(f"/api/runs/flat/advice").json()
+        a = c.get("/api/runs/flat/advice").json()  # by name
         assert a["due"] and a["flat_epochs"] == 3 and gauge(c, "flat") == 3
         assert a["suggestion"] == "top-1 error flat for 3 epochs (best 50.0 % at epoch 2): divide the learning rate by 10?"
         # An operator's division (at the start of epoch 6) starts the count again.

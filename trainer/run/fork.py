@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from trainer import runstore as rs
@@ -42,7 +41,7 @@ def track_given(parser: argparse.ArgumentParser) -> None:
     """Make `parser` record which TrainConfig flags were given (a default and a flag given
     with the default's value differ: the second replaces the parent's value)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    for action in parser._actions:
+    for action in parser._actions:  # argparse has no public hook for "this option was given"
         if action.dest in names:
             action.__class__ = _recording(type(action))
 
@@ -59,14 +58,6 @@ def _recording(cls: type) -> type:
             cls.__call__(self, parser, namespace, values, option_string)
         _RECORDING[cls] = type(f"Recording{cls.__name__}", (cls,), {"__call__": __call__})
     return _RECORDING[cls]
-
-
-@dataclass
-class Source:
-    spec: str  # as given
-    run_dir: Path
-    path: Path  # the checkpoint file
-    record: dict
 
 
 _loaded: dict[str, dict] = {}  # path -> record: the trainer reads the parent's file once
