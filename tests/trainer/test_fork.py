@@ -85,6 +85,9 @@ def test_fork_refusals_are_one_line(demo_shards, parent):
     shape = run_train(demo_shards, parent / "x2", "--fork-from", src, "--width", "0.125")
     assert shape.returncode == 2 and "--init-from" in shape.stderr and "--width 0.0625 -> 0.125" in shape.stderr
 
+    both = run_train(demo_shards, parent / "x3", "--fork-from", src, "--init-from", src + "/checkpoints/last.pt")
+    assert both.returncode == 2 and "give one of them" in both.stderr
+
     own = run_train(demo_shards, parent / "parent", "--fork-from", src)
     assert own.returncode == 2 and "parent's own run dir" in own.stderr
 
@@ -93,7 +96,7 @@ def test_fork_refusals_are_one_line(demo_shards, parent):
     taken = run_train(demo_shards, parent / "copy", "--fork-from", "parent")
     assert taken.returncode == 2 and "already holds checkpoints of another run" in taken.stderr
     store = RunStore(parent / "runs.db")
-    assert all(store.get_run_by_name(n) is None for n in ("x1", "x2", "copy"))
+    assert all(store.get_run_by_name(n) is None for n in ("x1", "x2", "x3", "copy"))
 
 
 @pytest.mark.slow

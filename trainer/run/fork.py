@@ -105,6 +105,9 @@ def fork_config(args: argparse.Namespace, say=print) -> TrainConfig:
     mine = TrainConfig.from_dict({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     mine = mine.resolved()
     spec = mine.fork_from
+    if mine.init_from:
+        raise TrainError("--fork-from continues a run with its whole state; --init-from starts a new one from "
+                         "weights only: give one of them")
     m = _EPOCH.match(spec)
     who, epoch = (m.group(1), int(m.group(2))) if m else (spec, None)
     run_dir = _parent_dir(spec, who, Path(mine.runs_db))
