@@ -13,7 +13,7 @@ from pathlib import Path
 
 from trainer.run.model import MODEL_FIELDS
 from trainer.runstore import DEFAULT_MIN_LR
-from trainer.runstore.advice import PLATEAU_PATIENCE, PLATEAU_THRESHOLD
+from trainer.runstore.advice import LR_FACTOR, MAX_DROPS, PLATEAU_PATIENCE, PLATEAU_THRESHOLD
 
 
 @dataclass
@@ -48,9 +48,9 @@ class TrainConfig:
     lr_policy: str = "manual"
     patience: int = PLATEAU_PATIENCE
     plateau_threshold: float = PLATEAU_THRESHOLD
-    max_drops: int = 3
+    max_drops: int = MAX_DROPS
     step_epochs: int = 30
-    lr_factor: float = 10.0
+    lr_factor: float = LR_FACTOR
     min_lr: float = DEFAULT_MIN_LR  # operator divisions never take the LR under this
     # Data.
     backend: str = "auto"  # dali | reference | auto (dali on GPU, reference on CPU)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from trainer.runstore.advice import PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Plateau, PlateauRule
+from trainer.runstore.advice import LR_FACTOR, MAX_DROPS, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Plateau, PlateauRule
 
 
 @dataclass
 class LRPolicy:
     kind: str = "manual"
-    factor: float = 10.0
+    factor: float = LR_FACTOR
     patience: int = PLATEAU_PATIENCE
-    max_drops: int = 3
+    max_drops: int = MAX_DROPS
     step_epochs: int = 30
     threshold: float = PLATEAU_THRESHOLD
     best: float | None = None

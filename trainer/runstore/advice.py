@@ -22,6 +22,9 @@ from dataclasses import dataclass, replace
 PLATEAU_PATIENCE = 3
 # 0.1 percentage points: on ImageNet's 50,000 validation images, 50 images; less is noise.
 PLATEAU_THRESHOLD = 0.001
+# What a division divides the LR by, and how many the policy makes (the authors: 10, three times).
+LR_FACTOR = 10.0
+MAX_DROPS = 3
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from trainer import runstore
 from trainer.runstore import RunStore
-from trainer.runstore.advice import PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Plateau, PlateauRule, plateau
+from trainer.runstore.advice import (LR_FACTOR, MAX_DROPS, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Plateau, PlateauRule,
+                                     plateau)
 
 from .schemas import Advice
 
@@ -51,7 +52,7 @@ def advice(store: RunStore, run: dict) -> Advice:
     state, rule, divisions = state_of(store, run)
     config = run["config"]
     policy = config.get("lr_policy", "manual")
-    factor = _number(config, "lr_factor", 10.0, float)
+    factor = _number(config, "lr_factor", LR_FACTOR, float)
     due = state.due(rule) and run["status"] == "running"
     last_division = max((e["step"] for e in divisions if e["step"] is not None), default=None)
     suggestion = None
@@ -70,7 +71,7 @@ def _policy_acts(config: dict, policy: str, state: Plateau, rule: PlateauRule, d
     if policy not in ("plateau", "step") or run["status"] != "running":
         return None
     own = sum(1 for e in divisions if str(e["payload"].get("reason", "")).startswith(policy + ":"))
-    if own >= _number(config, "max_drops", 3, int):
+    if own >= _number(config, "max_drops", MAX_DROPS, int):
         return None
     epoch = int(run["epoch"])
     if policy == "step":
