@@ -81,7 +81,7 @@ def test_non_finite_values_are_null_not_500(live):
 PROM_LINE = re.compile(r'^([a-z0-9_]+)(?:\{run="((?:[^"\\]|\\.)*)"(?:,status="([a-z]+)")?\})? (\S+)$')
 EXPECTED = ["alexnet_train_loss", "alexnet_learning_rate", "alexnet_val_top1_error_ratio",
             "alexnet_val_top5_error_ratio", "alexnet_train_images_per_second", "alexnet_data_wait_ratio",
-            "alexnet_epoch", "alexnet_step", "alexnet_images_processed_total"]
+            "alexnet_epoch", "alexnet_step", "alexnet_images_processed_total", "alexnet_plateau_epochs"]
 
 
 def test_prometheus_exposition(live):

@@ -15,6 +15,7 @@ from preprocess.contract import DEFAULT_DATA_DIR
 from trainer.run.model import MODEL_FIELDS
 from trainer.runstore import DEFAULT_MIN_LR
 from trainer.runstore.defaults import DEFAULT_RUN_DIR, runs_db_beside
+from trainer.runstore.advice import LR_FACTOR, MAX_DROPS, PLATEAU_PATIENCE, PLATEAU_THRESHOLD
 
 
 @dataclass
@@ -44,12 +45,14 @@ class TrainConfig:
     init: str = "paper"
     init_from: str = ""  # a checkpoint of another run to start from (trainer.run.finetune)
     freeze_features: bool = False
+    fork_from: str = ""  # RUN_DIR_OR_NAME[@epoch-NNN]: continue another run's trajectory (trainer.run.fork)
     # LR policy: manual (the operator divides it, as the authors did), plateau, step.
     lr_policy: str = "manual"
-    patience: int = 3
-    max_drops: int = 3
+    patience: int = PLATEAU_PATIENCE
+    plateau_threshold: float = PLATEAU_THRESHOLD
+    max_drops: int = MAX_DROPS
     step_epochs: int = 30
-    lr_factor: float = 10.0
+    lr_factor: float = LR_FACTOR
     min_lr: float = DEFAULT_MIN_LR  # operator divisions never take the LR under this
     # Data.
     backend: str = "auto"  # dali | reference | auto (dali on GPU, reference on CPU)
@@ -111,6 +114,8 @@ HELP = {
     "lr_policy": "manual: only operator commands divide the LR; plateau: divide by --lr-factor when "
                  "validation top-1 has not improved for --patience epochs (at most --max-drops times); "
                  "step: every --step-epochs epochs",
+    "plateau_threshold": "a validation improves when its top-1 error beats the best by more than this "
+                         "(an error rate; plateau policy and the page's advice)",
     "resume": "auto: continue from run_dir/checkpoints/last.pt if present; never: refuse a run dir "
               "with checkpoints; or a checkpoint path",
     "min_lr": "refuse an operator's division that would take the LR under this (as trainer serve's --min-lr)",
@@ -133,6 +138,8 @@ HELP = {
             "(PyTorch's layer defaults)",
     "init_from": "start a new run from this checkpoint's weights (fine-tuning, section 6): matching layers "
                  "copied, a classifier for other classes fresh, optimizer and LR schedule fresh",
+    "fork_from": "RUN_DIR_OR_NAME[@epoch-NNN]: a new run continuing that run from its checkpoint (last.pt, or "
+                 "that epoch's): its whole state and flags, the flags given here replacing them",
     "freeze_features": "with --init-from: keep the conv layers fixed, train the FC layers only",
     "backend": "loader: dali, reference (webdataset + Pillow), auto: dali on GPU, reference on CPU",
 }

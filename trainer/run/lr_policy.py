@@ -2,7 +2,9 @@
 
 manual:  never by itself (the paper: "we adjusted [it] manually throughout training").
 plateau: the paper's heuristic made automatic: divide by `factor` when validation top-1
-         error has not improved for `patience` validations, at most `max_drops` times.
+         error has not improved by more than `threshold` for `patience` validations, at
+         most `max_drops` times. The rule is trainer.runstore.advice's, which the server's
+         advice shows too.
 step:    divide by `factor` every `step_epochs` epochs, at most `max_drops` times.
 
 A policy sees only all-reduced validation numbers and epoch counts, so every rank reaches
@@ -13,23 +15,28 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from trainer.runstore.advice import LR_FACTOR, MAX_DROPS, PLATEAU_PATIENCE, PLATEAU_THRESHOLD, Plateau, PlateauRule
+
 
 @dataclass
 class LRPolicy:
     kind: str = "manual"
-    factor: float = 10.0
-    patience: int = 3
-    max_drops: int = 3
+    factor: float = LR_FACTOR
+    patience: int = PLATEAU_PATIENCE
+    max_drops: int = MAX_DROPS
     step_epochs: int = 30
+    threshold: float = PLATEAU_THRESHOLD
     best: float | None = None
     bad_epochs: int = 0
     drops: int = 0
+    best_epoch: float | None = None
 
     def __post_init__(self):
         if self.kind not in ("manual", "plateau", "step"):
             raise ValueError(f"unknown LR policy {self.kind!r}")
         if self.factor <= 1:
             raise ValueError(f"the LR factor divides the LR and must exceed 1, not {self.factor}")
+        self.rule = PlateauRule(self.patience, self.threshold)
 
     def after_epoch(self, epoch: int, val_top1_error: float | None) -> str | None:
         """Called once `epoch` (counted from 1) has finished. Returns the reason to divide
@@ -43,19 +50,19 @@ class LRPolicy:
             return None
         if val_top1_error is None:
             return None
-        if self.best is None or val_top1_error < self.best:
-            self.best, self.bad_epochs = val_top1_error, 0
-            return None
-        self.bad_epochs += 1
-        if self.bad_epochs < self.patience:
+        state = Plateau(self.best, self.best_epoch, self.bad_epochs).observe(epoch, val_top1_error, self.rule)
+        self.best, self.best_epoch, self.bad_epochs = state.best, state.best_epoch, state.flat
+        if not state.due(self.rule):
             return None
         self.drops += 1
-        self.bad_epochs = 0
-        return f"plateau: validation top-1 error has not improved on {self.best:.4f} for {self.patience} epochs"
+        self.bad_epochs = state.divided().flat
+        return (f"plateau: validation top-1 error has not improved on {self.best:.4f} by more than "
+                f"{self.threshold:g} for {self.patience} epochs")
 
     def state_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "rule"}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("best", "bad_epochs", "drops"):
             setattr(self, key, state[key])
+        self.best_epoch = state.get("best_epoch")  # checkpoints before it was kept lack it

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.run.checkpoint import CheckpointDir, class_change, class_note, load_checkpoint
+from trainer.run.fork import parent_record
 from trainer.run.session import TrainError
 
 
@@ -41,6 +42,11 @@ def choose_checkpoint(cfg, ckdir: CheckpointDir, class_digest: str, *,
                       say: Callable[[str], None]) -> tuple[dict | None, Path | None, list[tuple[str, str]]]:
     """(record, its path, [(damaged checkpoint passed over, why)]); (None, None, []) for a fresh run."""
     fallbacks: list[tuple[str, str]] = []
+    if cfg.fork_from and ckdir.latest() is None:  # a fork's first start (trainer.run.fork)
+        path = Path(cfg.fork_from)
+        ckpt = parent_record(path, say)
+        check_classes(cfg, ckpt, path, class_digest, say)
+        return ckpt, path, fallbacks
     if cfg.resume == "never":
         if ckdir.latest() is not None:
             raise TrainError(f"{ckdir.dir} holds checkpoints: pass --resume auto to continue the run, "

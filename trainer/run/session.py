@@ -31,6 +31,7 @@ class RunState:
     applied_commands: list = field(default_factory=list)  # [{id, step, factor}]
     resumed_from: str = ""
     last_saved_step: int = -1
+    forked_from: str = ""  # the parent's checkpoint, on a fork's first start (trainer.run.fork)
 
 
 def _same_run(row: dict, uid: str, run_dir: str) -> bool:
@@ -54,7 +55,7 @@ class Session:
         self.store = GuardedStore(store, run_id=self.run_id, rejoin=self._rejoin)
         self.heartbeat = Heartbeat(self.store)
         self.heartbeat.start()
-        if resumed or ckpt is not None:
+        if (resumed or ckpt is not None) and not state.forked_from:  # a fork logs its own event
             self.event(state.step, "restart", {
                 "resumed_from_step": state.step, "checkpoint": state.resumed_from or None,
                 "replayed_commands": [c["id"] for c in self.replays]})

@@ -35,6 +35,7 @@ from trainer.run.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.run.optim import create_optimizer, set_lr
 from trainer.run.progress import Meter, Progress
 from trainer.run.finetune import freeze_features, transfer
+from trainer.run import fork
 from trainer.run.resume import choose_checkpoint, start_line
 from trainer.runstore.runlock import RunLocked, hold_run_dir
 from trainer.run.session import RunState, Session, TrainError
@@ -45,11 +46,12 @@ from trainer.run.validation import evaluate_loader, run_precision
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_mod.add_arguments(parser)
+    fork.track_given(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return train(config_mod.from_args(args))
+        return train(fork.fork_config(args) if args.fork_from else config_mod.from_args(args))
     except (TrainError, DataError, rs.RunStoreError, RunLocked, CheckpointError) as e:
         print(f"trainer train: {e}", file=sys.stderr)
         return exitcodes.for_error(e)
@@ -120,6 +122,8 @@ class Trainer:
             raise TrainError(f"{cfg.data} has fewer train samples per rank than one batch of {self.per_rank_batch}")
         self.session = Session(cfg, world, self.state, ckpt, self.ckdir, steps_per_epoch=self.steps_per_epoch,
                                holder=holder) if world.is_main else None
+        if self.session and self.state.forked_from:
+            fork.record_parent(self.session, self.state, ckpt)
         if self.session and self.transfer:
             self.session.event(0, "init_from", self.transfer.event())
         if self.session and self.fallbacks:
@@ -154,7 +158,8 @@ class Trainer:
         self.optimizer = create_optimizer(cfg.optimizer, self.model.parameters(), lr=cfg.lr,
                                           momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                           fused=self.compile)
-        self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs)
+        self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs,
+                               cfg.plateau_threshold)
         net = self.model
         if self.world.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
@@ -179,6 +184,8 @@ class Trainer:
         state = RunState(lr=ckpt["lr"], lr_history=list(ckpt["lr_history"]), epoch=ckpt["epoch"],
                          epoch_step=ckpt["epoch_step"], step=ckpt["step"],
                          applied_commands=list(ckpt["applied_commands"]), resumed_from=str(path))
+        if cfg.fork_from and str(path) == cfg.fork_from:
+            fork.start(state, self.optimizer, cfg)
         return state, ckpt
 
     def init_from(self):

@@ -2,11 +2,11 @@
 
 The trainer's rank 0 writes runs, metrics, events and command outcomes; `trainer serve`
 reads them and inserts operator commands. All SQL of the project lives in this package
-(DESIGN.md, "Run store"; schema.py, commands.py and this file). storefile.py owns the file
-itself: made 0600 and only on purpose, never by a connection, and watched for removal.
-runlock.py is the run dir's lock and id, and how a reader tells a live run from a dead one
-(the trainer holds it, the server reads it). defaults.py is where runs and the store go
-when no flag says.
+(DESIGN.md, "Run store"; schema.py, commands.py, lineage.py and this file). storefile.py owns
+the file itself: made 0600 and only on purpose, never by a connection, and watched for
+removal. runlock.py is the run dir's lock and id, and how a reader tells a live run from a
+dead one (the trainer holds it, the server reads it). defaults.py is where runs and the
+store go when no flag says.
 May import: preprocess (exit codes) and the standard library; never torch, pipeline or
 another trainer sub-package: the server imports it (tests/test_import_graph.py).
 """

@@ -7,7 +7,7 @@ import sqlite3
 
 from preprocess import exitcodes
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The lowest LR an operator's division may reach: the server's and the trainer's default
 # (`trainer serve --min-lr`, `trainer train --min-lr`).
@@ -84,7 +84,9 @@ CREATE TABLE IF NOT EXISTS runs (
     lr REAL,
     progress TEXT NOT NULL DEFAULT '{}',
     holder TEXT NOT NULL DEFAULT '{}',
-    heartbeat_at REAL
+    heartbeat_at REAL,
+    parent_id INTEGER,
+    forked_at_step INTEGER
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL,
@@ -127,6 +129,9 @@ CREATE INDEX IF NOT EXISTS commands_run_state ON commands (run_id, state, id);
 MIGRATIONS = {
     1: ["ALTER TABLE runs ADD COLUMN holder TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE runs ADD COLUMN heartbeat_at REAL"],
+    # Version 2 -> 3: the run a fork was started from, and the step (trainer/runstore/lineage.py).
+    2: ["ALTER TABLE runs ADD COLUMN parent_id INTEGER",
+        "ALTER TABLE runs ADD COLUMN forked_at_step INTEGER"],
 }
 
 

@@ -13,6 +13,8 @@ from trainer import runstore
 from trainer.runstore.runlock import observed_status
 from trainer.runstore import RunProgress, RunStore
 
+from .advice import plateau_epochs
+
 # (name, type, help, how to read it from a run: a metric name, a `runs` column, or a field
 # of the progress record, `RunProgress`)
 METRICS = [
@@ -73,6 +75,11 @@ def exposition(store: RunStore, auth_failures: int = 0) -> str:
             value = _value(store, run, source)
             if value is not None:
                 lines.append(f'{name}{{run="{escape_label(run["name"])}"}} {_format(value)}')
+    lines += ["# HELP alexnet_plateau_epochs Validations since top-1 error last improved by more than the plateau"
+              " threshold (or since the last LR division); the plateau rule advises a division at its patience.",
+              "# TYPE alexnet_plateau_epochs gauge"]
+    for run in runs:
+        lines.append(f'alexnet_plateau_epochs{{run="{escape_label(run["name"])}"}} {plateau_epochs(store, run)}')
     lines += ["# HELP alexnet_auth_failures_total Operator requests refused for a missing or wrong token"
               " since the server started.",
               "# TYPE alexnet_auth_failures_total counter",

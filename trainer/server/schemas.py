@@ -14,6 +14,24 @@ class RunBrief(BaseModel):
     lr: float | None
     updated_at: float
     demo: bool = Field(description="the run uses a demo configuration, not the paper's")
+    parent_id: int | None = Field(None, description="the run this one was forked from (trainer train --fork-from)")
+    forked_at_step: int | None = Field(None, description="the parent's step the fork started from")
+
+
+class Advice(BaseModel):
+    """The plateau rule over a run's validations (trainer/runstore/advice.py)."""
+    run_id: int
+    policy: str = Field(description="the run's LR policy: manual, plateau or step")
+    patience: int = Field(description="flat validations that make a plateau (the run's --patience, or the default)")
+    threshold: float = Field(description="an improvement beats the best top-1 error by more than this")
+    flat_epochs: int = Field(description="validations since the best (or the last LR division) without improvement")
+    best: float | None = Field(description="the best top-1 error, the reference an improvement must beat")
+    best_epoch: float | None
+    since: float | None = Field(description="the epoch of that best")
+    last_division_step: int | None
+    due: bool = Field(description="a running run on a plateau: dividing the LR is advised")
+    suggestion: str | None
+    policy_acts: str | None = Field(description="when the run's own policy divides the LR, if it will")
 
 
 class RunSummary(RunBrief):

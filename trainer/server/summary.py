@@ -57,7 +57,8 @@ def _compiling_s(run: dict, progress: RunProgress) -> float | None:
 def run_brief(run: dict) -> RunBrief:
     return RunBrief(
         id=run["id"], name=run["name"], status=run["status"], epoch=run["epoch"], step=run["step"],
-        lr=run["lr"], updated_at=run["updated_at"], demo=bool(RunProgress.from_json(run["progress"]).demo))
+        lr=run["lr"], updated_at=run["updated_at"], demo=bool(RunProgress.from_json(run["progress"]).demo),
+        parent_id=run.get("parent_id"), forked_at_step=run.get("forked_at_step"))
 
 
 def run_detail(store: RunStore, run: dict) -> RunDetail:

@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from fastapi.responses import FileResponse
 
 from ..deps import RunDep, SeriesCacheDep, StoreDep, shown
-from ..schemas import Event, RunBrief, RunDetail, Series
+from ..advice import advice
+from ..schemas import Advice, Event, RunBrief, RunDetail, Series
 from ..summary import filters_path, json_safe, run_brief, run_detail
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
@@ -27,6 +28,13 @@ def list_runs(store: StoreDep) -> list[RunBrief]:
 def get_run(store: StoreDep, run: RunDep) -> RunDetail:
     """One run by id, name, or `current` (the most recently updated running run)."""
     return run_detail(store, run)
+
+
+@router.get("/{run_id}/advice", responses=NOT_FOUND)
+def run_advice(store: StoreDep, run: RunDep) -> Advice:
+    """Whether the run's top-1 error has stopped improving (the plateau rule of
+    `--lr-policy plateau`, with the run's parameters or their defaults): the page's banner."""
+    return advice(store, run)
 
 
 @router.get("/{run_id}/metrics", responses=NOT_FOUND)

@@ -1,10 +1,12 @@
 // The progress page: stat panels, time-series panels, events, the conv1 kernels and the
 // run comparison, refreshed every few seconds without reloading (only new rows are fetched).
 import {TimeChart} from "./charts.js";
+import {initAdvice, refreshAdvice} from "./advice.js";
 import {Comparison} from "./compare.js";
 import {initDivide} from "./divide.js";
 import * as fmt from "./format.js";
 import {readHash, updateHash} from "./hashstate.js";
+import {treeLabel, treeOrder} from "./runtree.js";
 
 const MAX_POINTS = 1000;
 const METRICS = ["train_loss", "val_top1_error", "val_top5_error", "lr", "images_per_sec", "data_wait_frac"];
@@ -47,7 +49,8 @@ function makeCharts() {
 async function loadRuns() {
   const runs = await getJSON("/api/runs");
   const select = $("run-select"), chosen = state.runId;
-  select.replaceChildren(...runs.map(r => new Option(`${r.name} (#${r.id}, ${r.status})`, r.id)));
+  select.replaceChildren(...treeOrder(runs).map(({run: r, depth}) =>
+    new Option(`${treeLabel(r, depth)} (#${r.id}, ${r.status})`, r.id)));
   if (chosen != null) select.value = String(chosen);
   comparison.setRuns(runs);
   return runs;
@@ -221,6 +224,7 @@ async function refresh() {
     renderCharts(run);
     renderEvents();
     renderFilters(run);
+    await refreshAdvice(getJSON, run);
     await comparison.refresh();
     $("banner").hidden = true;
     $("refresh-info").textContent = `refreshed ${fmt.clock(Date.now() / 1000)}`;
@@ -237,6 +241,7 @@ async function main() {
   makeCharts();
   comparison = new Comparison(getJSON);
   initDivide(() => state.run);
+  initAdvice();
   $("run-select").addEventListener("change", ev => { selectRun(Number(ev.target.value)); schedule(0); });
   // A link pasted into this tab's address bar: show the view it names.
   window.addEventListener("hashchange", () => {
