@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from preprocess.argtypes import UsageError
+
 
 @dataclass
 class World:
@@ -42,7 +44,9 @@ def setup(device: str | None = "auto") -> World:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     on_gpu = torch.device(device).type == "cuda"
     if on_gpu and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}, but torch sees no CUDA device")
+        raise UsageError(f"--device {device}, but torch sees no CUDA device: use --device cpu, or auto")
+    if on_gpu and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         if on_gpu and torch.device(device).index is None:
             return World(device=torch.device("cuda", torch.cuda.current_device()))
