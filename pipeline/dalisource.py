@@ -48,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import mptemp, procs
+from pipeline import mptemp
+from preprocess import procs
 from pipeline.augment import batch_train_params, lighting_offset
 from pipeline.samplebytes import SampleBytes
 from preprocess.offsetstable import map_table
