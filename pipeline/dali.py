@@ -334,7 +334,7 @@ class DaliLoader(BaseLoader):
             if label == DAMAGED:
                 name = self.samples.name(int(ids[j]))
                 if name not in self.skipped:
-                    self.report_damaged(name, bad_label(row))
+                    self.report_damaged(name, self.samples.damage(int(ids[j]), bad_label(row)))
         return labels
 
     def _batch(self, outs, plan, b: int):
