@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from preprocess.argtypes import UsageError
-
 
 @dataclass
 class World:
@@ -34,6 +32,18 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def check_device(device: str) -> torch.device:
+    """`device` as torch's, or a UsageError (one line, exit 2) where this host lacks it."""
+    from preprocess.argtypes import UsageError
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}, but torch sees no CUDA device: use --device cpu, or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def setup(device: str | None = "auto") -> World:
@@ -61,16 +71,6 @@ def setup(device: str | None = "auto") -> World:
             dist.init_process_group("gloo")
         group, dev = dist.group.WORLD, torch.device("cpu")
     return World(rank, world_size, local_rank, dev, group)
-
-
-def check_device(device: str) -> torch.device:
-    """`device` as torch's, or a UsageError (one line, exit 2) where this host lacks it."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}, but torch sees no CUDA device: use --device cpu, or auto")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {device}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return dev
 
 
 def teardown(world: World) -> None:

@@ -27,7 +27,7 @@ from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
 from trainer.run.config import TrainConfig
-from trainer.run.distributed import World, all_gather_object, check_device, setup, teardown
+from trainer.run.distributed import World, all_gather_object, setup, teardown
 from trainer.run.loaders import loader_config
 from trainer.run.lr_policy import LRPolicy
 from trainer.run.model import MODEL_FIELDS, build_model, configure_cuda
@@ -58,6 +58,8 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
     """Bad input ends here with one line: no data, a contradicting class count, a run dir
     that cannot be written."""
     if cfg.device != "auto":
+        from trainer.run.distributed import check_device
+
         check_device(cfg.device)  # before the run dir is made
     cfg = cfg.resolved()
     manifest = Manifest.read(cfg.data)
