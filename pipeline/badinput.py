@@ -45,8 +45,8 @@ class DaliRecovery:
         if not found:
             raise DataError(f"DALI failed on batch {b} of epoch {epoch} "
                             f"and no undecodable sample was found in it: {err}") from err
-        for _, name in found:
-            log.warning("damaged JPEG %s: skipped", name)
+        for g, name in found:
+            log.warning("damaged sample %s (%s): skipped", name, self.samples.damage(g, "JPEG does not decode"))
         return found
 
     def decoder(self) -> SampleDecoder:

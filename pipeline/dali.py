@@ -358,7 +358,8 @@ class DaliLoader(BaseLoader):
             g = int(ids[j])
             name = self.samples.name(g)
             if name not in self.skipped:
-                self.report_damaged(name, bad_label(np.frombuffer(self.samples.label_bytes(g), np.uint8)))
+                symptom = bad_label(np.frombuffer(self.samples.label_bytes(g), np.uint8))
+                self.report_damaged(name, self.samples.damage(g, symptom))
         return torch.from_numpy(labels)
 
     def _batch(self, outs, plan, b: int):

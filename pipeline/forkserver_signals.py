@@ -22,7 +22,8 @@ import signal
 import sys
 import time
 
-from pipeline import mptemp, procs
+from pipeline import mptemp
+from preprocess import procs
 
 # How long the forkserver waits for the dying rank to be gone: the kernel signals when the
 # rank's thread that started the server exits, and its other threads may still be exiting.

@@ -25,7 +25,7 @@ import tempfile
 from multiprocessing import process, util
 from pathlib import Path
 
-from pipeline import procs
+from preprocess import procs
 
 MP_PREFIX = "pymp"
 

@@ -74,11 +74,11 @@ class ShardReader(SampleBytes):
         raw = self.label_bytes(g)
         label = parse_label(np.frombuffer(raw, np.uint8), self.num_classes)
         if label == DAMAGED:
-            return None, DAMAGED, (self.name(g), bad_label(np.frombuffer(raw, np.uint8)))
+            return None, DAMAGED, (self.name(g), self.damage(g, bad_label(np.frombuffer(raw, np.uint8))))
         try:
             return (decode or decode_rgb)(self.jpeg_bytes(g)), label, None
         except (OSError, ValueError, SyntaxError):
-            return None, DAMAGED, (self.name(g), "JPEG does not decode")
+            return None, DAMAGED, (self.name(g), self.damage(g, "JPEG does not decode"))
 
     def sample_id(self, g: int) -> tuple[np.ndarray | None, int, tuple[str, str] | None]:
         """`read` of a sample the contract's size: a (256, 256, 3) uint8 image."""

@@ -96,9 +96,54 @@ class SampleBytes:
         return header.split(b"\0", 1)[0].decode(errors="replace").split(".", 1)[0]
 
     def name(self, g: int) -> str:
-        """"shard:key" of a sample (read only for reports)."""
-        # A shard cut short after it was indexed has no header to name the sample by.
-        return f"{Path(self.tars[self.shard_of(g)]).name}:{self.key(g) or f'#{g}'}"
+        """"shard:key" of a sample (read only for reports); "shard@OFFSET" where the tar holds
+        no member header at the offset the index gives (the key is unknown, never empty)."""
+        shard, offset = Path(self.tars[self.shard_of(g)]).name, int(self.table[g, IMAGE_OFFSET])
+        member = self._member_at(self.shard_of(g), offset)
+        return f"{shard}:{member[0].split('.', 1)[0]}" if member and member[0] else f"{shard}@{offset - TAR_HEADER}"
+
+    def damage(self, g: int, symptom: str) -> str:
+        """Why sample g is damaged, for its report: the byte offset of its JPEG member in its
+        shard, and the real cause where the bytes are not what the index says (a truncated
+        shard, an index out of step with the tar) rather than the symptom a reader met."""
+        s = self.shard_of(g)
+        row = self.table[g]
+        where = f"at byte {int(row[IMAGE_OFFSET]) - TAR_HEADER}"
+        end = os.fstat(self._fd(s)).st_size
+        members = (("jpg", int(row[IMAGE_OFFSET]), int(row[IMAGE_SIZE_BYTES])),
+                   ("cls", int(row[LABEL_OFFSET]), int(row[LABEL_SIZE_BYTES])))
+        for ext, offset, size in members:
+            if offset + size > end:
+                return (f"{where}: the shard is truncated: it ends at byte {end}, "
+                        f"{'inside' if offset < end else 'before'} this sample's .{ext} member (bytes "
+                        f"{offset}..{offset + size})")
+        for ext, offset, size in members:
+            member = self._member_at(s, offset)
+            if member is None:
+                return (f"{where}: the index file is out of step with the tar: no member header before byte "
+                        f"{offset}, where it puts a .{ext} member")
+            name, stored = member
+            if not name.endswith(f".{ext}") or stored != size:
+                return (f"{where}: the index file is out of step with the tar: it puts a .{ext} member of {size} "
+                        f"bytes at {offset}, the tar has {name!r} of {stored} bytes there")
+        return f"{where}: {symptom}"
+
+    def _member_at(self, s: int, offset: int) -> tuple[str, int] | None:
+        """(name, size) of the tar member whose data starts at `offset`, or None when the 512
+        bytes before it are not a tar header (their checksum does not add up)."""
+        if offset < TAR_HEADER:
+            return None
+        header = os.pread(self._fd(s), TAR_HEADER, offset - TAR_HEADER)
+        if len(header) < TAR_HEADER:
+            return None
+        try:
+            checksum = int(header[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
+            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError:
+            return None
+        if checksum != sum(header[:148]) + 8 * 32 + sum(header[156:]):
+            return None
+        return header[:100].split(b"\0", 1)[0].decode(errors="replace"), size
 
     def close(self) -> None:
         for fd in self._fds.values():

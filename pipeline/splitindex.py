@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocess.contract import MANIFEST_NAME, CorruptError, DataError, Manifest, index_name, require_shards
+from preprocess.contract import (
+    MANIFEST_NAME, REWRITE_FIX, CorruptError, DataError, Manifest, index_name, require_shards,
+)
 from preprocess.indexfile import read_index_count
 from preprocess.offsetstable import WIDTH, fill, map_table, open_table
 
@@ -60,8 +62,11 @@ class SplitIndex:
                     f"--out {data_dir}` (it writes both), or `wds2idx {tar} {path}`"
                 )
         sizes = np.array([read_index_count(p) for p in idx], np.int64)
-        entry = Manifest.read(data_dir).split_offsets(split) if (data_dir / MANIFEST_NAME).is_file() else None
-        return cls(tars, idx, sizes, data_dir=data_dir, table_entry=entry)
+        if not (data_dir / MANIFEST_NAME).is_file():  # shards of another tool: their index files are all there is
+            return cls(tars, idx, sizes, data_dir=data_dir)
+        manifest = Manifest.read(data_dir)
+        _check_counts(data_dir, split, manifest, tars, sizes)
+        return cls(tars, idx, sizes, data_dir=data_dir, table_entry=manifest.split_offsets(split))
 
     @property
     def total(self) -> int:
@@ -102,3 +107,25 @@ class SplitIndex:
         if self.node_shared:  # a worker maps the file itself: pickling a memmap copies its rows
             state["_table"] = None
         return state
+
+
+def _check_counts(data_dir: Path, split: str, manifest: Manifest, tars: list[Path], sizes: np.ndarray) -> None:
+    """A manifest that disagrees with the index files (a shard more or less, another count)
+    describes other shards: training on them would go on with wrong epoch lengths and a
+    table of other rows, so the reader stops as `preprocess verify` does (CorruptError)."""
+    entries = manifest.split_shards(split)
+    listed = {e.get("name"): e.get("count") for e in entries}
+    found = {tar.name: int(n) for tar, n in zip(tars, sizes)}
+    problem = None
+    if set(listed) != set(found):
+        missing, extra = sorted(set(listed) - set(found)), sorted(set(found) - set(listed))
+        problem = "; ".join(([f"lists {', '.join(missing)}, not on disk"] if missing else [])
+                            + ([f"does not list {', '.join(extra)}"] if extra else []))
+    elif (bad := [n for n in found if listed[n] != found[n]]):
+        problem = f"says {bad[0]} holds {listed[bad[0]]} samples, its index file {found[bad[0]]}"
+    elif manifest.split_count(split) != int(sizes.sum()):
+        problem = f"says {split} holds {manifest.split_count(split)} samples, its index files {int(sizes.sum())}"
+    if problem:
+        raise CorruptError(f"{data_dir / MANIFEST_NAME} does not match the {split} shards (it {problem}): "
+                           f"run `preprocess verify {data_dir}`, then "
+                           f"{REWRITE_FIX.format(dir=data_dir)}")

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from preprocess import democorpus, exitcodes, image
-from preprocess.argtypes import positive_int
+from preprocess.argtypes import OneLineParser, count, fraction, positive_int, seed, workers
 from preprocess.contract import DEFAULT_DATA_DIR, DataError
 from preprocess.output import OutputError
 from preprocess.sources import SYNSETS_NAME, VAL_SOLUTION_NAME, SourceError
@@ -38,25 +38,25 @@ def _add_shard(sub) -> None:
                    f"lines (default: --src/{VAL_SOLUTION_NAME} if there)")
     p.add_argument("--synsets", type=Path,
                    help=f"class names, {SYNSETS_NAME} form (default: --src/{SYNSETS_NAME} if there)")
-    p.add_argument("--workers", type=positive_int, default=default_workers(), help="processes (default: all cores)")
-    p.add_argument("--quality", type=int, default=image.DEFAULT_QUALITY, help="JPEG quality (default 95)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train shuffle")
+    p.add_argument("--workers", type=workers, default=default_workers(), help="processes (default: all cores)")
+    p.add_argument("--quality", type=count(1, 100), default=image.DEFAULT_QUALITY, help="JPEG quality (default 95)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the train shuffle")
     p.add_argument("--shard-max-count", type=positive_int, default=1000)
     p.add_argument("--shard-max-bytes", type=positive_int, default=None)
     p.add_argument("--max-pixels", type=positive_int, default=image.DEFAULT_MAX_PIXELS,
                    help="reject larger images (decompression-bomb guard)")
-    p.add_argument("--max-reject-fraction", type=float, default=0.001)
-    p.add_argument("--part", type=int, default=0, help="this job's part, 0 <= i < --parts")
+    p.add_argument("--max-reject-fraction", type=fraction(), default=0.001)
+    p.add_argument("--part", type=count(0), default=0, help="this job's part, 0 <= i < --parts")
     p.add_argument("--parts", type=positive_int, default=1)
-    p.add_argument("--holdout-fraction", type=float, default=None,
+    p.add_argument("--holdout-fraction", type=fraction(low_open=True, high_open=True), default=None,
                    help="for a source with train/ only: hold out this fraction of each class as val")
-    p.add_argument("--holdout-seed", type=int, default=0, help="which files --holdout-fraction holds out")
+    p.add_argument("--holdout-seed", type=seed, default=0, help="which files --holdout-fraction holds out")
     p.add_argument("--overwrite", action="store_true", help="replace output made with other options (not with parts sharing one --out)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="preprocess", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="preprocess", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_shard(sub)
     v = sub.add_parser("verify", help="check shards against the manifest, decode every image")
@@ -66,12 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="where the merged dataset goes (default: the first PART_DIR)")
     d = sub.add_parser("demo-corpus", help="a small ImageNet-layout corpus from photos that packages ship")
     d.add_argument("--out", type=Path, required=True)
-    d.add_argument("--classes", type=int, default=10)
-    d.add_argument("--train-per-class", type=int, default=30)
-    d.add_argument("--val-per-class", type=int, default=10)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--min-side", type=int, default=300)
-    d.add_argument("--max-side", type=int, default=500)
+    d.add_argument("--classes", type=positive_int, default=10)
+    d.add_argument("--train-per-class", type=positive_int, default=30)
+    d.add_argument("--val-per-class", type=positive_int, default=10)
+    d.add_argument("--seed", type=seed, default=0)
+    d.add_argument("--min-side", type=count(1, 8192), default=300)
+    d.add_argument("--max-side", type=count(1, 8192), default=500)
     d.add_argument("--flat-val", action="store_true", help="flat val/ plus LOC_val_solution.csv")
     return parser
 

@@ -183,11 +183,13 @@ class DatasetStats:
             )
 
 
-_STATS_SHAPES = {"mean_rgb": (3,), "cov": (3, 3), "eigvals": (3,), "eigvecs": (3, 3)}
+_STATS_SHAPES = {"n_pixels": (), "mean_rgb": (3,), "cov": (3, 3), "eigvals": (3,), "eigvecs": (3, 3)}
 
 
-def load_stats(data_dir: str | Path) -> DatasetStats:
-    """stats.npz, checked: every field present, of its shape, and finite (CorruptError if not)."""
+def load_stats(data_dir: str | Path, image_size: int | None = None) -> DatasetStats:
+    """stats.npz, checked: every field present, of its dtype and shape (the mean image of the
+    manifest's image size; `image_size` when the caller read the manifest already), and
+    finite (CorruptError if not). The one reader: every command's check is this one."""
     path = Path(data_dir) / STATS_NAME
     if not path.is_file():
         raise DataError(
@@ -195,33 +197,46 @@ def load_stats(data_dir: str | Path) -> DatasetStats:
             f"`preprocess shard --src IMAGENET_DIR --out {data_dir}` "
             f"(or `preprocess stats --merge PART_DIR...` for a split job)"
         )
+    if image_size is None:
+        image_size = Manifest.read(data_dir).image_size if (Path(data_dir) / MANIFEST_NAME).is_file() else IMAGE_SIZE
     fix = REWRITE_FIX.format(dir=data_dir)
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in STATS_FIELDS if k not in z]
             if missing:
                 raise CorruptError(f"{path} lacks {missing}: {fix}")
-            stats = DatasetStats(
-                n_pixels=int(z["n_pixels"]),
-                mean_rgb=np.asarray(z["mean_rgb"], np.float64),
-                cov=np.asarray(z["cov"], np.float64),
-                eigvals=np.asarray(z["eigvals"], np.float64),
-                eigvecs=np.asarray(z["eigvecs"], np.float64),
-                mean_image=np.asarray(z["mean_image"], np.float32),
-            )
+            raw = {k: z[k] for k in STATS_FIELDS}
     except CorruptError:
         raise
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as err:  # torn or foreign
         raise CorruptError(f"{path} is damaged ({type(err).__name__}: {err}): {fix}") from None
-    wrong = [k for k, shape in _STATS_SHAPES.items() if getattr(stats, k).shape != shape]
-    if stats.mean_image.ndim != 3 or stats.mean_image.shape[2] != 3:
-        wrong.append("mean_image")
+    # A field of another kind (text, complex, integer pixels) or size is another file's, or
+    # a mean image of other shards: casting it, or cropping a 224 window out of it, would
+    # train on a wrong mean without a word.
+    shapes = {**_STATS_SHAPES, "mean_image": (image_size, image_size, 3)}
+    wrong = [f"{k} is {raw[k].dtype} {_shape(raw[k])}, expected {'an integer' if k == 'n_pixels' else 'float'} "
+             f"{_shape(shapes[k])}" for k in STATS_FIELDS
+             if raw[k].shape != shapes[k] or raw[k].dtype.kind not in ("iu" if k == "n_pixels" else "f")]
     if wrong:
-        raise CorruptError(f"{path} has fields of the wrong shape ({', '.join(wrong)}): {fix}")
+        raise CorruptError(f"{path} does not fit the {image_size}x{image_size} images of {MANIFEST_NAME} "
+                           f"({'; '.join(wrong)}): {fix}")
+    stats = DatasetStats(
+        n_pixels=int(raw["n_pixels"]),
+        mean_rgb=np.asarray(raw["mean_rgb"], np.float64),
+        cov=np.asarray(raw["cov"], np.float64),
+        eigvals=np.asarray(raw["eigvals"], np.float64),
+        eigvecs=np.asarray(raw["eigvecs"], np.float64),
+        mean_image=np.asarray(raw["mean_image"], np.float32),
+    )
     bad = stats.nonfinite()
     if bad:
         raise CorruptError(f"{path} holds NaN or infinite values in {', '.join(bad)}: {fix}")
     return stats
+
+
+def _shape(shape_or_array) -> str:
+    shape = getattr(shape_or_array, "shape", shape_or_array)
+    return "x".join(map(str, shape)) if shape else "scalar"
 
 
 # --- Manifest fields (added with `preprocess shard`) -------------------------------------

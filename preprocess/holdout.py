@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.sources import Source, SourceError, SampleTable
+from preprocess.sources import Source, SourceError, SampleTable, to_bytes
 
 
 def check(src) -> None:
@@ -32,7 +32,7 @@ def held_count(n: int, fraction: float) -> int:
 
 
 def _rank(seed: int, rel: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}\0{rel}".encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(hashlib.blake2b(to_bytes(f"{seed}\0{rel}"), digest_size=8).digest(), "little")
 
 
 def split(source: Source, fraction: float, seed: int) -> Source:

@@ -192,6 +192,9 @@ def shard(cfg: ShardConfig) -> Summary:
     if placing:
         placer.advance(records)
         manifest = output.write_dataset(settings["params"], info, [records[u.name] for u in units])
+    # Workers of a run killed just before this one were perhaps zombies when the first sweep
+    # ran (alive to it, since a zombie's pid exists until reaped); they are gone by now.
+    output.sweep()
     reasons = collections.Counter(r["reason"] for r in info["rejects"])
     reasons.update(r["reason"] for u in mine for r in records[u.name]["rejects"])
     return Summary(manifest, dict(reasons), sum(info["inputs"].values()),

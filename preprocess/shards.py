@@ -23,7 +23,7 @@ import numpy as np
 from preprocess import exitcodes, image
 from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE
 from preprocess.indexfile import write_index
-from preprocess.sources import SampleTable, Source
+from preprocess.sources import SampleTable, Source, printable
 from preprocess.stats import Moments
 from preprocess.tempfiles import no_space, replacing, temp_path
 
@@ -229,9 +229,9 @@ def _write_unit(unit: Unit, src: Path, workdir: Path, options: Options, writer: 
         try:
             pixels = image.prepare(_read(src / sample.rel, options.max_pixels), options.size, options.max_pixels)
         except image.Rejected as r:
-            rejects.append({"path": sample.rel, "split": unit.split, "reason": r.reason, "detail": r.detail})
+            rejects.append({"path": printable(sample.rel), "split": unit.split, "reason": r.reason, "detail": r.detail})
         else:
-            meta = json.dumps({"src": sample.rel, "wnid": sample.wnid}, sort_keys=True).encode()
+            meta = json.dumps({"src": printable(sample.rel), "wnid": sample.wnid}, sort_keys=True).encode()
             jpeg = image.encode(pixels, options.quality)
             writer.add(sample.key, [(EXT_IMAGE, jpeg), (EXT_LABEL, str(sample.label).encode()), (EXT_META, meta)])
             if moments is not None:

@@ -36,6 +36,19 @@ class SourceError(RuntimeError):
     """The source folder cannot be used; the message is one line for the user."""
 
 
+# A file name that is not UTF-8 (Linux allows any bytes) arrives from os.scandir as a str
+# with its odd bytes as lone surrogates (PEP 383). Kept so internally, it opens the same
+# file again; it is stored and hashed as its original bytes (`to_bytes`), and recorded,
+# in rejects.jsonl and the sample's .json, as text with those bytes escaped (`printable`).
+def to_bytes(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def printable(name: str) -> str:
+    """`name` as UTF-8 text, a byte that is not UTF-8 written as \\xff."""
+    return to_bytes(name).decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     index: int
@@ -71,7 +84,7 @@ class SampleTable:
         """From (rel, label, key) rows, in order."""
         rel, key, rel_ends, key_ends, labels = bytearray(), bytearray(), array("q"), array("q"), array("i")
         for r, label, k in rows:
-            rel += r.encode()
+            rel += to_bytes(r)
             key += k.encode()
             rel_ends.append(len(rel))
             key_ends.append(len(key))
@@ -84,7 +97,7 @@ class SampleTable:
 
     @staticmethod
     def _get(buf: bytes, ends: np.ndarray, i: int) -> str:
-        return buf[int(ends[i - 1]) if i else 0 : int(ends[i])].decode()
+        return buf[int(ends[i - 1]) if i else 0 : int(ends[i])].decode("utf-8", "surrogateescape")
 
     def row(self, i: int) -> tuple[str, int, str]:
         """(rel, label, key) of sample i, without building a `Sample`."""
@@ -121,7 +134,7 @@ class Source:
             table = self.samples.get(split)
             for i in range(len(table) if table is not None else 0):
                 rel, label, key = table.row(i)
-                h.update(f"{split} {rel} {label} {key}\n".encode())
+                h.update(to_bytes(f"{split} {rel} {label} {key}\n"))
         return h.hexdigest()
 
 
@@ -223,7 +236,7 @@ def _refused_folder(folder: Path, refused: list[tuple[str, str]]) -> SourceError
 
 
 def _link_rejects(split: str, prefix: str, refused: list[tuple[str, str]]) -> list[dict]:
-    return [{"path": f"{prefix}/{name}", "split": split, "reason": "bad_link", "detail": reason}
+    return [{"path": printable(f"{prefix}/{name}"), "split": split, "reason": "bad_link", "detail": printable(reason)}
             for name, reason in refused]
 
 
@@ -235,7 +248,8 @@ def _class_folder_samples(root: Path, split: str, by_wnid: dict[str, ClassInfo],
     if refused:
         raise _refused_folder(root / split, refused)
     for name in files:
-        rejects.append({"path": f"{split}/{name}", "split": split, "reason": "no_label", "detail": "not in a class folder"})
+        rejects.append({"path": printable(f"{split}/{name}"), "split": split, "reason": "no_label",
+                        "detail": "not in a class folder"})
     for wnid in dirs:
         if wnid not in by_wnid:
             raise SourceError(f"{root / split / wnid} is not a class of train/ (classes are train's folders)")
@@ -259,9 +273,10 @@ def _flat_val_samples(root: Path, labels: dict[str, str], by_wnid: dict[str, Cla
         wnid = labels.get(_stem(name))
         rel = f"val/{name}"
         if wnid is None:
-            rejects.append({"path": rel, "split": "val", "reason": "no_label", "detail": "not in --val-labels"})
+            rejects.append({"path": printable(rel), "split": "val", "reason": "no_label",
+                            "detail": "not in --val-labels"})
         elif wnid not in by_wnid:
-            rejects.append({"path": rel, "split": "val", "reason": "unknown_class", "detail": wnid})
+            rejects.append({"path": printable(rel), "split": "val", "reason": "unknown_class", "detail": wnid})
         else:
             yield rel, by_wnid[wnid]
 
@@ -332,6 +347,10 @@ def discover(src: str | Path, val_labels: str | Path | None = None, synsets: str
         raise _refused_folder(root / "train", refused)
     if not wnids:
         raise SourceError(f"{root / 'train'} has no class folders (expected train/<wnid>/*)")
+    odd = [w for w in wnids if printable(w) != w]
+    if odd:  # a class is its name everywhere (manifest, checkpoints, the page): refuse, as an empty one
+        raise SourceError(f"{printable(str(root / 'train' / odd[0]))}: a class folder whose name is not UTF-8: "
+                          f"rename it to its wnid")
     names = read_synsets(synsets) if synsets else {}
     classes = [ClassInfo(i, w, names.get(w, w)) for i, w in enumerate(wnids)]
     by_wnid = {c.wnid: c for c in classes}

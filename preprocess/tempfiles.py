@@ -6,7 +6,8 @@ neighbors' sheet) is written to `NAME.tmpPID-HOST` and renamed into place when w
 (`replace_atomically`, or `replacing` as a block). `replacing` removes the temporary file when its writer fails (a full disk
 among others) and turns a full disk into one `NoSpaceError` naming the file. A writer
 killed with SIGKILL cannot clean up: `sweep_dead` removes the temporary files whose writer
-is gone, at the start of `preprocess shard`, `preprocess stats --merge` and `trainer train`
+is gone, at the start and the end of `preprocess shard` (a worker killed with its parent may
+be a zombie, not yet gone, when the rerun starts), `preprocess stats --merge` and `trainer train`
 (its checkpoints folder), and before each report the trainer's tools write. The host is
 in the name because parts of a split job may share one OUT over a network filesystem:
 a pid means something only on the host that wrote it, so another host's files are kept.
@@ -21,7 +22,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
-from preprocess import exitcodes
+from preprocess import exitcodes, procs
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
 # NAME.tmpPID-HOST (NAME.linkPID-HOST: a hard link about to be renamed), and the forms of
@@ -76,16 +77,6 @@ def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
-
-
 def writer_is_dead(name: str, target: str | None = None) -> bool:
     """Whether `name` is a temporary file (of `target`, if given) whose writer, on this host,
     is gone."""
@@ -94,7 +85,7 @@ def writer_is_dead(name: str, target: str | None = None) -> bool:
         return False
     if target is not None and m["name"] != target:
         return False
-    return not _alive(int(m["pid"]))
+    return not procs.alive(int(m["pid"]))  # a zombie is dead: a killed writer stays one until reaped
 
 
 def sweep_dead(*folders: str | Path, target: str | None = None) -> list[Path]:

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from preprocess.argtypes import OneLineParser, UsageError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.run.train", "train AlexNet on prepared shards (torchrun for several GPUs)"),
@@ -33,7 +35,7 @@ def _usage() -> str:
 def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
     module_name, help_ = COMMANDS[command]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"trainer {command}", description=help_)
+    parser = OneLineParser(prog=f"trainer {command}", description=help_)
     module.add_arguments(parser)
     return parser, module
 
@@ -49,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser, module = build_parser(command)
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except UsageError as err:  # a flag this machine cannot honour: argparse's one line and status
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

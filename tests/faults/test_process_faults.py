@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import mptemp, procs
+from pipeline import mptemp
+from preprocess import procs
 from tests import strays
 from tests.trainer.trainer_helpers import REPO, TINY, env, last_step
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from preprocess.argtypes import positive_int
+from preprocess import argtypes
 from trainer.run.validation import METRICS, VIEWS, config_precision, rates, tally
 
 
@@ -97,11 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="shard folder (default: the one in the first checkpoint's config)")
     parser.add_argument("--split", default="val", choices=("val", "train"))
     parser.add_argument("--json", default=None, help="report file (default: evaluation-SPLIT.json)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (x10 patches)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="images per batch (x10 patches)")
     parser.add_argument("--backend", choices=("dali", "reference"), default=None,
                         help="data loader (default: dali on a GPU, reference otherwise)")
-    parser.add_argument("--workers", type=positive_int, default=4, help="loader worker processes (>= 1)")
-    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    parser.add_argument("--workers", type=argtypes.workers, default=4, help="loader worker processes (>= 1)")
+    parser.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:

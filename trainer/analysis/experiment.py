@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from preprocess import argtypes
+
 TARGET_ERROR = 0.25
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -157,24 +159,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="shard folder (its train split is used)")
     parser.add_argument("-o", "--output", default="relu-vs-tanh.png", help="plot PNG to write")
     parser.add_argument("--json", default=None, help="curves as JSON (default: the PNG's name, .json)")
-    parser.add_argument("--lrs", default="0.003,0.01,0.03",
+    parser.add_argument("--lrs", type=argtypes.NumberList(argtypes.learning_rate), default="0.003,0.01,0.03",
                         help="learning rates to try per nonlinearity; the fastest is kept")
-    parser.add_argument("--max-epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--image-size", type=int, default=32, help="side images are shrunk to (CIFAR: 32)")
-    parser.add_argument("--max-images", type=int, default=None, help="use only the first N training images")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-epochs", type=argtypes.positive_int, default=100)
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=128)
+    parser.add_argument("--image-size", type=argtypes.count(8, 256), default=32,
+                        help="side images are shrunk to (CIFAR: 32)")
+    parser.add_argument("--max-images", type=argtypes.positive_int, default=None,
+                        help="use only the first N training images")
+    parser.add_argument("--seed", type=argtypes.seed, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
     from preprocess import exitcodes
     from preprocess.contract import DataError, Manifest
 
-    try:
-        lrs = [float(v) for v in args.lrs.split(",") if v.strip()]
-    except ValueError:
-        print(f"trainer experiment: --lrs must be numbers separated by commas, not {args.lrs!r}")
-        return 2
+    lrs = args.lrs  # checked by its type: numbers in the learning rate's range
     try:
         num_classes = Manifest.read(args.data).num_classes
         x, y = shrunk_split(args.data, "train", args.image_size, args.max_images)

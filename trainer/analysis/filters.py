@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from preprocess import exitcodes
+from preprocess import argtypes, exitcodes
 from trainer.analysis.inference import CheckpointError, load_model
 from trainer.run.filters import model_groups, save_filters_png
 
@@ -15,7 +15,7 @@ from trainer.run.filters import model_groups, save_filters_png
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `trainer train`")
     parser.add_argument("-o", "--output", default="filters.png", help="PNG to write (default: filters.png)")
-    parser.add_argument("--scale", type=int, default=3, help="pixels per kernel weight (default: 3)")
+    parser.add_argument("--scale", type=argtypes.count(1, 64), default=3, help="pixels per kernel weight (default: 3)")
 
 
 def run(args: argparse.Namespace) -> int:

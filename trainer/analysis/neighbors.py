@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from preprocess import argtypes
 from preprocess.contract import require_shards
 from preprocess.tempfiles import replace_atomically, sweep_dead
 
@@ -140,11 +141,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="shard folder (default: the one in the checkpoint's config)")
     parser.add_argument("--index", help="feature index folder (default: beside the checkpoint)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the index even if it is current")
-    parser.add_argument("-k", "--k", type=int, default=6, help="neighbours per image (the paper: 6)")
+    parser.add_argument("-k", "--k", type=argtypes.positive_int, default=6, help="neighbours per image (the paper: 6)")
     parser.add_argument("-o", "--output", default="neighbors.png", help="contact sheet PNG")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=4, help="decode processes while indexing")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=128)
+    parser.add_argument("--workers", type=argtypes.count(0, argtypes.MAX_WORKERS), default=4,
+                        help="decode processes while indexing (0: in this process)")
+    parser.add_argument("--device", type=argtypes.device, default=None,
+                        help="cpu or cuda (default: cuda when available)")
     parser.add_argument("images", nargs="+", help="query JPEG or PNG files")
 
 

@@ -14,6 +14,8 @@ import json
 
 import torch
 
+from preprocess import argtypes
+
 TOP = 5
 
 
@@ -29,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="shard folder for class names and the mean image "
                         "(default: the one in the checkpoint's config)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", type=argtypes.device, default=None,
+                        help="cpu or cuda (default: cuda when available)")
     parser.add_argument("images", nargs="+", help="JPEG or PNG files")
 
 

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preprocess import argtypes
 from preprocess.contract import DEFAULT_DATA_DIR
 from trainer.run.model import MODEL_FIELDS
 from trainer.runstore import DEFAULT_MIN_LR
@@ -142,12 +143,30 @@ HELP = {
                  "that epoch's): its whole state and flags, the flags given here replacing them",
     "freeze_features": "with --init-from: keep the conv layers fixed, train the FC layers only",
     "backend": "loader: dali, reference (webdataset + Pillow), auto: dali on GPU, reference on CPU",
+    "val_every": "validate every this many epochs (0: never)",
+    "max_drops": "divisions --lr-policy plateau or step makes at most (0: none)",
 }
 CHOICES = {
     "optimizer": ("paper", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2),
     "lr_policy": ("manual", "plateau", "step"), "backend": ("auto", "dali", "reference"),
     "mean": ("image", "channel"), "init": ("paper", "kaiming"), "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "off"),
     "channels_last": ("auto", "on", "off"), "compile": ("auto", "on", "off"),
+}
+
+# Each numeric flag's range (preprocess.argtypes): a value outside it, NaN or infinity is a
+# usage error before anything runs. 0 is allowed where it has a meaning the help names.
+RANGES = {
+    "epochs": argtypes.positive_int, "batch_size": argtypes.positive_int, "lr": argtypes.learning_rate,
+    "momentum": argtypes.fraction(high_open=True), "weight_decay": argtypes.fraction(high_open=True),
+    "max_steps": argtypes.count(0), "num_classes": argtypes.count(0), "groups": argtypes.count(1, 2),
+    "width": argtypes.Number(float, 0.0, 16.0, low_open=True), "dropout": argtypes.fraction(high_open=True),
+    "bias_const": argtypes.Number(float, -10.0, 10.0), "patience": argtypes.positive_int,
+    "max_drops": argtypes.count(0), "step_epochs": argtypes.positive_int, "lr_factor": argtypes.lr_factor,
+    "min_lr": argtypes.learning_rate, "num_workers": argtypes.count(0, argtypes.MAX_WORKERS),
+    "lighting_std": argtypes.Number(float, 0.0, 10.0), "seed": argtypes.seed,
+    "val_every": argtypes.count(0), "checkpoint_minutes": argtypes.Number(float, 0.0, 1e6),
+    "keep_checkpoints": argtypes.count(0), "log_every": argtypes.positive_int,
+    "step_delay": argtypes.Number(float, 0.0, 3600.0), "plateau_threshold": argtypes.fraction(high_open=True),
 }
 
 
@@ -161,6 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
             continue
         kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        kind = RANGES.get(f.name, kind)
         if not required and help_ is not argparse.SUPPRESS:
             help_ += " (default: %(default)s)"
         parser.add_argument(flag, type=kind, required=required, choices=CHOICES.get(f.name),

@@ -34,15 +34,25 @@ class World:
         return self.world_size > 1
 
 
+def check_device(device: str) -> torch.device:
+    """`device` as torch's, or a UsageError (one line, exit 2) where this host lacks it."""
+    from preprocess.argtypes import UsageError
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}, but torch sees no CUDA device: use --device cpu, or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 def setup(device: str | None = "auto") -> World:
     """Pick the device and, under torchrun, join the process group (nccl on GPU, gloo on CPU):
     the one set-up for `trainer train` and the analysis tools. `device` is auto (or None),
     cpu, cuda, or cuda:N in a single process (under torchrun a rank's GPU is its LOCAL_RANK)."""
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    on_gpu = torch.device(device).type == "cuda"
-    if on_gpu and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}, but torch sees no CUDA device")
+    on_gpu = check_device(device).type == "cuda"
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         if on_gpu and torch.device(device).index is None:
             return World(device=torch.device("cuda", torch.cuda.current_device()))

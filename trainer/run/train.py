@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
 def check_inputs(cfg: TrainConfig) -> TrainConfig:
     """Bad input ends here with one line: no data, a contradicting class count, a run dir
     that cannot be written."""
+    if cfg.device != "auto":
+        from trainer.run.distributed import check_device
+
+        check_device(cfg.device)  # before the run dir is made
     cfg = cfg.resolved()
     manifest = Manifest.read(cfg.data)
     require_shards(cfg.data, "train")

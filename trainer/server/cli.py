@@ -15,6 +15,7 @@ import sys
 
 from pydantic import SecretStr, ValidationError
 
+from preprocess import argtypes
 from trainer.runstore.defaults import DEFAULT_RUNS_DB
 
 FLAGS = ("runs_db", "host", "port", "token_file", "min_lr", "max_body_bytes", "cors_origins", "refresh_s")
@@ -24,13 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-db", help=f"the run store (default {DEFAULT_RUNS_DB}, where trainer train writes; "
                         "env ALEXNET_RUNS_DB)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--port", type=argtypes.count(0, 65535), help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--token-file", help="file holding the operator token, mode 0600")
-    parser.add_argument("--min-lr", type=float, help="refuse divisions that take the LR below this (default 1e-7)")
-    parser.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 16384)")
+    parser.add_argument("--min-lr", type=argtypes.learning_rate,
+                        help="refuse divisions that take the LR below this (default 1e-7)")
+    parser.add_argument("--max-body-bytes", type=argtypes.count(256, 2**30),
+                        help="larger request bodies get 413 (default 16384)")
     parser.add_argument("--cors-origin", dest="cors_origins", action="append",
                         help="allow this browser origin to call the API (repeatable; default: none)")
-    parser.add_argument("--refresh-s", type=float, help="how often the page polls (default 3)")
+    parser.add_argument("--refresh-s", type=argtypes.Number(float, 0.0, 3600.0, low_open=True),
+                        help="how often the page polls (default 3)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
