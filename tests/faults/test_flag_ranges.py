@@ -33,6 +33,7 @@ ACCEPTED = {
     ("trainer train", "--dropout"): {"0"},  # the ablation without dropout
     ("trainer train", "--bias-const"): {"0", "-1"},  # any constant; the paper's 1 or 0
     ("trainer train", "--max-drops"): {"0"},  # the policy never divides
+    ("trainer train", "--plateau-threshold"): {"0"},  # any improvement counts (before issue 29)
     ("trainer train", "--num-workers"): {"0"},  # auto
     ("trainer train", "--lighting-std"): {"0"},  # no PCA lighting (tests, ablations)
     ("trainer train", "--seed"): {"0"},
