@@ -2,7 +2,8 @@
 analysis tools (`trainer evaluate`, `predict`, `neighbors`) join the process group here.
 
 `torchrun --nproc-per-node G [--nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT]
--m trainer train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; without them the run is a world of
+-m trainer train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; a rank's GPU is chosen from what
+the process sees (`trainer.run.devicemap`: all the node's GPUs or one); without them the run is a world of
 one and every collective here is a no-op. Control traffic (commands, stop requests, the
 checkpoint's per-rank RNG and data positions) goes over a gloo group on the CPU, so it
 never waits on the GPU stream.
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from trainer.run.devicemap import rank_device
 
 
 @dataclass
@@ -37,7 +40,8 @@ class World:
 def setup(device: str | None = "auto") -> World:
     """Pick the device and, under torchrun, join the process group (nccl on GPU, gloo on CPU):
     the one set-up for `trainer train` and the analysis tools. `device` is auto (or None),
-    cpu, cuda, or cuda:N in a single process (under torchrun a rank's GPU is its LOCAL_RANK)."""
+    cpu, cuda, or cuda:N in a single process (under torchrun a rank's GPU is
+    `trainer.run.devicemap.rank_device`'s: LOCAL_RANK when it sees them all, 0 when it sees one)."""
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     on_gpu = torch.device(device).type == "cuda"
@@ -51,11 +55,11 @@ def setup(device: str | None = "auto") -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     joined = dist.is_initialized()  # a caller in the same process joined first: share its group
     if on_gpu:
-        torch.cuda.set_device(local_rank)
+        dev = rank_device(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        torch.cuda.set_device(dev)  # pinned memory and a bare "cuda" follow it
         if not joined:
-            dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+            dist.init_process_group("nccl", device_id=dev)
         group = dist.new_group(backend="gloo")
-        dev = torch.device("cuda", local_rank)
     else:
         if not joined:
             dist.init_process_group("gloo")

@@ -27,6 +27,7 @@ from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
 from trainer.run.config import TrainConfig
+from trainer.run.devicemap import DeviceMapError, ddp_device_ids
 from trainer.run.distributed import World, all_gather_object, setup, teardown
 from trainer.run.loaders import loader_config
 from trainer.run.lr_policy import LRPolicy
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return train(config_mod.from_args(args))
-    except (TrainError, DataError, rs.RunStoreError, RunLocked, CheckpointError) as e:
+    except (TrainError, DataError, rs.RunStoreError, RunLocked, CheckpointError, DeviceMapError) as e:
         print(f"trainer train: {e}", file=sys.stderr)
         return exitcodes.for_error(e)
 
@@ -152,7 +153,7 @@ class Trainer:
         net = self.model
         if self.world.distributed:
             net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                net, device_ids=ddp_device_ids(self.device),
                 gradient_as_bucket_view=True)
         self.net = torch.compile(net) if cfg.compile else net
         self.step = TrainStep(self.net, self.optimizer, self.device, self.amp, self.channels_last)
