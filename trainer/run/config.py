@@ -68,6 +68,7 @@ class TrainConfig:
     checkpoint_minutes: float = 30.0  # 0: at every step (tests)
     keep_checkpoints: int = 3
     log_every: int = 20
+    control_every: int = 16  # under DDP: steps between the ranks' control exchanges (trainer.run.commands)
     demo: bool = False
     trace: str = field(default="", metadata={"help": argparse.SUPPRESS})
     # Test hook: seconds to sleep after each step, so a test can act between two steps
@@ -117,6 +118,8 @@ HELP = {
     "checkpoint_minutes": "also checkpoint every this many minutes (0: every step)",
     "keep_checkpoints": "epoch checkpoints kept besides last.pt",
     "log_every": "steps between metric rows in the run store",
+    "control_every": "under DDP, steps between the ranks' exchanges of operator commands, stop requests and "
+                     "timed checkpoints (each takes effect at the next such step, the same on every rank)",
     "amp": "auto: bf16 autocast on GPU, fp32 on CPU",
     "channels_last": "auto: on GPU",
     "demo": "mark the run as a demo in the run store",

@@ -67,6 +67,22 @@ def setup(device: str | None = "auto") -> World:
     return World(rank, world_size, local_rank, dev, group)
 
 
+_calls = 0  # this process's collectives on the control group, for the --trace hook's count
+
+
+def collective_calls() -> int:
+    """How many collectives this process has run through the helpers below (DDP's own
+    gradient all-reduce is not among them): `--trace` records it per step."""
+    return _calls
+
+
+def _counted(world: World) -> bool:
+    global _calls
+    if world.distributed:
+        _calls += 1
+    return world.distributed
+
+
 def teardown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
@@ -74,13 +90,13 @@ def teardown(world: World) -> None:
 
 def all_reduce_sum(world: World, values: torch.Tensor) -> torch.Tensor:
     """Sum a small CPU tensor over ranks (counts, control flags)."""
-    if world.distributed:
+    if _counted(world):
         dist.all_reduce(values, op=dist.ReduceOp.SUM, group=world.control_group)
     return values
 
 
 def all_gather_object(world: World, obj) -> list:
-    if not world.distributed:
+    if not _counted(world):
         return [obj]
     out = [None] * world.world_size
     dist.all_gather_object(out, obj, group=world.control_group)
@@ -88,5 +104,5 @@ def all_gather_object(world: World, obj) -> list:
 
 
 def barrier(world: World) -> None:
-    if world.distributed:
+    if _counted(world):
         dist.barrier(group=world.control_group)

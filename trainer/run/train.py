@@ -68,8 +68,8 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
         raise TrainError(f"--num-classes {cfg.num_classes} contradicts {cfg.data}/dataset.json, which has {n} classes")
     if cfg.freeze_features and not cfg.init_from:
         raise TrainError("--freeze-features keeps the conv layers of pre-trained weights: give --init-from CHECKPOINT")
-    if cfg.batch_size < 1 or cfg.epochs < 1:
-        raise TrainError("--batch-size and --epochs must be positive")
+    if cfg.batch_size < 1 or cfg.epochs < 1 or cfg.control_every < 1:
+        raise TrainError("--batch-size, --epochs and --control-every must be positive")
     probe = Path(cfg.run_dir) / "checkpoints" / f".probe{time.time_ns()}"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,8 @@ class Trainer:
         self.control = Control(world, self.session.store if self.session else None,
                                self.session.run_id if self.session else None,
                                checkpoint_seconds=cfg.checkpoint_minutes * 60, replays=replays,
-                               min_lr=cfg.min_lr, included={c["id"] for c in self.state.applied_commands})
+                               min_lr=cfg.min_lr, included={c["id"] for c in self.state.applied_commands},
+                               every=cfg.control_every)
         self.control.install_signal_handlers()
         # Dropout's RNG (and any other) continues exactly where the checkpoint left it.
         if ckpt is not None and world.rank < len(ckpt["rng"]):
@@ -270,8 +271,9 @@ class Trainer:
             if cfg.step_delay:
                 time.sleep(cfg.step_delay)
             # On the CPU every loss is already on the host; on a GPU read it back only per
-            # log interval, so the host keeps queueing work ahead of the device.
-            if self.device.type == "cpu" or st.step % cfg.log_every == 0:
+            # log interval, so the host keeps queueing work ahead of the device. Under DDP
+            # it is a collective: per log interval too, so that DDP's are the step's only.
+            if (self.device.type == "cpu" and not self.world.distributed) or st.step % cfg.log_every == 0:
                 if not self.sync_loss():
                     return "nan"
             self.report()
