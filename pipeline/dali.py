@@ -29,6 +29,7 @@ from nvidia.dali.plugin.pytorch import feed_ndarray
 from pipeline import badinput
 from pipeline.augment import MAX_OFFSET, TEN_CROPS, lighting_matrix, mean_array
 from pipeline.badinput import DaliRecovery
+from pipeline.cpubudget import source_workers
 from pipeline.base import DAMAGED, BaseLoader, bad_label, parse_label
 from pipeline.dalisource import LABEL_BYTES, BatchParams, SampleSource, Schedule, blank_jpeg
 from pipeline.host_normalize import HostNormalizer
@@ -153,12 +154,6 @@ def to_torch(tensor_list, dtype: torch.dtype, device: torch.device, zero_copy: b
 # queue (2) and the parallel source's own (1), with room to spare. A broken-off epoch is cut
 # after them (`DaliLoader._cut_short`), so that no batch is cut while a worker reads it.
 IN_FLIGHT = 8
-
-
-def source_workers(threads: int) -> int:
-    """DALI's Python processes reading samples for a pipeline of `threads` threads: half as
-    many (4 of 8 kept 0.978x the webdataset reader's images/s on an H100), at least one."""
-    return max(1, threads // 2)
 
 
 class DaliLoader(BaseLoader):

@@ -125,7 +125,8 @@ HELP = {
     "demo": "mark the run as a demo in the run store",
     "name": "run name in the run store (default: the run dir's name)",
     "num_workers": "DALI threads or reference loader processes per rank; 0: auto (8 DALI threads "
-                   "per GPU, fewer on a machine with under 9 cores per GPU; 4 otherwise)",
+                   "per GPU, 4 otherwise, fewer where they and DALI's source processes do not fit the rank's "
+                   "share of the node's cores)",
     "extra_conv": "section 6's sixth conv layer over the last pooling layer (3x3, 256 kernels, "
                   "see trainer/run/model.py)",
     "init": "paper: weights N(0, 0.01), biases 1 where section 5 says; kaiming: torchvision's "

@@ -29,6 +29,7 @@ from trainer.run.commands import Control
 from trainer.run.config import TrainConfig
 from trainer.run.devicemap import DeviceMapError, ddp_device_ids
 from trainer.run.distributed import World, all_gather_object, setup, teardown
+from trainer.run.layout import start_line
 from trainer.run.loaders import loader_config
 from trainer.run.lr_policy import LRPolicy
 from trainer.run.model import MODEL_FIELDS, build_model, configure_cuda
@@ -230,6 +231,7 @@ class Trainer:
         self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
         self.trace = StepTrace(cfg.trace, self.world.rank) if cfg.trace else None
         self.losses = LossTally(self.device)
+        self.say(start_line(cfg, self.world))
         if st.resumed_from:
             self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
                                 f"batch {st.epoch_step}/{self.steps_per_epoch})")

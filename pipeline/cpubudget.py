@@ -1,0 +1,88 @@
+"""A node's CPU budget: how many loader threads and processes a rank may start.
+
+Each rank's loader starts, besides the trainer's own process:
+  * DALI: `--num-workers` threads in the pipeline and `source_workers(threads)` Python
+    processes reading the samples (the parallel external source);
+  * the reference loader: `--num-workers` worker processes.
+`--num-workers 0` (auto) gives a rank the most of them that fit its share of the node's
+usable cores, one core kept for the trainer, up to the measured best (8 DALI threads per
+GPU; 4 otherwise). A rank's share is the affinity mask divided among the node's ranks
+(LOCAL_WORLD_SIZE), or the mask itself where the scheduler bound each task to its own
+cores (Slurm's SLURM_CPUS_PER_TASK equal to the mask's size).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# DALI threads per GPU by default: on an H100 (16 cores) 8 threads fed 23,235 images/s at
+# batch 256, against 16,933 with 4 and 14,848 with 16 (benchmarks/README.md, GPU check); an
+# 8-GPU node has 14-16 cores per GPU, and one stays with the trainer.
+DALI_GPU_THREADS = 8
+# Everything else (reference worker processes, DALI on the CPU): the earlier default.
+OTHER_WORKERS = 4
+
+
+def source_workers(threads: int) -> int:
+    """DALI's Python processes reading samples for a pipeline of `threads` threads: half as
+    many (4 of 8 kept 0.978x the webdataset reader's images/s on an H100), at least one."""
+    return max(1, threads // 2)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    backend: str
+    cores: int  # usable by this process (its affinity mask)
+    ranks: int  # ranks on the node
+    share: int  # this rank's cores
+    workers: int  # --num-workers: DALI threads, or reference processes
+
+    @property
+    def processes(self) -> int:
+        """Processes the rank's loader starts."""
+        return source_workers(self.workers) if self.backend == "dali" else self.workers
+
+    @property
+    def threads(self) -> int:
+        return self.workers if self.backend == "dali" else 0
+
+    @property
+    def used(self) -> int:
+        """Cores the rank asks for: its loader's threads and processes, and itself."""
+        return self.threads + self.processes + 1
+
+    def line(self) -> str:
+        what = (f"{self.threads} DALI threads + {plural(self.processes, 'source process')}" if self.backend == "dali"
+                else plural(self.processes, "loader process"))
+        over = "" if self.used * self.ranks <= self.cores else ", OVER the node's cores"
+        return (f"CPU budget: {self.cores} cores / {plural(self.ranks, 'rank')} on this node = {self.share} a rank; "
+                f"each rank {what} + the trainer = {self.used}{over}")
+
+
+def plural(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}{'es' if what.endswith('s') else 's'}"
+
+
+def rank_share(cores: int, ranks: int) -> int:
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if per_task.isdigit() and int(per_task) == cores:
+        return cores  # the scheduler bound this task to its own cores
+    return max(1, cores // max(1, ranks))
+
+
+def cpu_budget(backend: str, device: str, ranks_on_node: int = 1, workers: int = 0) -> CpuBudget:
+    """The budget of a rank on a node of `ranks_on_node` ranks; `workers` 0 means auto."""
+    cores = usable_cores()
+    share = rank_share(cores, ranks_on_node)
+    if not workers:
+        dali = backend == "dali"
+        cap = DALI_GPU_THREADS if dali and not str(device).startswith("cpu") else OTHER_WORKERS
+        room = share - 1  # one core stays with the trainer
+        fits = [n for n in range(1, cap + 1) if n + (source_workers(n) if dali else 0) <= room]
+        workers = max(fits, default=1)
+    return CpuBudget(backend, cores, max(1, ranks_on_node), share, workers)
