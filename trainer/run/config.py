@@ -68,6 +68,7 @@ class TrainConfig:
     checkpoint_minutes: float = 30.0  # 0: at every step (tests)
     keep_checkpoints: int = 3
     log_every: int = 20
+    hang_timeout: float = 45.0  # under DDP: seconds a rank may stall while the others wait (trainer.run.failfast)
     control_every: int = 16  # under DDP: steps between the ranks' control exchanges (trainer.run.commands)
     demo: bool = False
     trace: str = field(default="", metadata={"help": argparse.SUPPRESS})
@@ -118,6 +119,8 @@ HELP = {
     "checkpoint_minutes": "also checkpoint every this many minutes (0: every step)",
     "keep_checkpoints": "epoch checkpoints kept besides last.pt",
     "log_every": "steps between metric rows in the run store",
+    "hang_timeout": "under DDP, end the run when one rank has not moved for this many seconds while the "
+                    "others wait for it, naming it (0: never; a rank that raises always ends the run)",
     "control_every": "under DDP, steps between the ranks' exchanges of operator commands, stop requests and "
                      "timed checkpoints (each takes effect at the next such step, the same on every rank)",
     "amp": "auto: bf16 autocast on GPU, fp32 on CPU",

@@ -23,6 +23,7 @@ import torch
 from preprocess import exitcodes
 from preprocess.contract import DataError, Manifest, require_shards
 from trainer.run import config as config_mod
+from trainer.run import failfast
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
@@ -88,7 +89,8 @@ def train(cfg: TrainConfig) -> int:
         try:
             if cfg.batch_size % world.world_size:
                 raise TrainError(f"--batch-size {cfg.batch_size} does not divide over {world.world_size} ranks")
-            return Trainer(cfg, world, holder=holder).fit()
+            with failfast.guard(world, cfg):  # a failed or hung rank ends every rank, naming it
+                return Trainer(cfg, world, holder=holder).fit()
         finally:
             teardown(world)
 
