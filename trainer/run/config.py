@@ -60,6 +60,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on GPU) | bf16 | off
     channels_last: str = "auto"
     compile: bool = False
+    grad_bf16: bool = False  # under DDP: all-reduce the gradients in bf16 (not the paper's)
     # Evaluation, checkpoints, logging.
     val_every: int = 1
     tencrop: bool = True
@@ -121,6 +122,7 @@ HELP = {
     "log_every": "steps between metric rows in the run store",
     "hang_timeout": "under DDP, end the run when one rank has not moved for this many seconds while the "
                     "others wait for it, naming it (0: never; a rank that raises always ends the run)",
+    "grad_bf16": "under DDP, all-reduce the gradients in bf16 (half the bytes on the wire; not the paper's)",
     "control_every": "under DDP, steps between the ranks' exchanges of operator commands, stop requests and "
                      "timed checkpoints (each takes effect at the next such step, the same on every rank)",
     "amp": "auto: bf16 autocast on GPU, fp32 on CPU",

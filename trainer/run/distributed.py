@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from trainer.run.devicemap import rank_device
+from trainer.run.devicemap import ddp_device_ids, rank_device
 
 
 @dataclass
@@ -106,3 +106,22 @@ def all_gather_object(world: World, obj) -> list:
 def barrier(world: World) -> None:
     if _counted(world):
         dist.barrier(group=world.control_group)
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, *, grad_bf16: bool = False) -> torch.nn.Module:
+    """The model under DDP on the rank's device. With `grad_bf16` the gradients are
+    all-reduced in bf16 (torch's bf16_compress_hook: half the bytes, averaged in fp32 after),
+    a non-paper choice for slow links (benchmarks/scaling_model.py)."""
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ddp_device_ids(device),
+                                                    gradient_as_bucket_view=True)
+    if grad_bf16:
+        net.register_comm_hook(None, _bf16_gradients)
+    return net
+
+
+def _bf16_gradients(state, bucket):
+    # torch's own hook, under another name: DDP refuses it by name off NCCL, though gloo
+    # reduces bf16 as well (the CPU tests run it there).
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
+
+    return bf16_compress_hook(state, bucket)

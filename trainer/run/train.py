@@ -28,8 +28,8 @@ from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
 from trainer.run.config import TrainConfig
-from trainer.run.devicemap import DeviceMapError, ddp_device_ids
-from trainer.run.distributed import World, all_gather_object, setup, teardown
+from trainer.run.devicemap import DeviceMapError
+from trainer.run.distributed import World, all_gather_object, setup, teardown, wrap_ddp
 from trainer.run.layout import start_line
 from trainer.run.loaders import loader_config
 from trainer.run.lr_policy import LRPolicy
@@ -156,9 +156,7 @@ class Trainer:
         self.policy = LRPolicy(cfg.lr_policy, cfg.lr_factor, cfg.patience, cfg.max_drops, cfg.step_epochs)
         net = self.model
         if self.world.distributed:
-            net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=ddp_device_ids(self.device),
-                gradient_as_bucket_view=True)
+            net = wrap_ddp(net, self.device, grad_bf16=cfg.grad_bf16)
         self.net = torch.compile(net) if cfg.compile else net
         self.step = TrainStep(self.net, self.optimizer, self.device, self.amp, self.channels_last)
 
