@@ -48,6 +48,8 @@ class TrainConfig:
     max_drops: int = 3
     step_epochs: int = 30
     lr_factor: float = 10.0
+    lr_scaling: str = "none"  # none (the paper's) | linear: --lr x batch/128 (trainer.run.lrscaling)
+    warmup_epochs: int = 0  # with --lr-scaling linear: ramp from --lr to the scaled LR over these epochs
     min_lr: float = DEFAULT_MIN_LR  # operator divisions never take the LR under this
     # Data.
     backend: str = "auto"  # dali | reference | auto (dali on GPU, reference on CPU)
@@ -123,6 +125,10 @@ HELP = {
     "hang_timeout": "under DDP, end the run when one rank has not moved for this many seconds while the "
                     "others wait for it, naming it (0: never; a rank that raises always ends the run)",
     "grad_bf16": "under DDP, all-reduce the gradients in bf16 (half the bytes on the wire; not the paper's)",
+    "lr_scaling": "none: --lr as given (the paper's); linear: --lr is for a batch of 128 and the run starts "
+                  "from --lr x batch-size/128 (Goyal et al. 2017; not the paper's)",
+    "warmup_epochs": "with --lr-scaling linear, raise the LR step by step from --lr to the scaled LR over "
+                     "this many epochs",
     "control_every": "under DDP, steps between the ranks' exchanges of operator commands, stop requests and "
                      "timed checkpoints (each takes effect at the next such step, the same on every rank)",
     "amp": "auto: bf16 autocast on GPU, fp32 on CPU",
@@ -145,7 +151,7 @@ CHOICES = {
     "optimizer": ("paper", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2),
     "lr_policy": ("manual", "plateau", "step"), "backend": ("auto", "dali", "reference"),
     "mean": ("image", "channel"), "init": ("paper", "kaiming"), "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "off"),
-    "channels_last": ("auto", "on", "off"),
+    "channels_last": ("auto", "on", "off"), "lr_scaling": ("none", "linear"),
 }
 
 

@@ -27,6 +27,9 @@ def start_line(cfg: TrainConfig, world: World) -> str:
     per_rank = cfg.batch_size // world.world_size
     ranks = f"{world.world_size} ranks ({ranks_on_node()} on this node)" if world.distributed else "1 process"
     grad = ", gradients all-reduced in bf16" if cfg.grad_bf16 and world.distributed else ""
+    if cfg.lr_scaling == "linear":
+        grad += (f", LR {cfg.lr * cfg.batch_size / 128:g} = {cfg.lr:g} x {cfg.batch_size}/128 (--lr-scaling linear"
+                 f"{f', warm-up {cfg.warmup_epochs} epochs' if cfg.warmup_epochs else ''}; not the paper's)")
     line = (f"trainer: {ranks} on {world.device.type}, batch {cfg.batch_size} "
             f"({per_rank} a rank){grad}; {budget_line(cfg, world)}")
     warning = small_batch_warning(cfg, world)

@@ -33,6 +33,7 @@ from trainer.run.distributed import World, all_gather_object, setup, teardown, w
 from trainer.run.layout import start_line
 from trainer.run.loaders import loader_config
 from trainer.run.lr_policy import LRPolicy
+from trainer.run.lrscaling import Warmup, initial_lr
 from trainer.run.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.run.optim import create_optimizer, set_lr
 from trainer.run.progress import Meter, Progress
@@ -72,6 +73,8 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
         raise TrainError("--freeze-features keeps the conv layers of pre-trained weights: give --init-from CHECKPOINT")
     if cfg.batch_size < 1 or cfg.epochs < 1 or cfg.control_every < 1:
         raise TrainError("--batch-size, --epochs and --control-every must be positive")
+    if cfg.warmup_epochs and (cfg.lr_scaling != "linear" or cfg.warmup_epochs < 0):
+        raise TrainError("--warmup-epochs ramps the LR up to the scaled one: give it with --lr-scaling linear, >= 0")
     probe = Path(cfg.run_dir) / "checkpoints" / f".probe{time.time_ns()}"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,9 @@ class Trainer:
         cfg = self.cfg
         ckpt, path, self.fallbacks = choose_checkpoint(cfg, self.ckdir, self.class_digest, say=self.say)
         if ckpt is None:
-            return RunState(lr=cfg.lr, lr_history=[{"step": 0, "lr": cfg.lr, "reason": "initial"}]), None
+            lr, why = initial_lr(cfg)
+            set_lr(self.optimizer, lr)
+            return RunState(lr=lr, lr_history=[{"step": 0, "lr": lr, "reason": why}]), None
         differs = [k for k in MODEL_FIELDS if ckpt["config"].get(k) != getattr(cfg, k)]
         if differs:
             raise TrainError(f"{path} was trained with other model settings ({', '.join(differs)}); "
@@ -231,6 +236,7 @@ class Trainer:
         self.progress = Progress(total_steps=self.total_steps, start_step=st.step, enabled=self.world.is_main)
         self.trace = StepTrace(cfg.trace, self.world.rank) if cfg.trace else None
         self.losses = LossTally(self.device)
+        self.warmup = Warmup.of(cfg, self.steps_per_epoch)
         self.say(start_line(cfg, self.world))
         if st.resumed_from:
             self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
@@ -262,6 +268,7 @@ class Trainer:
             # continues it exactly.
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
+            self.warmup.apply(self.optimizer, st.step, st.lr)
             self.meter.add(time.perf_counter() - t0)
             self.losses.add(self.step(images, labels))  # read back per log interval (sync_loss)
             st.step += 1
