@@ -6,9 +6,9 @@ Each rank's loader starts, besides the trainer's own process:
   * the reference loader: `--num-workers` worker processes.
 `--num-workers 0` (auto) gives a rank the most of them that fit its share of the node's
 usable cores, one core kept for the trainer, up to the measured best (8 DALI threads per
-GPU; 4 otherwise). A rank's share is the affinity mask divided among the node's ranks
-(LOCAL_WORLD_SIZE), or the mask itself where the scheduler bound each task to its own
-cores (Slurm's SLURM_CPUS_PER_TASK equal to the mask's size).
+GPU; 4 otherwise). A rank's share is its affinity mask divided among the ranks that share
+it: torchrun's LOCAL_WORLD_SIZE (one torchrun a node, as docs/cluster.md runs it under
+Slurm and Kubernetes); a rank started alone (srun per GPU, no torchrun) keeps its mask.
 """
 
 from __future__ import annotations
@@ -69,9 +69,6 @@ def plural(n: int, what: str) -> str:
 
 
 def rank_share(cores: int, ranks: int) -> int:
-    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if per_task.isdigit() and int(per_task) == cores:
-        return cores  # the scheduler bound this task to its own cores
     return max(1, cores // max(1, ranks))
 
 

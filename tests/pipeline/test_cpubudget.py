@@ -18,7 +18,6 @@ from pipeline.cpubudget import cpu_budget
 ])
 def test_every_process_of_every_rank_fits_the_node(monkeypatch, backend, device, cores, ranks):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     budget = cpu_budget(backend, device, ranks)
     assert budget.used * ranks <= cores, budget.line()
     assert "OVER" not in budget.line()
@@ -29,7 +28,6 @@ def test_every_process_of_every_rank_fits_the_node(monkeypatch, backend, device,
 
 def test_the_line_counts_threads_and_processes(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)))
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     line = cpu_budget("dali", "cuda", 8).line()
     assert line == ("CPU budget: 128 cores / 8 ranks on this node = 16 a rank; "
                     "each rank 8 DALI threads + 4 source processes + the trainer = 13")
@@ -37,10 +35,8 @@ def test_the_line_counts_threads_and_processes(monkeypatch):
     assert cpu_budget("dali", "cuda", 8, workers=16).line().endswith("= 25, OVER the node's cores")
 
 
-def test_a_task_bound_to_its_own_cores_keeps_them(monkeypatch):
-    """Slurm with --cpus-per-task=16: the mask is the task's own, not the node's."""
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "16")
+def test_one_torchrun_a_slurm_node_divides_its_mask(monkeypatch):
+    """docs/cluster.md's sbatch: one task a node with all 128 cores, 8 ranks under torchrun."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "128")
     assert cpu_budget("dali", "cuda", 8).share == 16
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
-    assert cpu_budget("dali", "cuda", 8).share == 2
