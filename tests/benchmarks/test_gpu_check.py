@@ -65,10 +65,13 @@ def test_dry_run_runs_every_step_it_can(dry_run):
     _, rep, _ = dry_run
     steps = rep["steps"]
     expected = ["data", "dali_vs_cpu", "center_vs_reference", "loss_falls", "dali_pipeline",
-                "dali_pipeline_all_threads", "dali_external_source", "dali_levers", "reference_loader", "train_bare", "train_levers",
+                "dali_pipeline_all_threads", "dali_external_source", "dali_levers", "reference_loader", "train_bare", "scaling_inputs", "train_levers",
                 "profile_train", "train_fed", "trainer_loop", "gpu_decode", "pytest_gpu", "train_bare_compiled"]
     assert list(steps) == expected
     assert steps["train_bare_compiled"] == {"status": "skipped", "reason": "dry run"}
+    scaling = rep["measurements"]["scaling_inputs"]  # what benchmarks/scaling_model.py needs
+    assert scaling["allreduce_ms_one_gpu"] == 0.0 and scaling["grad_bytes_fp32"] == 60_965_224 * 4
+    assert scaling["step_ms"] > 0
     for name, status in steps.items():
         needs_missing = (name.startswith("dali_") or name == "center_vs_reference") and not HAS_DALI or (
             name == "gpu_decode" and not HAS_TORCHVISION)
