@@ -10,33 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 import torch
 
 from pipeline.base import BACKENDS, BaseLoader, LoaderConfig
+from pipeline.cpubudget import DALI_GPU_THREADS, OTHER_WORKERS, cpu_budget  # noqa: F401 (re-exported)
 from pipeline.reference import ReferenceLoader
 
 log = logging.getLogger(__name__)
 __all__ = ["BACKENDS", "LoaderConfig", "auto_workers", "make_loader", "resolve_backend"]
 
 
-# DALI threads per GPU by default: on an H100 (16 cores) 8 threads fed 23,235 images/s at
-# batch 256, against 16,933 with 4 and 14,848 with 16 (benchmarks/README.md, GPU check); an
-# 8-GPU node has 14-16 cores per GPU, and one stays with the trainer.
-DALI_GPU_THREADS = 8
-# Everything else (reference worker processes, DALI on the CPU): the earlier default.
-OTHER_WORKERS = 4
-
-
 def auto_workers(backend: str, device: str, ranks_on_node: int = 1) -> int:
-    """What `--num-workers 0` (auto) means for a rank: DALI on a GPU gets DALI_GPU_THREADS,
-    capped by this rank's share of the usable cores less one for the trainer itself."""
-    if backend != "dali" or device == "cpu":
-        return OTHER_WORKERS
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(DALI_GPU_THREADS, cores // max(1, ranks_on_node) - 1))
+    """What `--num-workers 0` (auto) means for a rank: the most loader threads and processes
+    that fit its share of the node's cores (`pipeline.cpubudget`)."""
+    return cpu_budget(backend, device, ranks_on_node).workers
 
 
 def resolve_backend(backend: str, device: str | torch.device) -> str:

@@ -11,6 +11,7 @@ USAGE = 2        # an input the user can fix: an option, a missing or contradict
 INCOMPLETE = 3   # evaluate saw fewer samples than dataset.json lists (damaged samples were skipped)
 CORRUPT = 4      # a file this system wrote is damaged (dataset.json, stats.npz, an index, a checkpoint, runs.db)
 NO_SPACE = 5     # the disk or quota is full; nothing half-written is left: free space and rerun the same command
+RANK_FAILED = 6  # trainer train under DDP: another rank failed or hung (the line names it); rerun with --resume auto
 INTERRUPTED = 130  # SIGINT: rerun the same command (with --resume auto for training) to go on
 
 _NO_SPACE_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT

@@ -45,6 +45,7 @@ def run_all(check) -> None:
     else:
         check.skip("train_bare_compiled", "dry run" if check.dry_run else "no C compiler (cc, gcc) for torch.compile")
     check.step("train_bare", lambda: train_bare(check), needs=("trainer.run.model",), estimate_s=20, after=("data",))
+    check.step("scaling_inputs", lambda: scaling_inputs(check), needs=("trainer.run.model",), after=("train_bare",))
     check.step("train_fed", lambda: train_fed(check, compile=compiled), needs=("pipeline", "trainer.run.model"),
                estimate_s=45, after=("data",))
     if TRAIN_BENCH.is_file():
@@ -191,6 +192,24 @@ def train_bare(check, compile: bool = False) -> dict:
     name = "train_bare_compiled" if compile else "train_bare"
     check.report["measurements"][name] = result
     check.report["figures"][f"{name}_images_per_s"] = result["items_per_s"]
+    return result
+
+
+def scaling_inputs(check) -> dict:
+    """What benchmarks/scaling_model.py needs from this machine: the one-GPU step at the
+    trainer's batch and the gradient's size. The all-reduce time is recorded as 0 because
+    on one GPU DDP reduces nothing (a world of one): no figure of communication exists
+    until a multi-GPU loan measures NCCL's all-reduce of these bytes."""
+    from trainer.run.config import TrainConfig
+    from trainer.run.model import build_model
+
+    p = check.plan
+    params = sum(t.numel() for t in build_model(TrainConfig(data="", run_dir="", num_classes=1000)).parameters())
+    bare = check.report["measurements"]["train_bare"]
+    result = {"step_ms": round(1000 * p.train_batch / bare["items_per_s"], 3), "batch": p.train_batch,
+              "grad_bytes_fp32": params * 4, "allreduce_ms_one_gpu": 0.0,
+              "note": "a world of one all-reduces nothing; run scaling_model.py --step-ms with step_ms"}
+    check.report["measurements"]["scaling_inputs"] = result
     return result
 
 

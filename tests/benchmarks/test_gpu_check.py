@@ -67,11 +67,14 @@ def test_dry_run_runs_every_step_it_can(dry_run):
     # By value (issue 25): data, correctness, the pipeline, training compiled and eager, fed,
     # the Trainer, the GPU tests, then the levers and diagnostics that the deadline drops first.
     expected = ["data", "dali_vs_cpu", "center_vs_reference", "loss_falls", "dali_pipeline", "train_bare_compiled",
-                "train_bare", "train_fed", "trainer_loop", "pytest_gpu", "fed_levers", "dali_external_source",
+                "train_bare", "scaling_inputs", "train_fed", "trainer_loop", "pytest_gpu", "fed_levers", "dali_external_source",
                 "dali_levers", "dali_pipeline_all_threads", "train_levers", "profile_train", "reference_loader",
                 "gpu_decode"]
     assert list(steps) == expected
     assert steps["train_bare_compiled"] == {"status": "skipped", "reason": "dry run"}
+    scaling = rep["measurements"]["scaling_inputs"]  # what benchmarks/scaling_model.py needs
+    assert scaling["allreduce_ms_one_gpu"] == 0.0 and scaling["grad_bytes_fp32"] == 60_965_224 * 4
+    assert scaling["step_ms"] > 0
     for name, status in steps.items():
         dali_step = name.startswith("dali_") or name in ("center_vs_reference", "fed_levers")
         needs_missing = dali_step and not HAS_DALI or (

@@ -109,7 +109,10 @@ def test_mid_epoch_resume_neither_repeats_nor_skips(shard_dir, backend):
 
 @pytest.mark.parametrize("backend, device, cores, ranks, want", [
     ("dali", "cuda", 128, 8, 8),   # an 8-GPU node: 16 cores a GPU, the measured 8 threads
-    ("dali", "cuda:3", 16, 2, 7),  # 8 cores a GPU: one stays with the trainer
+    ("dali", "cuda:3", 16, 2, 6),  # 8 cores a GPU: 6 threads + the feed thread + the trainer
+    ("dali", "cuda", 48, 8, 4),    # 6 a GPU: 4 threads + the feed thread + the trainer
+    ("reference", "cuda", 16, 8, 1),  # 2 a rank: one worker process + the trainer
+    ("reference", "cpu", 12, 2, 4),
     ("dali", "cuda", 2, 1, 1),
     ("dali", "cpu", 64, 1, 4),     # DALI's CPU mode and the reference loader: as before
     ("reference", "cuda", 64, 1, 4),

@@ -47,7 +47,7 @@ def test_num_workers_zero_means_auto(demo_shards, tmp_path, monkeypatch):
     gpu = World(rank=1, world_size=4, local_rank=1, device=torch.device("cuda", 1))
     assert loader_config(cfg, gpu, "train", "train", True).num_workers == DALI_GPU_THREADS
     assert loader_config(cfg, World(), "train", "train", False).num_workers == OTHER_WORKERS
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 cores a GPU: one left to the trainer
-    assert loader_config(cfg, gpu, "train", "train", True).num_workers == 7
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 cores a GPU: 6 threads, the feed thread, the trainer
+    assert loader_config(cfg, gpu, "train", "train", True).num_workers == 6
     explicit = TrainConfig(data=str(demo_shards), run_dir=str(tmp_path), batch_size=32, num_workers=3)
     assert loader_config(explicit, gpu, "train", "train", True).num_workers == 3

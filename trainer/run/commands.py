@@ -1,11 +1,15 @@
 """Operator commands and the other per-step decisions every rank must take together.
 
-At each step boundary `Control.exchange` returns one `Decision` for all ranks: a new LR
-(operator `lr_divide` commands, read by rank 0 from the run store at most once a second,
-so the store costs the loop one short read a second), a stop request (SIGTERM/SIGINT on
-any rank), and whether a timed checkpoint is due. Rank 0 alone reads the store and the
-clock; one all-reduce of three numbers on the CPU group carries its decision to the
-others, so the new LR takes effect at the same step everywhere.
+At a step boundary `Control.exchange` returns one `Decision` for all ranks: a new LR
+(operator `lr_divide` commands, read by rank 0 from the run store at most once a second),
+a stop request (SIGTERM/SIGINT on any rank), and whether a timed checkpoint is due. Rank 0
+alone reads the store and the clock; one all-reduce of three numbers on the CPU group
+carries its decision to the others. Under DDP that all-reduce runs only every
+`--control-every` steps (at steps S with S % N == 0), not at every step: a host never
+waits for the others between two of DDP's own gradient all-reduces, and a command or a
+stop takes effect at the next such step, the same one on every rank. Replays (below) need
+no exchange at all: rank 0 hands every rank the list once, at start, and each applies them
+at their own steps.
 
 Replay rule (never lost, never applied twice, across kill -9):
   * a command is marked `applied` at step S (the first step that uses the new LR) only
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer.run.distributed import World, all_reduce_sum
+from trainer.run.distributed import World, all_gather_object, all_reduce_sum
 from trainer.runstore import FLOOR_TOLERANCE
 
 
@@ -49,12 +53,15 @@ class Decision:
 class Control:
     def __init__(self, world: World, store=None, run_id: int | None = None, *, checkpoint_seconds: float,
                  replays: list[dict] | None = None, poll_seconds: float = 1.0, min_lr: float = 0.0,
-                 included: set[int] | None = None):
+                 included: set[int] | None = None, every: int = 1):
         self.world, self.store, self.run_id = world, store, run_id
+        self.every = max(1, every) if world.distributed else 1
         self.checkpoint_seconds = checkpoint_seconds
         self.min_lr = min_lr
         self.poll_seconds = poll_seconds
-        self.replays = sorted(replays or [], key=lambda c: (c["step"], c["id"]))
+        # Rank 0 read the replays from the store; every rank applies them (one gather, at start).
+        replays = all_gather_object(world, replays or [])[0]
+        self.replays = sorted(replays, key=lambda c: (c["step"], c["id"]))
         self.queue: list[dict] = []
         # Replays, and commands the checkpoint already includes, are never taken as new.
         self.seen: set[int] = {c["id"] for c in self.replays} | set(included or ())
@@ -95,11 +102,9 @@ class Control:
             self.queue.append({"id": cmd.id, "factor": cmd.factor, "reason": cmd.reason, "who": cmd.who,
                                "replayed": False})
 
-    def _due(self, step: int) -> list[dict]:
-        due = [c for c in self.replays if c["step"] <= step]
+    def _due_replays(self, step: int) -> list[dict]:
+        due = [{**c, "replayed": True} for c in self.replays if c["step"] <= step]
         self.replays = [c for c in self.replays if c["step"] > step]
-        due = [{**c, "replayed": True} for c in due] + self.queue
-        self.queue = []
         return due
 
     def _admit(self, due: list[dict], step: int, lr: float) -> list[dict]:
@@ -120,20 +125,27 @@ class Control:
         return admitted
 
     def exchange(self, step: int, lr: float) -> Decision:
-        msg = torch.zeros(3, dtype=torch.float64)  # new lr (0: none), stop votes, checkpoint
+        """Every rank, at every step boundary; a collective only at exchange steps."""
         decision = Decision()
+        replayed = self._due_replays(step)  # the same list on every rank
+        for cmd in replayed:
+            lr /= cmd["factor"]
+        if self.world.is_main:
+            decision.commands = replayed
+        if step % self.every:
+            decision.new_lr = lr if replayed else None
+            return decision
+        msg = torch.zeros(3, dtype=torch.float64)  # new lr (0: none), stop votes, checkpoint
         if self.world.is_main:
             self._poll()
-            decision.commands = self._admit(self._due(step), step, lr)
-            new_lr = lr
-            for cmd in decision.commands:
-                new_lr /= cmd["factor"]
-            msg[0] = new_lr if decision.commands else 0.0
-            due = time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
-            msg[2] = float(due)
+            admitted = self._admit(self.queue, step, lr)
+            self.queue = []
+            decision.commands += admitted
+            msg[0] = lr / math.prod(c["factor"] for c in admitted) if admitted else 0.0
+            msg[2] = float(time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds)
         msg[1] = float(self.stop_reason is not None)
         all_reduce_sum(self.world, msg)
-        decision.new_lr = float(msg[0]) if msg[0] > 0 else None
+        decision.new_lr = float(msg[0]) if msg[0] > 0 else (lr if replayed else None)
         decision.stop = bool(msg[1] > 0)
         decision.checkpoint = bool(msg[2] > 0)
         return decision

@@ -54,6 +54,8 @@ class TrainConfig:
     max_drops: int = MAX_DROPS
     step_epochs: int = 30
     lr_factor: float = LR_FACTOR
+    lr_scaling: str = "none"  # none (the paper's) | linear: --lr x batch/128 (trainer.run.lrscaling)
+    warmup_epochs: int = 0  # with --lr-scaling linear: ramp from --lr to the scaled LR over these epochs
     min_lr: float = DEFAULT_MIN_LR  # operator divisions never take the LR under this
     # Data.
     backend: str = "auto"  # dali | reference | auto (dali on GPU, reference on CPU)
@@ -66,6 +68,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on GPU) | bf16 | off
     channels_last: str = "auto"
     compile: str = "auto"  # auto (on CUDA) | on | off
+    grad_bf16: bool = False  # under DDP: all-reduce the gradients in bf16 (not the paper's)
     # Evaluation, checkpoints, logging.
     val_every: int = 1
     tencrop: bool = True
@@ -74,6 +77,8 @@ class TrainConfig:
     checkpoint_minutes: float = 30.0  # 0: at every step (tests)
     keep_checkpoints: int = 3
     log_every: int = 20
+    hang_timeout: float = 45.0  # under DDP: seconds a rank may stall while the others wait (trainer.run.failfast)
+    control_every: int = 16  # under DDP: steps between the ranks' control exchanges (trainer.run.commands)
     demo: bool = False
     trace: str = field(default="", metadata={"help": argparse.SUPPRESS})
     # Test hook: seconds to sleep after each step, so a test can act between two steps
@@ -125,6 +130,15 @@ HELP = {
     "checkpoint_minutes": "also checkpoint every this many minutes (0: every step)",
     "keep_checkpoints": "epoch checkpoints kept besides last.pt",
     "log_every": "steps between metric rows in the run store",
+    "hang_timeout": "under DDP, end the run when one rank has not moved for this many seconds while the "
+                    "others wait for it, naming it (0: never; a rank that raises always ends the run)",
+    "grad_bf16": "under DDP, all-reduce the gradients in bf16 (half the bytes on the wire; not the paper's)",
+    "lr_scaling": "none: --lr as given (the paper's); linear: --lr is for a batch of 128 and the run starts "
+                  "from --lr x batch-size/128 (Goyal et al. 2017; not the paper's)",
+    "warmup_epochs": "with --lr-scaling linear, raise the LR step by step from --lr to the scaled LR over "
+                     "this many epochs",
+    "control_every": "under DDP, steps between the ranks' exchanges of operator commands, stop requests and "
+                     "timed checkpoints (each takes effect at the next such step, the same on every rank)",
     "amp": "auto: bf16 autocast on GPU, fp32 on CPU",
     "channels_last": "auto: on GPU",
     "compile": "torch.compile the step and the fused paper update; auto: on GPU (the first step waits "
@@ -132,7 +146,8 @@ HELP = {
     "demo": "mark the run as a demo in the run store",
     "name": "run name in the run store (default: the run dir's name)",
     "num_workers": "DALI threads or reference loader processes per rank; 0: auto (8 DALI threads "
-                   "per GPU, fewer on a machine with under 9 cores per GPU; 4 otherwise)",
+                   "per GPU, 4 otherwise, fewer where they and the loader's feed thread do not fit the rank's "
+                   "share of the node's cores)",
     "extra_conv": "section 6's sixth conv layer over the last pooling layer (3x3, 256 kernels, "
                   "see trainer/run/model.py)",
     "init": "paper: weights N(0, 0.01), biases 1 where section 5 says; kaiming: torchvision's "

@@ -2,7 +2,8 @@
 analysis tools (`trainer evaluate`, `predict`, `neighbors`) join the process group here.
 
 `torchrun --nproc-per-node G [--nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT]
--m trainer train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; without them the run is a world of
+-m trainer train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; a rank's GPU is chosen from what
+the process sees (`trainer.run.devicemap`: all the node's GPUs or one); without them the run is a world of
 one and every collective here is a no-op. Control traffic (commands, stop requests, the
 checkpoint's per-rank RNG and data positions) goes over a gloo group on the CPU, so it
 never waits on the GPU stream.
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from trainer.run.devicemap import ddp_device_ids, rank_device
 
 
 @dataclass
@@ -49,7 +52,8 @@ def check_device(device: str) -> torch.device:
 def setup(device: str | None = "auto") -> World:
     """Pick the device and, under torchrun, join the process group (nccl on GPU, gloo on CPU):
     the one set-up for `trainer train` and the analysis tools. `device` is auto (or None),
-    cpu, cuda, or cuda:N in a single process (under torchrun a rank's GPU is its LOCAL_RANK)."""
+    cpu, cuda, or cuda:N in a single process (under torchrun a rank's GPU is
+    `trainer.run.devicemap.rank_device`'s: LOCAL_RANK when it sees them all, 0 when it sees one)."""
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     on_gpu = check_device(device).type == "cuda"
@@ -61,16 +65,32 @@ def setup(device: str | None = "auto") -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     joined = dist.is_initialized()  # a caller in the same process joined first: share its group
     if on_gpu:
-        torch.cuda.set_device(local_rank)
+        dev = rank_device(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        torch.cuda.set_device(dev)  # pinned memory and a bare "cuda" follow it
         if not joined:
-            dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+            dist.init_process_group("nccl", device_id=dev)
         group = dist.new_group(backend="gloo")
-        dev = torch.device("cuda", local_rank)
     else:
         if not joined:
             dist.init_process_group("gloo")
         group, dev = dist.group.WORLD, torch.device("cpu")
     return World(rank, world_size, local_rank, dev, group)
+
+
+_calls = 0  # this process's collectives on the control group, for the --trace hook's count
+
+
+def collective_calls() -> int:
+    """How many collectives this process has run through the helpers below (DDP's own
+    gradient all-reduce is not among them): `--trace` records it per step."""
+    return _calls
+
+
+def _counted(world: World) -> bool:
+    global _calls
+    if world.distributed:
+        _calls += 1
+    return world.distributed
 
 
 def teardown(world: World) -> None:
@@ -80,13 +100,13 @@ def teardown(world: World) -> None:
 
 def all_reduce_sum(world: World, values: torch.Tensor) -> torch.Tensor:
     """Sum a small CPU tensor over ranks (counts, control flags)."""
-    if world.distributed:
+    if _counted(world):
         dist.all_reduce(values, op=dist.ReduceOp.SUM, group=world.control_group)
     return values
 
 
 def all_gather_object(world: World, obj) -> list:
-    if not world.distributed:
+    if not _counted(world):
         return [obj]
     out = [None] * world.world_size
     dist.all_gather_object(out, obj, group=world.control_group)
@@ -94,5 +114,24 @@ def all_gather_object(world: World, obj) -> list:
 
 
 def barrier(world: World) -> None:
-    if world.distributed:
+    if _counted(world):
         dist.barrier(group=world.control_group)
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, *, grad_bf16: bool = False) -> torch.nn.Module:
+    """The model under DDP on the rank's device. With `grad_bf16` the gradients are
+    all-reduced in bf16 (torch's bf16_compress_hook: half the bytes, averaged in fp32 after),
+    a non-paper choice for slow links (benchmarks/scaling_model.py)."""
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ddp_device_ids(device),
+                                                    gradient_as_bucket_view=True)
+    if grad_bf16:
+        net.register_comm_hook(None, _bf16_gradients)
+    return net
+
+
+def _bf16_gradients(state, bucket):
+    # torch's own hook, under another name: DDP refuses it by name off NCCL, though gloo
+    # reduces bf16 as well (the CPU tests run it there).
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
+
+    return bf16_compress_hook(state, bucket)

@@ -9,6 +9,8 @@ import json
 
 import torch
 
+from trainer.run.distributed import collective_calls
+
 
 def params_digest(model: torch.nn.Module) -> str:
     h = hashlib.blake2b(digest_size=16)
@@ -24,7 +26,8 @@ class StepTrace:
     def step(self, state, images: torch.Tensor, labels: torch.Tensor) -> None:
         fps = [hashlib.blake2b(x.float().cpu().numpy().tobytes(), digest_size=8).hexdigest() for x in images]
         self.file.write(json.dumps({"step": state.step, "epoch": state.epoch, "lr": state.lr,
-                                    "labels": labels.tolist(), "fp": fps}) + "\n")
+                                    "labels": labels.tolist(), "fp": fps,
+                                    "collectives": collective_calls()}) + "\n")
         self.file.flush()  # a SIGKILL must not lose the steps already taken
 
     def close(self, model: torch.nn.Module) -> None:

@@ -23,14 +23,18 @@ import torch
 from preprocess import exitcodes
 from preprocess.contract import DataError, Manifest, require_shards
 from trainer.run import config as config_mod
+from trainer.run import failfast
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
 from trainer.run.commands import Control
 from trainer.run.compiled import RunCompile, compile_enabled, compile_net
 from trainer.run.config import TrainConfig
-from trainer.run.distributed import World, all_gather_object, setup, teardown
+from trainer.run.devicemap import DeviceMapError
+from trainer.run.distributed import World, all_gather_object, setup, teardown, wrap_ddp
+from trainer.run import layout
 from trainer.run.loaders import loader_config
 from trainer.run.lr_policy import LRPolicy
+from trainer.run.lrscaling import Warmup, initial_lr
 from trainer.run.model import MODEL_FIELDS, build_model, configure_cuda
 from trainer.run.optim import create_optimizer, set_lr
 from trainer.run.progress import Meter, Progress
@@ -52,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return train(fork.fork_config(args) if args.fork_from else config_mod.from_args(args))
-    except (TrainError, DataError, rs.RunStoreError, RunLocked, CheckpointError) as e:
+    except (TrainError, DataError, rs.RunStoreError, RunLocked, CheckpointError, DeviceMapError) as e:
         print(f"trainer train: {e}", file=sys.stderr)
         return exitcodes.for_error(e)
 
@@ -74,8 +78,10 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
         raise TrainError(f"--num-classes {cfg.num_classes} contradicts {cfg.data}/dataset.json, which has {n} classes")
     if cfg.freeze_features and not cfg.init_from:
         raise TrainError("--freeze-features keeps the conv layers of pre-trained weights: give --init-from CHECKPOINT")
-    if cfg.batch_size < 1 or cfg.epochs < 1:
-        raise TrainError("--batch-size and --epochs must be positive")
+    if cfg.batch_size < 1 or cfg.epochs < 1 or cfg.control_every < 1:
+        raise TrainError("--batch-size, --epochs and --control-every must be positive")
+    if cfg.warmup_epochs and (cfg.lr_scaling != "linear" or cfg.warmup_epochs < 0):
+        raise TrainError("--warmup-epochs ramps the LR up to the scaled one: give it with --lr-scaling linear, >= 0")
     probe = Path(cfg.run_dir) / "checkpoints" / f".probe{time.time_ns()}"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +99,8 @@ def train(cfg: TrainConfig) -> int:
         try:
             if cfg.batch_size % world.world_size:
                 raise TrainError(f"--batch-size {cfg.batch_size} does not divide over {world.world_size} ranks")
-            return Trainer(cfg, world, holder=holder).fit()
+            with failfast.guard(world, cfg):  # a failed or hung rank ends every rank, naming it
+                return Trainer(cfg, world, holder=holder).fit()
         finally:
             teardown(world)
 
@@ -138,7 +145,8 @@ class Trainer:
         self.control = Control(world, self.session.store if self.session else None,
                                self.session.run_id if self.session else None,
                                checkpoint_seconds=cfg.checkpoint_minutes * 60, replays=replays,
-                               min_lr=cfg.min_lr, included={c["id"] for c in self.state.applied_commands})
+                               min_lr=cfg.min_lr, included={c["id"] for c in self.state.applied_commands},
+                               every=cfg.control_every)
         self.control.install_signal_handlers()
         # Dropout's RNG (and any other) continues exactly where the checkpoint left it.
         if ckpt is not None and world.rank < len(ckpt["rng"]):
@@ -166,9 +174,7 @@ class Trainer:
                                cfg.plateau_threshold)
         net = self.model
         if self.world.distributed:
-            net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                gradient_as_bucket_view=True)
+            net = wrap_ddp(net, self.device, grad_bf16=cfg.grad_bf16)
         self.net = compile_net(net, self.compile)
         self.step = TrainStep(self.net, self.optimizer, self.device, self.amp, self.channels_last)
 
@@ -176,7 +182,9 @@ class Trainer:
         cfg = self.cfg
         ckpt, path, self.fallbacks = choose_checkpoint(cfg, self.ckdir, self.class_digest, say=self.say)
         if ckpt is None:
-            return RunState(lr=cfg.lr, lr_history=[{"step": 0, "lr": cfg.lr, "reason": "initial"}]), None
+            lr, why = initial_lr(cfg)
+            set_lr(self.optimizer, lr)
+            return RunState(lr=lr, lr_history=[{"step": 0, "lr": lr, "reason": why}]), None
         differs = [k for k in MODEL_FIELDS if ckpt["config"].get(k) != getattr(cfg, k)]
         if differs:
             raise TrainError(f"{path} was trained with other model settings ({', '.join(differs)}); "
@@ -247,6 +255,8 @@ class Trainer:
         self.losses = LossTally(self.device)
         self.compiler = RunCompile(self.compile, say=self.progress.write, mark=self.mark_compiling,
                                    event=self.run_event)
+        self.warmup = Warmup.of(cfg, self.steps_per_epoch)
+        self.say(layout.start_line(cfg, self.world))
         if st.resumed_from:
             self.progress.write(f"resumed from {st.resumed_from} at step {st.step} (epoch {st.epoch}, "
                                 f"batch {st.epoch_step}/{self.steps_per_epoch})")
@@ -277,6 +287,7 @@ class Trainer:
             # continues it exactly.
             with torch.random.fork_rng(devices=[]):
                 images, labels = next(batches)
+            self.warmup.apply(self.optimizer, st.step, st.lr)
             self.meter.add(time.perf_counter() - t0)
             if self.compiler.pending:  # the step that waits for torch.compile, shown as it goes
                 self.losses.add(self.compiler.first_step(self.step, images, labels))
@@ -291,8 +302,9 @@ class Trainer:
             if cfg.step_delay:
                 time.sleep(cfg.step_delay)
             # On the CPU every loss is already on the host; on a GPU read it back only per
-            # log interval, so the host keeps queueing work ahead of the device.
-            if self.device.type == "cpu" or st.step % cfg.log_every == 0:
+            # log interval, so the host keeps queueing work ahead of the device. Under DDP
+            # it is a collective: per log interval too, so that DDP's are the step's only.
+            if (self.device.type == "cpu" and not self.world.distributed) or st.step % cfg.log_every == 0:
                 if not self.sync_loss():
                     return "nan"
             self.report()
