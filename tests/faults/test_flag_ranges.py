@@ -41,6 +41,8 @@ ACCEPTED = {
     ("trainer train", "--checkpoint-minutes"): {"0"},  # every step
     ("trainer train", "--keep-checkpoints"): {"0"},  # last.pt only
     ("trainer train", "--step-delay"): {"0"},  # the test hook off
+    ("trainer train", "--warmup-epochs"): {"0"},  # no warm-up
+    ("trainer train", "--hang-timeout"): {"0"},  # never end a run for a stalled rank
     ("trainer serve", "--port"): {"0"},  # a free port
     ("trainer neighbors", "--workers"): {"0"},  # decode in the process
     ("trainer experiment", "--seed"): {"0"},

@@ -165,7 +165,7 @@ CHOICES = {
     "optimizer": ("paper", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2),
     "lr_policy": ("manual", "plateau", "step"), "backend": ("auto", "dali", "reference"),
     "mean": ("image", "channel"), "init": ("paper", "kaiming"), "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "off"),
-    "channels_last": ("auto", "on", "off"), "compile": ("auto", "on", "off"),
+    "channels_last": ("auto", "on", "off"), "compile": ("auto", "on", "off"), "lr_scaling": ("none", "linear"),
 }
 
 # Each numeric flag's range (preprocess.argtypes): a value outside it, NaN or infinity is a
@@ -182,6 +182,8 @@ RANGES = {
     "val_every": argtypes.count(0), "checkpoint_minutes": argtypes.Number(float, 0.0, 1e6),
     "keep_checkpoints": argtypes.count(0), "log_every": argtypes.positive_int,
     "step_delay": argtypes.Number(float, 0.0, 3600.0), "plateau_threshold": argtypes.fraction(high_open=True),
+    "warmup_epochs": argtypes.count(0), "hang_timeout": argtypes.Number(float, 0.0, 1e6),
+    "control_every": argtypes.positive_int,
 }
 
 
