@@ -1,7 +1,7 @@
 """The data contract between `preprocess` (writer) and `pipeline`/`trainer` (readers).
 
 Shard names, sample fields, manifest and statistics live here once; the index files' format
-in `preprocess.indexfile`. See `DESIGN.md`, "Data contracts". Change them only together with
+in `preprocess.indexfile`. See `docs/design.md`, "Data contracts". Change them only together with
 every reader.
 """
 
@@ -153,7 +153,7 @@ def write_manifest(data_dir: str | Path, manifest: dict) -> Path:
 
 @dataclass(frozen=True)
 class DatasetStats:
-    """Training-set statistics on the 0-255 scale (see DESIGN.md, "Statistics")."""
+    """Training-set statistics on the 0-255 scale (see docs/design.md, "Statistics")."""
 
     n_pixels: int
     mean_rgb: np.ndarray  # (3,)

@@ -1,4 +1,4 @@
-"""AlexNet as in Krizhevsky, Sutskever and Hinton (2012), section 3, with DESIGN.md's decisions.
+"""AlexNet as in Krizhevsky, Sutskever and Hinton (2012), section 3, with docs/design.md's decisions.
 
 Used by `trainer train` (and `trainer evaluate`, `filters`, `neighbors`). With default
 arguments: 60,965,224 parameters; layer outputs 290,400-186,624-64,896-64,896-43,264-

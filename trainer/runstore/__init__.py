@@ -2,7 +2,7 @@
 
 The trainer's rank 0 writes runs, metrics, events and command outcomes; `trainer serve`
 reads them and inserts operator commands. All SQL of the project lives in this package
-(DESIGN.md, "Run store"; schema.py, commands.py, lineage.py and this file). storefile.py owns
+(docs/design.md, "Run store"; schema.py, commands.py, lineage.py and this file). storefile.py owns
 the file itself: made 0600 and only on purpose, never by a connection, and watched for
 removal. runlock.py is the run dir's lock and id, and how a reader tells a live run from a
 dead one (the trainer holds it, the server reads it). defaults.py is where runs and the
