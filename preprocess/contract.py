@@ -40,7 +40,6 @@ REJECTS_NAME = "rejects.jsonl"
 STATS_FIELDS = ("n_pixels", "mean_rgb", "cov", "eigvals", "eigvecs", "mean_image")
 
 _SHARD_RE = re.compile(r"^(train|val)-(\d{6})\.tar$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 class DataError(RuntimeError):
@@ -69,11 +68,6 @@ def shard_name(split: str, index: int) -> str:
 def index_name(shard: str | Path) -> str:
     """The DALI index file that sits beside a shard: train-000000.tar -> train-000000.idx."""
     return Path(shard).name[: -len(".tar")] + ".idx"
-
-
-def is_valid_key(key: str) -> bool:
-    """Keys are unique in the dataset and have no dots (webdataset splits on the first dot)."""
-    return bool(_KEY_RE.match(key))
 
 
 def list_shards(data_dir: str | Path, split: str) -> list[Path]:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from preprocess import exitcodes
+from preprocess.contract import MANIFEST_NAME
 from preprocess.tempfiles import replace_atomically, sweep_dead, temp_path
 
 FORMAT_VERSION = 2
@@ -224,7 +225,7 @@ def class_change(record: dict, path: str | Path, digest: str, manifest_path: str
     recorded = record.get("class_digest")
     if recorded is None or recorded == digest:
         return None
-    trained_on = Path(str(record.get("config", {}).get("data", "?"))) / "dataset.json"
+    trained_on = Path(str(record.get("config", {}).get("data", "?"))) / MANIFEST_NAME
     return (f"{manifest_path} lists other classes (digest {digest[:12]}) than {path} was trained on "
             f"(digest {recorded[:12]}, from {trained_on}): its labels would mean other classes")
 
