@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess import exitcodes
-from preprocess.tempfiles import replacing
+from common import exitcodes
+from common.tempfiles import replacing
 
 FORMAT_VERSION = 1
 IMAGE_SIZE = 256  # side of the stored square image

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from preprocess import exitcodes
+from common import exitcodes
 from preprocess.contract import class_digest, load_manifest
 from trainer.run.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, pack
 from trainer.cli import main

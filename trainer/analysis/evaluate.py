@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from preprocess import argtypes, exitcodes
+from common import argtypes, exitcodes
 from preprocess.contract import MANIFEST_NAME
 from trainer.run.validation import METRICS, VIEWS, config_precision, rates, tally
 
@@ -106,11 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocess import exitcodes
+    from common import exitcodes
     from preprocess.contract import DataError
     from trainer.run.distributed import setup
     from trainer.analysis.inference import CheckpointError, load_models, make_eval_loader
-    from preprocess.tempfiles import replace_atomically, sweep_dead
+    from common.tempfiles import replace_atomically, sweep_dead
 
     if args.label and len(args.label) != len(args.checkpoint):
         print(f"trainer evaluate: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint: give one each")

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocess import exitcodes
+from common import exitcodes
+from common.tempfiles import replace_atomically, sweep_dead, temp_path
 from preprocess.contract import MANIFEST_NAME
-from preprocess.tempfiles import replace_atomically, sweep_dead, temp_path
 
 FORMAT_VERSION = 2
 # Every key resume reads; `pack` takes exactly these, `load_checkpoint` requires them.

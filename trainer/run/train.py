@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from preprocess import exitcodes
+from common import exitcodes
 from preprocess.contract import DataError, Manifest, require_shards
 from trainer.run import config as config_mod
 from trainer import runstore as rs

@@ -7,8 +7,9 @@ the file itself: made 0600 and only on purpose, never by a connection, and watch
 removal. runlock.py is the run dir's lock and id, and how a reader tells a live run from a
 dead one (the trainer holds it, the server reads it). defaults.py is where runs and the
 store go when no flag says.
-May import: preprocess (exit codes) and the standard library; never torch, pipeline or
-another trainer sub-package: the server imports it (tests/test_import_graph.py).
+May import: common (exit codes) and the standard library; never torch, a domain package
+(preprocess, pipeline) or another trainer sub-package: the server imports it
+(tests/test_import_graph.py).
 """
 
 from __future__ import annotations

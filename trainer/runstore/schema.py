@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 
-from preprocess import exitcodes
+from common import exitcodes
 
 SCHEMA_VERSION = 3
 
