@@ -4,7 +4,7 @@
     trainer predict --checkpoint runs/NAME/checkpoints/last.pt photo.jpg
 
 Loading a checkpoint here checks it against what it will be used with and turns every
-mismatch (not a checkpoint or damaged: `trainer.run.checkpoint`; weights that do not fit the
+mismatch (not a checkpoint or damaged: `trainer.run.ckptfile`; weights that do not fit the
 architecture its config names; a class count or class list other than the data's) into a
 `CheckpointError` whose message is the one line the command prints. Single images are
 prepared as the shards and the evaluation pipeline prepare them: shorter side 256, center
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from preprocess.contract import MANIFEST_NAME, DataError, Manifest
-from trainer.run.checkpoint import (CheckpointError, class_change, class_note, describe_mismatch, load_checkpoint,
+from trainer.run.ckptfile import (CheckpointError, class_change, class_note, describe_mismatch, load_checkpoint,
                                 model_weights)
 
 

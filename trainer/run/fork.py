@@ -24,7 +24,8 @@ import re
 from pathlib import Path
 
 from trainer import runstore as rs
-from trainer.run.checkpoint import CheckpointDir, load_checkpoint
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import load_checkpoint
 from trainer.run.config import TrainConfig
 from trainer.run.model import MODEL_FIELDS
 from trainer.run.session import TrainError

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from preprocess.contract import MANIFEST_NAME
-from trainer.run.checkpoint import CheckpointDir, class_change, class_note, load_checkpoint
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import class_change, class_note, load_checkpoint
 from trainer.run.fork import parent_record
 from trainer.run.session import TrainError
 

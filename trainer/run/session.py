@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import runstore as rs
-from trainer.run.checkpoint import CheckpointDir, pack, unwrap
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import pack
+from trainer.run.model import unwrap
 from trainer.run.commands import replays_on_resume, settle_included
 from trainer.runstore.runlock import observed_status, run_dir_id
 from trainer.run.storeguard import GuardedStore, Heartbeat
