@@ -15,7 +15,7 @@ images/s from the run store (median over the logged intervals, the first one dro
 warm-up). Without `--data` it builds the demo corpus and its shards in the work folder.
 
 On the demo corpus with a few epochs the errors show that the grid runs, not the paper's
-effects, which need ImageNet and ~90 epochs. The last line is the JSON of DESIGN.md,
+effects, which need ImageNet and ~90 epochs. The last line is the JSON of docs/design.md,
 "Benchmarks"; ratios are the paper's configuration over each variant, named so that higher
 is better for the paper's choice: `VARIANT_top1_error_over_paper` (error of the variant
 over the paper's) and `paper_images_per_sec_over_VARIANT`.
@@ -156,7 +156,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--bias-const", type=float, default=0.1,
-                   help="bias of conv2/4/5 and FC1/2 (the paper's 1 leaves small nets flat; see DESIGN.md)")
+                   help="bias of conv2/4/5 and FC1/2 (the paper's 1 leaves small nets flat; see docs/design.md)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--workers", type=int, default=1)
     return p.parse_args(argv)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from nvidia.dali import fn, types
 
-from preprocess import procs
+from common import procs
 from pipeline.base import parse_label
 from pipeline.dali import PARAM_TYPES
 from pipeline.dalisource import END, HEADER, open_schedule

@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     run(check)
     check.save()
     rep = check.report
-    # The DESIGN.md benchmark line, then the table last (what a reader of the tail sees).
+    # The docs/design.md benchmark line, then the table last (what a reader of the tail sees).
     print(json.dumps({"bench": "gpu_check", "machine": rep["machine"], "figures": rep["figures"],
                       "ratios": rep.get("ratios", {})}, default=str))
     print(report.table(rep), flush=True)

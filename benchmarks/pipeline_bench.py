@@ -14,7 +14,7 @@ batch size and the same number of threads (DALI) / DataLoader workers (the other
 both started by the same forkserver). Every batch is consumed (summed on the device), the
 first `--warmup` batches of each run are left out (pipeline start, worker start-up), and
 the rest timed; the loaders run `--repeats` times, interleaved, and each one's best run
-counts. Prints a table, then the JSON line of DESIGN.md "Benchmarks" last; each ratio is
+counts. Prints a table, then the JSON line of docs/design.md "Benchmarks" last; each ratio is
 ours over the other (higher is better).
 """
 

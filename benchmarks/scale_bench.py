@@ -21,7 +21,7 @@ extrapolated by least squares, linear in N, from the sizes measured (named in
 `extrapolated`). A class sweep (`--class-sweep`) runs `preprocess shard` on 1,000 to
 16,000 classes of one image each, to show nothing grows faster than the class count.
 Timings are noisy on a shared machine; compare figures of one run. Last line: the JSON of
-DESIGN.md "Benchmarks"; `ratios` are target over measured (>= 1: target met). With
+docs/design.md "Benchmarks"; `ratios` are target over measured (>= 1: target met). With
 `--epochs` above 3 the rank's RSS rise over all of them, its least-squares trend per epoch,
 its spread and the spread over the later half of them are reported too (a rise over 3
 epochs can be one epoch's scatter; use `--epochs 10` or more to judge flatness).

@@ -17,7 +17,7 @@ A run store with 1,000,000 metric rows, a real `trainer serve` process, and
    through the run store as the trainer does) timed alone, with 20 clients polling like
    the page (one series call each per second), alone again, and with the 20 clients
    asking back to back: the same loop in the same run.
-Prints a table, then one JSON line (DESIGN.md, "Benchmarks").
+Prints a table, then one JSON line (docs/design.md, "Benchmarks").
 """
 
 from __future__ import annotations

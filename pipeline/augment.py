@@ -9,7 +9,7 @@ their crop geometry, the lighting matrix, the mean and the order of operations f
 with the crop a 224x224 window at integer offsets (x, y) in 0..32 of the 256x256 image,
 the mean either the training set's mean image (cropped at the same window) or its
 per-channel mean, and `lighting_offset = sum_i p_i * alpha_i * lambda255_i / 255`
-(DESIGN.md, "Lighting"), constant over the image, alpha ~ N(0, lighting_std) per image.
+(docs/design.md, "Lighting"), constant over the image, alpha ~ N(0, lighting_std) per image.
 """
 
 from __future__ import annotations

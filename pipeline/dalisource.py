@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import mptemp
+from common import mptemp
 from pipeline.augment import batch_train_params, lighting_offset
 from pipeline.base import DAMAGED, parse_label
 from pipeline.samplebytes import SampleBytes

@@ -11,7 +11,7 @@ A rank killed outright (SIGKILL, OOM) must not leave its workers behind either. 
 the forkserver's children, so torch's watchdog (which watches a worker's parent) never
 saw the rank go, and the forkserver waits for EOF on a pipe that every worker holds
 open: all of them stayed, idle, forever. So the forkserver gets SIGTERM when the rank
-dies; it kills its workers, removes the temp folders of dead ranks (`pipeline/mptemp.py`:
+dies; it kills its workers, removes the temp folders of dead ranks (`common/mptemp.py`:
 the killed rank's holds this server's socket and the workers') and exits.
 Importing this module anywhere but inside a forkserver does nothing.
 """
@@ -22,8 +22,8 @@ import signal
 import sys
 import time
 
-from pipeline import mptemp
-from preprocess import procs
+from common import mptemp
+from common import procs
 
 # How long the forkserver waits for the dying rank to be gone: the kernel signals when the
 # rank's thread that started the server exits, and its other threads may still be exiting.

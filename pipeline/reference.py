@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from pipeline import mptemp
+from common import mptemp
 from pipeline.augment import (
     TEN_CROPS,
     center_params,
@@ -192,7 +192,7 @@ def worker_context():
     """forkserver, with the heavy imports done once in the server: DALI's threads may hold
     locks at fork time, so plain fork is unsafe, and spawn would import torch per worker.
     The server's socket goes in a temp folder named for this rank, and the folders that
-    killed ranks left are removed first (`pipeline/mptemp.py`)."""
+    killed ranks left are removed first (`common/mptemp.py`)."""
     mptemp.sweep()
     mptemp.claim()
     ctx = multiprocessing.get_context("forkserver")

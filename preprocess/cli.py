@@ -7,7 +7,7 @@
     preprocess demo-corpus --out DIR [--classes 10]
 
 Errors end the program with one line on stderr naming the file and the fix, and the exit
-status of their class (`preprocess.exitcodes`): 2 for an input the user can fix (missing
+status of their class (`common.exitcodes`): 2 for an input the user can fix (missing
 source, unwritable output, ...), 4 for a damaged dataset.json, stats.npz or index, 5 for
 a full disk (nothing half-written is left: free space and rerun). Too many rejected
 inputs, and damaged shards found by `verify`, exit with status 1.
@@ -19,12 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from preprocess import democorpus, exitcodes, image
-from preprocess.argtypes import OneLineParser, count, fraction, positive_int, seed, workers
+from common import exitcodes
+from common.argtypes import OneLineParser, count, fraction, positive_int, seed, workers
+from common.tempfiles import NoSpaceError
+from preprocess import democorpus, image
 from preprocess.contract import DEFAULT_DATA_DIR, DataError
 from preprocess.output import OutputError
 from preprocess.sources import SYNSETS_NAME, VAL_SOLUTION_NAME, SourceError
-from preprocess.tempfiles import NoSpaceError
 
 
 def _add_shard(sub) -> None:

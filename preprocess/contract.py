@@ -1,7 +1,7 @@
 """The data contract between `preprocess` (writer) and `pipeline`/`trainer` (readers).
 
 Shard names, sample fields, manifest and statistics live here once; the index files' format
-in `preprocess.indexfile`. See `DESIGN.md`, "Data contracts". Change them only together with
+in `preprocess.indexfile`. See `docs/design.md`, "Data contracts". Change them only together with
 every reader.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess import exitcodes
-from preprocess.tempfiles import replacing
+from common import exitcodes
+from common.tempfiles import replacing
 
 FORMAT_VERSION = 1
 IMAGE_SIZE = 256  # side of the stored square image
@@ -40,7 +40,6 @@ REJECTS_NAME = "rejects.jsonl"
 STATS_FIELDS = ("n_pixels", "mean_rgb", "cov", "eigvals", "eigvecs", "mean_image")
 
 _SHARD_RE = re.compile(r"^(train|val)-(\d{6})\.tar$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 class DataError(RuntimeError):
@@ -69,11 +68,6 @@ def shard_name(split: str, index: int) -> str:
 def index_name(shard: str | Path) -> str:
     """The DALI index file that sits beside a shard: train-000000.tar -> train-000000.idx."""
     return Path(shard).name[: -len(".tar")] + ".idx"
-
-
-def is_valid_key(key: str) -> bool:
-    """Keys are unique in the dataset and have no dots (webdataset splits on the first dot)."""
-    return bool(_KEY_RE.match(key))
 
 
 def list_shards(data_dir: str | Path, split: str) -> list[Path]:
@@ -153,7 +147,7 @@ def write_manifest(data_dir: str | Path, manifest: dict) -> Path:
 
 @dataclass(frozen=True)
 class DatasetStats:
-    """Training-set statistics on the 0-255 scale (see DESIGN.md, "Statistics")."""
+    """Training-set statistics on the 0-255 scale (see docs/design.md, "Statistics")."""
 
     n_pixels: int
     mean_rgb: np.ndarray  # (3,)

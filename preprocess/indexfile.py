@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.tempfiles import replacing
 from preprocess.contract import CorruptError, DataError
-from preprocess.tempfiles import replacing
 
 INDEX_VERSION = "v1.2"
 Members = list[tuple[str, int, int, str]]  # one sample: (ext, offset, size, member name) each

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.tempfiles import replacing
 from preprocess.contract import EXT_IMAGE, EXT_LABEL, REWRITE_FIX, CorruptError, DataError, sha256_file
 from preprocess.indexfile import read_index_columns
-from preprocess.tempfiles import replacing
 
 COLUMNS = (EXT_IMAGE, EXT_LABEL)
 IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET, LABEL_SIZE_BYTES = range(4)

@@ -25,9 +25,9 @@ from preprocess.contract import (
     FORMAT_VERSION, MANIFEST_NAME, REJECTS_NAME, SPLITS, STATS_NAME, WORK_DIR, class_digest, index_name, sha256_file,
     shard_name, write_manifest,
 )
+from common.tempfiles import replacing, sweep_dead, temp_path
 from preprocess.offsetstable import table_name, write_table
 from preprocess.stats import Moments, merge_all
-from preprocess.tempfiles import replacing, sweep_dead, temp_path
 
 OPTIONS_FILE = "options.json"
 SOURCE_FILE = "source.json"

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess import exitcodes, image
+from common import exitcodes
+from common.tempfiles import no_space, replacing, temp_path
+from preprocess import image
 from preprocess.contract import EXT_IMAGE, EXT_LABEL, EXT_META, IMAGE_SIZE
 from preprocess.indexfile import write_index
 from preprocess.sources import SampleTable, Source, printable
 from preprocess.stats import Moments
-from preprocess.tempfiles import no_space, replacing, temp_path
 
 _BLOCK = 512
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.tempfiles import replacing
 from preprocess.contract import IMAGE_SIZE, DatasetStats
-from preprocess.tempfiles import replacing
 
 
 @dataclass

@@ -19,7 +19,7 @@ import signal
 
 import pytest
 
-from pipeline import mptemp
+from common import mptemp
 from preprocess import democorpus
 from tests import strays
 

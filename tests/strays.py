@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from preprocess import procs
+from common import procs
 
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_S = 10.0  # what issue 13 allows a killed process's children to take

@@ -1,10 +1,9 @@
-"""The import graph of preprocess, pipeline and trainer, read from the source with `ast`
-(nothing is imported): no import cycle, and every import goes the documented way
-(docs/architecture.md; each package's __init__ docstring):
-
-    preprocess <- pipeline <- trainer
-    inside trainer:  runstore <- run <- analysis,  run <- demo,  runstore <- server
-    the server and the run store never reach torch, pipeline or the run, even indirectly.
+"""The import graph of the project's packages, read from the source with `ast` (nothing is
+imported), against the diagram of docs/architecture.md (its ```text block, one arrow
+`A --> B` a line, "A imports B"): no import cycle, no import between two rooms that the
+diagram lacks, no arrow in the diagram that no import draws, and the mermaid picture the
+same arrows as the text. The bottom room `common` imports nothing of the project; the server
+and the run store import no domain package and never reach torch, even indirectly.
 
 Imports inside functions count too: a lazy import is still a dependency, and a lazy import
 that closes a circle only hides it.
@@ -13,25 +12,51 @@ that closes a circle only hides it.
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("preprocess", "pipeline", "trainer")
+PACKAGES = ("common", "preprocess", "pipeline", "trainer")
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
-# room -> the rooms it may import (its own always allowed). A module's room is the longest
-# prefix of its dotted name found here.
-MAY_IMPORT: dict[str, set[str]] = {
-    "preprocess": set(),
-    "pipeline": {"preprocess"},
-    "trainer.runstore": {"preprocess"},
-    "trainer.server": {"preprocess", "trainer.runstore"},
-    "trainer.run": {"preprocess", "pipeline", "trainer.runstore"},
-    "trainer.analysis": {"preprocess", "pipeline", "trainer.runstore", "trainer.run"},
-    "trainer.demo": {"preprocess", "pipeline", "trainer.runstore", "trainer.run", "trainer.server"},
-    # the entry points: __main__ and cli (which names the subcommands' modules as strings)
-    "trainer": {"preprocess", "pipeline"},
-}
+
+def _block(text: str, lang: str) -> str:
+    found = re.findall(rf"^```{lang}\n(.*?)^```", text, re.S | re.M)
+    assert len(found) == 1, f"docs/architecture.md has {len(found)} ```{lang} blocks, expected one"
+    return found[0]
+
+
+def diagram_arrows(text: str) -> set[tuple[str, str]]:
+    """The (importer, imported) room pairs of the text diagram; `A --> B --> C` is two."""
+    arrows = set()
+    for line in _block(text, "text").splitlines():
+        rooms = [part.strip() for part in line.split("-->")]
+        if len(rooms) < 2 or not all(rooms):
+            assert not line.strip(), f"not an arrow in the text diagram: {line!r}"
+            continue
+        arrows |= set(zip(rooms, rooms[1:]))
+    return arrows
+
+
+def mermaid_arrows(text: str) -> set[tuple[str, str]]:
+    """The same pairs from the mermaid picture, its node ids replaced by their labels."""
+    block = _block(text, "mermaid")
+    labels = dict(re.findall(r'^\s*(\w+)\["([\w.]+)"\]\s*$', block, re.M))
+    pairs = re.findall(r"^\s*([\w.]+)\s*-->\s*([\w.]+)\s*$", block, re.M)
+    return {(labels.get(a, a), labels.get(b, b)) for a, b in pairs}
+
+
+@cache
+def documented() -> set[tuple[str, str]]:
+    return diagram_arrows(ARCHITECTURE.read_text())
+
+
+@cache
+def rooms() -> set[str]:
+    return {r for arrow in documented() for r in arrow}
+
+
 # rooms that must not reach these third-party packages through any chain of imports
 NEVER_REACH = {"trainer.server": {"torch", "nvidia"}, "trainer.runstore": {"torch", "nvidia"}}
 
@@ -49,7 +74,10 @@ def modules() -> dict[str, Path]:
 
 
 def room(name: str) -> str:
-    return max((r for r in MAY_IMPORT if name == r or name.startswith(r + ".")), key=len)
+    """A module's room: the longest room name that is its name or a prefix of it (a package
+    the diagram does not name is a room of its own, so its imports show as undrawn arrows)."""
+    return max((r for r in rooms() if name == r or name.startswith(r + ".")), key=len,
+               default=name.split(".")[0])
 
 
 def _resolve(name: str) -> str | None:
@@ -136,15 +164,52 @@ def test_no_import_cycle():
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
-def test_imports_go_the_documented_way():
-    wrong = []
+def room_arrows() -> dict[tuple[str, str], list[str]]:
+    """(importer's room, imported room) -> the imports that draw it, as "path:line: module"."""
+    drawn = {}
     for name in modules():
-        allowed = MAY_IMPORT[room(name)] | {room(name)}
         for imported, line in imports_of(name):
             target = _resolve(imported)
-            if target and room(target) not in allowed:
-                wrong.append(f"{modules()[name].relative_to(ROOT)}:{line}: {room(name)} imports {target}")
+            if target and room(target) != room(name):
+                drawn.setdefault((room(name), room(target)), []).append(
+                    f"{modules()[name].relative_to(ROOT)}:{line}: imports {target}")
+    return drawn
+
+
+def test_the_diagram_is_read():
+    """Guards the test itself: a diagram read as empty would forbid nothing it could check."""
+    assert {"common", "preprocess", "pipeline", "trainer.run", "trainer.server", "trainer.runstore"} <= rooms()
+    assert ("pipeline", "preprocess") in documented()
+    assert diagram_arrows("```text\na --> b --> c\n\nd --> c\n```\n") == {("a", "b"), ("b", "c"), ("d", "c")}
+
+
+def test_bottom_room_server_and_runstore_import_no_domain_package():
+    """Held by the diagram too; this keeps an arrow added to the diagram from allowing it."""
+    allowed = {"common": set(), "trainer.runstore": {"common"}, "trainer.server": {"common", "trainer.runstore"}}
+    wrong = [f"{a} --> {b}: {sites[0]}" for (a, b), sites in sorted(room_arrows().items())
+             if a in allowed and b not in allowed[a]]
+    wrong += [f"the diagram draws {a} --> {b}" for a, b in sorted(documented()) if a in allowed and b not in allowed[a]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_imports_go_the_documented_way():
+    drawn = room_arrows()
+    wrong = [f"{where} ({a} --> {b} is not in docs/architecture.md)"
+             for (a, b), sites in sorted(drawn.items()) if (a, b) not in documented() for where in sites]
     assert not wrong, "imports against the documented direction:\n" + "\n".join(wrong)
+
+
+def test_every_documented_arrow_is_drawn_by_an_import():
+    stale = sorted(documented() - set(room_arrows()))
+    assert not stale, "docs/architecture.md draws arrows no import makes: " + ", ".join(
+        f"{a} --> {b}" for a, b in stale)
+
+
+def test_the_picture_matches_the_text():
+    text = ARCHITECTURE.read_text()
+    assert mermaid_arrows(text) == diagram_arrows(text), (
+        f"mermaid only: {sorted(mermaid_arrows(text) - diagram_arrows(text))}, "
+        f"text only: {sorted(diagram_arrows(text) - mermaid_arrows(text))}")
 
 
 def test_server_and_runstore_never_reach_torch():

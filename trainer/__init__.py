@@ -8,7 +8,8 @@ Sub-packages (the rooms; docs/architecture.md draws them):
   server     `trainer serve`: the progress page, the REST API and /metrics
 cli.py maps each subcommand to its module and imports it only when chosen.
 
-May import: preprocess, pipeline (never the other way). Inside, the arrows go one way:
-run <- analysis, run <- demo; runstore <- run, runstore <- server; server and runstore
-never import torch, trainer.run or trainer.analysis (tests/test_import_graph.py).
+May import: common, preprocess, pipeline (never the other way). Inside, the arrows go one
+way: run <- analysis; server <- demo; runstore <- run, runstore <- server, runstore <- demo;
+server and runstore import no domain package (only common) and never torch, trainer.run
+or trainer.analysis (docs/architecture.md's diagram; tests/test_import_graph.py).
 """

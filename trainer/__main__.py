@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 
-from preprocess import procs
+from common import procs
 
 if "TORCHELASTIC_RUN_ID" in os.environ:
     # Under torchrun a rank must not outlive its agent (kill -9 of torchrun, an OOM kill):

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from preprocess.argtypes import OneLineParser, UsageError
+from common.argtypes import OneLineParser, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

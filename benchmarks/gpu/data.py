@@ -96,7 +96,7 @@ def shard(src: Path, out: Path, workers: int, shard_max_count: int, log) -> dict
 
 
 def run_json(script: Path, argv: list[str], log) -> dict:
-    """Run another benchmark (DESIGN.md: its last line is one JSON object); its output goes
+    """Run another benchmark (docs/design.md: its last line is one JSON object); its output goes
     to our log, its JSON line comes back."""
     proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
     log(proc.stdout[-3000:] + proc.stderr[-3000:])

@@ -1,7 +1,7 @@
 """What the machine is and which optional imports work: the first section of the GPU check.
 
 Every figure the check writes is only worth something next to the card, driver and library
-versions it came from (DESIGN.md: machines differ, ratios hold). Missing imports are
+versions it came from (docs/design.md: machines differ, ratios hold). Missing imports are
 recorded with their error so the report says why a step was skipped.
 """
 

@@ -158,7 +158,7 @@ def test_dry_run_figures_are_sane_and_table_is_last(dry_run):
     assert rep["targets"]["train_bare_images_per_s"] == {"target": 15000, "direction": "min", "met": False}
     tail = proc.stdout.strip().splitlines()
     start = next(i for i, line in enumerate(tail) if line.startswith("GPU check, DRY RUN"))
-    assert json.loads(tail[start - 1])["bench"] == "gpu_check"  # DESIGN.md's benchmark line
+    assert json.loads(tail[start - 1])["bench"] == "gpu_check"  # docs/design.md's benchmark line
     assert any(line.startswith("check: dali_vs_cpu") or line.startswith("check: loss_falls")
                for line in tail[start:])
 

@@ -4,7 +4,7 @@ The shards are made by the real `preprocess demo-corpus` and `preprocess shard` 
 4 train + 3 val images each, at most 5 images per shard so that every split spans several
 shards). The model is a width-reduced AlexNet trained in-process on the center patches of
 the 12 training images, prepared as `trainer.analysis.inference` prepares them, until it classifies
-every one of them correctly; it is saved with `trainer.run.checkpoint.save_checkpoint`.
+every one of them correctly; it is saved with `trainer.run.ckptfile.write_checkpoint`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def write_checkpoint(path: Path, model: torch.nn.Module, config: dict, step: int
                      class_digest: str | None = None) -> Path:
     """A checkpoint record as `trainer train` writes it; its class digest is that of the
     shards its config names (pass one to write a checkpoint of another class list)."""
-    from trainer.run.checkpoint import pack, save_checkpoint
+    from trainer.run.ckptfile import pack, write_checkpoint
 
     if class_digest is None and config.get("data"):
         from preprocess.contract import class_digest as digest_of, load_manifest
@@ -29,7 +29,7 @@ def write_checkpoint(path: Path, model: torch.nn.Module, config: dict, step: int
     record = pack(model=model.state_dict(), optimizer={}, policy={}, lr=0.01, lr_history=[], epoch=1,
                   epoch_step=0, step=step, rng=[], data_state=[], config=config, applied_commands=[],
                   class_digest=class_digest)
-    return save_checkpoint(path, record)
+    return write_checkpoint(path, record)
 
 
 def train_inputs(data: Path, config: dict) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

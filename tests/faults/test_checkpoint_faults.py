@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from preprocess import exitcodes
+from common import exitcodes
 from preprocess.contract import class_digest, load_manifest
-from trainer.run.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, pack
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import CheckpointError, load_checkpoint, pack
 from trainer.cli import main
 from trainer.run.config import TrainConfig
 from trainer.run.model import build_model

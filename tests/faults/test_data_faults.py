@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
+from common import exitcodes
 from pipeline import make_loader
 from pipeline.base import DAMAGED as LOADER_DAMAGED
-from preprocess import exitcodes
 from preprocess.cli import main as preprocess_main
 from preprocess.contract import (
     CorruptError, class_digest, load_manifest, load_stats,

@@ -96,7 +96,7 @@ def test_the_table_covers_both_programs_and_every_known_flag():
 
 @pytest.mark.parametrize("prog, action", FLAGS, ids=[f"{p} {a.option_strings[-1]}" for p, a in FLAGS])
 def test_every_numeric_flag_names_its_range(prog, action):
-    """A bare int or float has no range: give it one in `preprocess.argtypes`."""
+    """A bare int or float has no range: give it one in `common.argtypes`."""
     assert hasattr(action.type, "describe") or action.choices, f"{prog} {action.option_strings[-1]}: bare {action.type}"
 
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import tarfile
 
-from preprocess import exitcodes
+from common import exitcodes
 from preprocess.cli import main
 
 RUN = ["--workers", "1", "--progress", "off", "--max-reject-fraction", "1"]

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from preprocess import exitcodes, image, shards, sources
+from common import exitcodes
+from common.tempfiles import temp_path
+from preprocess import image, shards, sources
 from preprocess.cli import main
 from preprocess.contract import WORK_DIR
-from preprocess.tempfiles import temp_path
 
 RUN = ["--workers", "1", "--progress", "off"]
 

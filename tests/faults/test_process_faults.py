@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import mptemp
-from preprocess import procs
+from common import mptemp
+from common import procs
 from tests import strays
 from tests.trainer.trainer_helpers import REPO, TINY, env, last_step
 
@@ -41,7 +41,8 @@ if __name__ == "__main__":
 # forkserver's socket then lies in the parent's folder) and dies without cleaning up.
 FORKED_CHILD = """
 import os, sys, time
-from pipeline import make_loader, mptemp
+from common import mptemp
+from pipeline import make_loader
 from tests import strays
 if __name__ == "__main__":
     folder = mptemp.claim()

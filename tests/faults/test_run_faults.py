@@ -173,7 +173,7 @@ def test_a_full_store_keeps_a_bounded_buffer_and_writes_it_later(tmp_path, small
     import trainer.runstore as rs
     from trainer.run.storeguard import GuardedStore
 
-    monkeypatch.setattr(rs, "MAX_BUFFERED_ROWS", 50)
+    monkeypatch.setattr(rs.store, "MAX_BUFFERED_ROWS", 50)
     disk = small_disk(512)
     raw = RunStore(disk / "runs.db", flush_interval=0)
     rid, _ = raw.start_run("r", {"run_dir": ""}, lr=0.01)

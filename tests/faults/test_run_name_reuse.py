@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from trainer_helpers import run_train  # noqa: E402
 
-from preprocess import exitcodes  # noqa: E402
+from common import exitcodes  # noqa: E402
 from trainer.runstore import RunStore  # noqa: E402
 from trainer.runstore.runlock import RUN_ID_NAME  # noqa: E402
 

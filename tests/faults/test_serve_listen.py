@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from server_helpers import make_run, serving  # noqa: E402
 
-from preprocess import exitcodes  # noqa: E402
+from common import exitcodes  # noqa: E402
 
 SECRET = "s3cret-query-token-0123456789"
 

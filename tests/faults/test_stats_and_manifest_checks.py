@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from preprocess import exitcodes
+from common import exitcodes
 from preprocess.cli import main as preprocess_main
 from trainer.cli import main as trainer_main
 

@@ -1,7 +1,7 @@
 """Issue 26, row 8: after `preprocess shard` is killed with SIGKILL and rerun at once, no
 temporary file of a dead writer is left. The killed run's workers are zombies for a while
 (their parent is gone; whoever adopts them reaps them later), and the sweep counted a
-zombie as alive; now a zombie is dead (`preprocess.procs.alive`, the one liveness rule)
+zombie as alive; now a zombie is dead (`common.procs.alive`, the one liveness rule)
 and `preprocess shard` sweeps again at its end.
 
 Runs are in-process on a few images of the session's `demo_corpus`, except the last test,
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from preprocess import procs, run
+from common import procs
+from common.tempfiles import temp_path
+from preprocess import run
 from preprocess.cli import main
 from preprocess.contract import WORK_DIR
-from preprocess.tempfiles import temp_path
 
 RUN = ["--workers", "1", "--progress", "off"]
 

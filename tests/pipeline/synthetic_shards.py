@@ -105,7 +105,7 @@ def write_split(
 
 
 def write_stats(out_dir: Path, images: list[np.ndarray]) -> DatasetStats:
-    """stats.npz from the given train images, computed as DESIGN.md defines it."""
+    """stats.npz from the given train images, computed as docs/design.md defines it."""
     px = np.stack(images).astype(np.float64)
     flat = px.reshape(-1, 3)
     cov = np.cov(flat, rowvar=False, bias=True)

@@ -45,7 +45,7 @@ def test_alpha_is_normal_with_the_given_std(drawn):
 
 
 def test_lighting_offset_equals_float64_hand_computation(shard_dir):
-    """offset = sum_i p_i alpha_i lambda255_i / 255, in 0-255 units (DESIGN.md, Lighting)."""
+    """offset = sum_i p_i alpha_i lambda255_i / 255, in 0-255 units (docs/design.md, Lighting)."""
     stats = load_stats(shard_dir)
     loader = make_loader(shard_dir, batch_size=16, backend="dali", lighting_std=0.1)
     next(iter(loader))
@@ -55,7 +55,7 @@ def test_lighting_offset_equals_float64_hand_computation(shard_dir):
         for i in range(3):
             want += stats.eigvecs[:, i] * a[i] * stats.eigvals[i] / 255.0
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    # the offsets are a few 0-255 levels, not hundreds (the scale decision in DESIGN.md)
+    # the offsets are a few 0-255 levels, not hundreds (the scale decision in docs/design.md)
     assert 0.05 < np.abs(offset).max() < 20
 
 

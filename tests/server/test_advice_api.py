@@ -6,7 +6,6 @@ from __future__ import annotations
 from server_helpers import make_run
 
 from trainer import runstore
-from trainer.runstore import lineage
 
 SPE = 100
 
@@ -67,7 +66,7 @@ def test_a_plateau_policy_says_when_it_acts_and_a_finished_run_is_not_advised(li
 def test_run_list_names_parents(live):
     parent = make_run(live.store, "parent")
     fork = make_run(live.store, "fork")
-    lineage.record_fork(live.store, fork, parent, 1200)
+    live.store.record_fork(fork, parent, 1200)
     with live.client() as c:
         runs = {r["name"]: r for r in c.get("/api/runs").json()}
     assert (runs["fork"]["parent_id"], runs["fork"]["forked_at_step"]) == (parent, 1200)

@@ -12,7 +12,6 @@ from page_helpers import CHROMIUM, CHROMIUM_ARGS, POINTS, colour_pixels, hex_rgb
 from server_helpers import make_run, serving
 
 from trainer import runstore
-from trainer.runstore import lineage
 
 SPE = 100
 COMPARE_COLOURS = [hex_rgb("#ff9830"), hex_rgb("#5794f2")]  # compare.js PALETTE: first and second ticked
@@ -84,7 +83,7 @@ def test_forks_are_a_tree_and_overlay_their_parent(browser, tmp_path):
         parent = make_run(live.store, "parent", steps=6 * SPE, spe=SPE)
         other = make_run(live.store, "other", steps=2 * SPE, spe=SPE)
         fork = live.store.start_run("parent-lr", {"run_dir": "", "epochs": 90, "lr": 0.001}, lr=0.001)[0]
-        lineage.record_fork(live.store, fork, parent, 3 * SPE)
+        live.store.record_fork(fork, parent, 3 * SPE)
         # The fork's rows continue the parent's step and epoch count from the fork point.
         validations(live.store, fork, [0.80, 0.70, 0.60], first_epoch=4)
         page = open_page(browser, live, f"#run={parent}&compare={parent},{fork}&x=step")

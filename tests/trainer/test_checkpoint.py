@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.run.checkpoint import (CheckpointDir, CheckpointError, load_checkpoint, pack, rng_state, save_checkpoint,
-                                set_rng_state)
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import CheckpointError, load_checkpoint, pack, write_checkpoint
+from trainer.run.rngstate import rng_state, set_rng_state
 from trainer.run.commands import Control, replays_on_resume
 from trainer.run.distributed import World
 from trainer.runstore import RunStore
@@ -39,12 +40,12 @@ def test_rng_state_round_trip():
 
 
 def test_load_rejects_a_foreign_file(tmp_path):
-    save_checkpoint(tmp_path / "x.pt", {"model": {}})
+    write_checkpoint(tmp_path / "x.pt", {"model": {}})
     with pytest.raises(CheckpointError, match="not a trainer checkpoint"):
         load_checkpoint(tmp_path / "x.pt")
     record = _state(1)
     del record["policy"]  # the version says 2, a key resume needs is gone
-    save_checkpoint(tmp_path / "y.pt", record)
+    write_checkpoint(tmp_path / "y.pt", record)
     with pytest.raises(CheckpointError, match=r"y\.pt is not a trainer checkpoint of format 2 \(missing policy\)"):
         load_checkpoint(tmp_path / "y.pt")
 
@@ -69,3 +70,24 @@ def test_control_applies_pending_commands_and_replays_unknown_applied_ones(tmp_p
     assert again.new_lr == 0.001 and again.commands[0]["replayed"]
     resumed.record(again, 5, 0.01)
     assert len(store.events(run_id, kinds=["command_applied"])) == 1
+
+
+def test_one_writer_and_one_reader_of_checkpoint_files():
+    """The file format is ckptfile.py's alone (torch.save/torch.load of a record), and a run
+    saves only through CheckpointDir.save (checkpoint.py): no second saver with its own policy."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "trainer"
+    owners = {"torch.save": {"run/ckptfile.py"}, "torch.load": {"run/ckptfile.py"},
+              "write_checkpoint": {"run/ckptfile.py", "run/checkpoint.py"}}
+    found = {name: set() for name in owners}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                if name in found:
+                    found[name].add(path.relative_to(root).as_posix())
+    assert found["torch.save"] == owners["torch.save"]
+    assert found["write_checkpoint"] <= owners["write_checkpoint"] and "run/checkpoint.py" in found["write_checkpoint"]
+    assert found["torch.load"] <= owners["torch.load"]

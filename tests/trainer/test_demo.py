@@ -137,7 +137,7 @@ def test_demo_serves_trains_takes_a_division_and_stops_on_ctrl_c(first_demo):
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert token_file.read_text().strip() == d["token"]
     # The trainer was stopped, not killed: it marked its run so and left a checkpoint there.
-    from trainer.run.checkpoint import load_checkpoint
+    from trainer.run.ckptfile import load_checkpoint
     from trainer.runstore import RunStore
 
     store = RunStore(d["workdir"] / "runs" / "runs.db")

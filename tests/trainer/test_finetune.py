@@ -16,7 +16,7 @@ from preprocess.cli import main as preprocess_main
 from preprocess.contract import class_digest, load_manifest
 from preprocess.democorpus import SYNSETS_NAME
 from trainer import runstore as rs
-from trainer.run.checkpoint import CheckpointError
+from trainer.run.ckptfile import CheckpointError
 from trainer.run.config import TrainConfig
 from trainer.run.finetune import transfer
 from trainer.run.model import build_model

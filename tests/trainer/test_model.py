@@ -1,4 +1,4 @@
-"""The network of section 3 as DESIGN.md fixes it, and its switches."""
+"""The network of section 3 as docs/design.md fixes it, and its switches."""
 
 import pytest
 import torch

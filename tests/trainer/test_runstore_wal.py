@@ -10,7 +10,7 @@ from trainer.runstore import RunStore
 
 
 def test_a_wal_grown_behind_a_reader_is_cut_back_once_checkpointed(tmp_path, monkeypatch):
-    monkeypatch.setattr(runstore, "WAL_LIMIT_BYTES", 1 << 20)
+    monkeypatch.setattr(runstore.store, "WAL_LIMIT_BYTES", 1 << 20)
     db = tmp_path / "runs.db"
     store = RunStore(db)
     run, _ = store.start_run("r", {})

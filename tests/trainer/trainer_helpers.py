@@ -80,7 +80,7 @@ def last_step(path: Path) -> int:
 
 
 def checkpoint(run_dir: Path) -> dict:
-    from trainer.run.checkpoint import load_checkpoint
+    from trainer.run.ckptfile import load_checkpoint
 
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from preprocess import argtypes
+from common import argtypes, exitcodes
+from preprocess.contract import MANIFEST_NAME
 from trainer.run.validation import METRICS, VIEWS, config_precision, rates, tally
 
 
@@ -105,11 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocess import exitcodes
+    from common import exitcodes
     from preprocess.contract import DataError
     from trainer.run.distributed import setup
     from trainer.analysis.inference import CheckpointError, load_models, make_eval_loader
-    from preprocess.tempfiles import replace_atomically, sweep_dead
+    from common.tempfiles import replace_atomically, sweep_dead
 
     if args.label and len(args.label) != len(args.checkpoint):
         print(f"trainer evaluate: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint: give one each")
@@ -140,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
     expected = manifest.split_count(args.split) if args.split in manifest.splits else seen
     if seen != expected:  # damaged samples are masked by the loader: a partial count is no result
         if rank == 0:
-            print(f"trainer evaluate: counted {seen} {args.split} images but dataset.json lists {expected}; "
+            print(f"trainer evaluate: counted {seen} {args.split} images but {MANIFEST_NAME} lists {expected}; "
                   f"check the shards with `preprocess verify {data_dir}`")
-        return 3
+        return exitcodes.INCOMPLETE
     if rank != 0:
         return 0
     report = summarize(counts, seen, args.checkpoint, args.split, args.label, pretrained)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from preprocess import argtypes
+from common import argtypes
 
 TARGET_ERROR = 0.25
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -171,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocess import exitcodes
+    from common import exitcodes
     from preprocess.contract import DataError, Manifest
 
     lrs = args.lrs  # checked by its type: numbers in the learning rate's range

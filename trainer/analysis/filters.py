@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from preprocess import argtypes, exitcodes
+from common import argtypes, exitcodes
 from trainer.analysis.inference import CheckpointError, load_model
 from trainer.run.filters import model_groups, save_filters_png
 

@@ -4,7 +4,7 @@
     trainer predict --checkpoint runs/NAME/checkpoints/last.pt photo.jpg
 
 Loading a checkpoint here checks it against what it will be used with and turns every
-mismatch (not a checkpoint or damaged: `trainer.run.checkpoint`; weights that do not fit the
+mismatch (not a checkpoint or damaged: `trainer.run.ckptfile`; weights that do not fit the
 architecture its config names; a class count or class list other than the data's) into a
 `CheckpointError` whose message is the one line the command prints. Single images are
 prepared as the shards and the evaluation pipeline prepare them: shorter side 256, center
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocess.contract import DataError, Manifest
-from trainer.run.checkpoint import (CheckpointError, class_change, class_note, describe_mismatch, load_checkpoint,
+from preprocess.contract import MANIFEST_NAME, DataError, Manifest
+from trainer.run.ckptfile import (CheckpointError, class_change, class_note, describe_mismatch, load_checkpoint,
                                 model_weights)
 
 
@@ -60,7 +60,7 @@ def num_classes(model: torch.nn.Module) -> int:
 
 def resolve_data_dir(data: str | None, config: dict, checkpoint: str | Path) -> Path:
     """`--data` if given, else the shard folder the checkpoint was trained on."""
-    data = data or config.get("data") or config.get("data_dir")
+    data = data or config.get("data")
     if not data:
         raise DataError(f"{checkpoint} does not name its shard folder: pass --data")
     return Path(data)
@@ -77,11 +77,11 @@ def load_models(paths: list[str], data: str | None, device) -> tuple[list, list[
     for p, (model, _, ckpt) in zip(paths, loaded):
         if num_classes(model) != classes:
             raise CheckpointError(f"{p} classifies {num_classes(model)} classes but "
-                                  f"{data_dir / 'dataset.json'} lists {classes}")
-        changed = class_change(ckpt, p, digest, data_dir / "dataset.json")
+                                  f"{data_dir / MANIFEST_NAME} lists {classes}")
+        changed = class_change(ckpt, p, digest, data_dir / MANIFEST_NAME)
         if changed:
             raise CheckpointError(f"{changed}; pass --data with the shards it was trained on")
-        note = class_note(ckpt, p, data_dir / "dataset.json")
+        note = class_note(ckpt, p, data_dir / MANIFEST_NAME)
         if note:
             _warn(note)
     return models, configs, data_dir, manifest

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocess import argtypes
+from common import argtypes
+from common.tempfiles import replace_atomically, sweep_dead
 from preprocess.contract import require_shards
-from preprocess.tempfiles import replace_atomically, sweep_dead
 
 INDEX_VERSION = 1
 CHUNK_ROWS = 65536
@@ -169,7 +169,7 @@ def ensure_index(args, model, config, data_dir: Path, device) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocess import exitcodes
+    from common import exitcodes
     from preprocess.contract import DataError
     from trainer.run.distributed import setup
     from trainer.analysis.inference import CheckpointError, image_input, load_models

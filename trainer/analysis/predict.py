@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from preprocess import argtypes
+from common import argtypes
 
 TOP = 5
 
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocess import exitcodes
+    from common import exitcodes
     from preprocess.contract import DataError, load_stats
     from trainer.run.distributed import setup
     from trainer.analysis.inference import CheckpointError, image_input, load_models

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from preprocess import procs
+from common import procs
 
 POLL_S = 0.2
 # How long a child may take to stop after SIGINT before it is killed (the trainer writes a

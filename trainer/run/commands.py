@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 
 from trainer.run.distributed import World, all_gather_object, all_reduce_sum
-from trainer.runstore import FLOOR_TOLERANCE
+from trainer.runstore import below_floor
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Control:
         admitted = []
         for cmd in due:
             new = lr / cmd["factor"]
-            if not cmd["replayed"] and new / later < self.min_lr * (1 - FLOOR_TOLERANCE):
+            if not cmd["replayed"] and below_floor(new / later, self.min_lr):
                 if self.store is not None:
                     self.store.mark_command(cmd["id"], "rejected", step=step, detail=(
                         f"refused by the trainer: the learning rate would become {new / later:.3g}, "

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from preprocess import argtypes
+from common import argtypes
 from preprocess.contract import DEFAULT_DATA_DIR
 from trainer.run.model import MODEL_FIELDS
 from trainer.runstore import DEFAULT_MIN_LR
@@ -168,7 +168,7 @@ CHOICES = {
     "channels_last": ("auto", "on", "off"), "compile": ("auto", "on", "off"), "lr_scaling": ("none", "linear"),
 }
 
-# Each numeric flag's range (preprocess.argtypes): a value outside it, NaN or infinity is a
+# Each numeric flag's range (common.argtypes): a value outside it, NaN or infinity is a
 # usage error before anything runs. 0 is allowed where it has a meaning the help names.
 RANGES = {
     "epochs": argtypes.positive_int, "batch_size": argtypes.positive_int, "lr": argtypes.learning_rate,

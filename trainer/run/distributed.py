@@ -39,7 +39,7 @@ class World:
 
 def check_device(device: str) -> torch.device:
     """`device` as torch's, or a UsageError (one line, exit 2) where this host lacks it."""
-    from preprocess.argtypes import UsageError
+    from common.argtypes import UsageError
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -33,7 +33,7 @@ import threading
 import time
 from datetime import timedelta
 
-from preprocess.exitcodes import RANK_FAILED
+from common.exitcodes import RANK_FAILED
 
 POLL_S = 1.0
 _WAITING = (f"{os.sep}torch{os.sep}distributed{os.sep}", f"{os.sep}torch{os.sep}nn{os.sep}parallel{os.sep}",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.tempfiles import replace_atomically, sweep_dead
+from common.tempfiles import replace_atomically, sweep_dead
 
 BACKGROUND = 255  # white gaps, as in the paper's figure
 TILE_GAP = 1  # pixels between tiles (in tile units scaled by `scale`)

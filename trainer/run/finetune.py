@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from trainer.run.checkpoint import CheckpointError, describe_mismatch, load_checkpoint, model_weights
+from trainer.run.ckptfile import CheckpointError, describe_mismatch, load_checkpoint, model_weights
 
 CLASSIFIER = ("fc3.weight", "fc3.bias")
 

@@ -24,11 +24,11 @@ import re
 from pathlib import Path
 
 from trainer import runstore as rs
-from trainer.run.checkpoint import CheckpointDir, load_checkpoint
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import load_checkpoint
 from trainer.run.config import TrainConfig
 from trainer.run.model import MODEL_FIELDS
 from trainer.run.session import TrainError
-from trainer.runstore import lineage
 
 GIVEN = "_given_flags"  # the Namespace attribute naming the config fields given on the command line
 # Fields that name this run, not the trajectory: never inherited from the parent.
@@ -159,7 +159,7 @@ def record_parent(session, state, record: dict) -> None:
     store = session.store.store  # the GuardedStore's store: the row is written once, now
     parent = store.get_run_by_name(parent_cfg.get("name", ""))
     parent_id = parent["id"] if parent and parent["config"].get("run_dir") == parent_cfg.get("run_dir") else None
-    lineage.record_fork(store, session.run_id, parent_id, record["step"])
+    store.record_fork(session.run_id, parent_id, record["step"])
     session.event(state.step, "fork", {"parent": parent_cfg.get("name"), "parent_id": parent_id,
                                        "checkpoint": session.cfg.fork_from, "step": record["step"],
                                        "epoch": record["epoch"], "lr": state.lr})

@@ -1,4 +1,4 @@
-"""AlexNet as in Krizhevsky, Sutskever and Hinton (2012), section 3, with DESIGN.md's decisions.
+"""AlexNet as in Krizhevsky, Sutskever and Hinton (2012), section 3, with docs/design.md's decisions.
 
 Used by `trainer train` (and `trainer evaluate`, `filters`, `neighbors`). With default
 arguments: 60,965,224 parameters; layer outputs 290,400-186,624-64,896-64,896-43,264-
@@ -147,3 +147,9 @@ def build_model(config) -> AlexNet:
     """AlexNet from a config dataclass or dict; only the model's fields are read."""
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     return AlexNet(**{k: cfg[k] for k in MODEL_FIELDS if k in cfg and cfg[k] is not None})
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain AlexNet under DDP and torch.compile wrappers (their state_dict keys differ)."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)

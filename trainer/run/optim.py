@@ -112,10 +112,6 @@ def create_optimizer(name: str, params, *, lr: float, momentum: float, weight_de
     raise ValueError(f"unknown optimizer {name!r}; expected paper or torch")
 
 
-def get_lr(optimizer: Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
-
 def set_lr(optimizer: Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -15,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from trainer.run.checkpoint import CheckpointDir, class_change, class_note, load_checkpoint
+from preprocess.contract import MANIFEST_NAME
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import class_change, class_note, load_checkpoint
 from trainer.run.fork import parent_record
 from trainer.run.session import TrainError
 
@@ -68,7 +70,7 @@ def choose_checkpoint(cfg, ckdir: CheckpointDir, class_digest: str, *,
 
 
 def check_classes(cfg, ckpt: dict, path: Path, class_digest: str, say: Callable[[str], None]) -> None:
-    manifest = Path(cfg.data) / "dataset.json"
+    manifest = Path(cfg.data) / MANIFEST_NAME
     changed = class_change(ckpt, path, class_digest, manifest)
     if changed is None:
         note = class_note(ckpt, path, manifest)

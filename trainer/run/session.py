@@ -4,12 +4,13 @@ checkpoint files, and filters.png. Other ranks never construct a Session.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer import runstore as rs
-from trainer.run.checkpoint import CheckpointDir, pack, unwrap
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import pack
+from trainer.run.model import unwrap
 from trainer.run.commands import replays_on_resume, settle_included
 from trainer.runstore.runlock import observed_status, run_dir_id
 from trainer.run.storeguard import GuardedStore, Heartbeat
@@ -48,7 +49,7 @@ class Session:
         store = rs.RunStore(cfg.runs_db)
         try:
             self.run_id, resumed = self._start(store, world, state, holder)
-        except (sqlite3.Error, OSError) as e:
+        except OSError as e:
             raise rs.store_error(f"cannot write the run store {cfg.runs_db}", e) from e
         # From here on a failing store costs a warning, not the run (trainer/run/storeguard.py).
         self.holder = holder

@@ -22,7 +22,6 @@ is alive (trainer/runstore/runlock.py, STALE_S).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from typing import Callable
@@ -30,7 +29,7 @@ from typing import Callable
 from trainer import runstore as rs
 from trainer.runstore.runlock import HEARTBEAT_S
 
-STORE_ERRORS = (sqlite3.Error, OSError, rs.RunStoreError)
+STORE_ERRORS = (OSError, rs.RunStoreError)  # the store turns sqlite3's errors into its own
 # What a failed read returns: the trainer's callers read lists of commands.
 _READ_DEFAULTS = {"pending_commands": [], "commands": []}
 # Verdicts the store must get eventually: retried after a failure, in order.

@@ -20,12 +20,15 @@ from typing import Callable
 
 import torch
 
-from preprocess import exitcodes
+from common import exitcodes
 from preprocess.contract import DataError, Manifest, require_shards
 from trainer.run import config as config_mod
 from trainer.run import failfast
 from trainer import runstore as rs
-from trainer.run.checkpoint import CheckpointDir, CheckpointError, rng_state, set_rng_state, unwrap
+from trainer.run.checkpoint import CheckpointDir
+from trainer.run.ckptfile import CheckpointError
+from trainer.run.model import unwrap
+from trainer.run.rngstate import rng_state, set_rng_state
 from trainer.run.commands import Control
 from trainer.run.compiled import RunCompile, compile_enabled, compile_net
 from trainer.run.config import TrainConfig

@@ -11,11 +11,21 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from trainer.runstore.schema import DEFAULT_MIN_LR, FLOOR_TOLERANCE, _transaction
+from trainer.runstore.schema import DEFAULT_MIN_LR, FLOOR_TOLERANCE
+from trainer.runstore.transaction import transaction
+
+
+def below_floor(lr: float, min_lr: float) -> bool:
+    """The LR floor, for the store (a division it refuses) and the trainer (one it will not
+    apply): `lr` under `min_lr` beyond rounding (1e-4 / 10 is at a 1e-5 floor, not under it)."""
+    return lr < min_lr * (1 - FLOOR_TOLERANCE)
 
 
 @dataclass
 class Command:
+    """An operator command, as stored in the `commands` table; the REST API's schema is
+    derived from it (trainer/server/schemas.py)."""
+
     id: int
     run_id: int
     kind: str
@@ -24,7 +34,7 @@ class Command:
     who: str
     idempotency_key: str | None
     requested_at: float
-    state: str
+    state: str  # pending, applied (at applied_step) or rejected (detail says why)
     applied_step: int | None
     applied_at: float | None
     detail: str
@@ -62,7 +72,7 @@ class CommandsMixin:
         and this check reads both in one BEGIN IMMEDIATE transaction."""
         now = time.time()
         conn = self._writer()
-        with _transaction(conn):
+        with transaction(conn):
             if idempotency_key is not None:
                 row = conn.execute(
                     "SELECT * FROM commands WHERE run_id = ? AND idempotency_key = ?",
@@ -84,7 +94,7 @@ class CommandsMixin:
                 pending = conn.execute(
                     "SELECT factor FROM commands WHERE run_id = ? AND state = 'pending'", (run_id,)).fetchall()
                 projected = run["lr"] / math.prod(r["factor"] for r in pending) / factor
-                if projected < min_lr * (1 - FLOOR_TOLERANCE):
+                if below_floor(projected, min_lr):
                     state = "rejected"
                     detail = f"new learning rate {projected:.3g} would fall under the minimum {min_lr:.3g}"
             cur = conn.execute(
@@ -130,7 +140,7 @@ class CommandsMixin:
         self.flush()
         now = time.time()
         conn = self._writer()
-        with _transaction(conn):
+        with transaction(conn):
             row = conn.execute("SELECT run_id FROM commands WHERE id = ?", (command_id,)).fetchone()
             if row is None:
                 raise KeyError(command_id)

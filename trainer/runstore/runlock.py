@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from preprocess import exitcodes
+from common import exitcodes
 
 LOCK_NAME = ".lock"
 # The run dir's identity: a random id written at its first run and kept in the run's row

@@ -1,11 +1,9 @@
-"""The run store's schema, names and transaction helpers (see `trainer.runstore`)."""
+"""The run store's schema: its tables and their migrations, the metric names, the progress
+record, the statuses and the LR floor's constants (see `trainer.runstore`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
-
-from preprocess import exitcodes
 
 SCHEMA_VERSION = 3
 
@@ -137,73 +135,3 @@ MIGRATIONS = {
 
 def _schema_statements() -> list[str]:
     return [stmt for stmt in _SCHEMA.split(";") if stmt.strip()]
-
-
-class RunStoreError(RuntimeError):
-    pass
-
-
-class RunStoreDamaged(RunStoreError):
-    """The file is not a SQLite database, or its pages are damaged (not a busy or full disk)."""
-
-    exit_code = exitcodes.CORRUPT
-
-
-class RunStoreFull(RunStoreError):
-    exit_code = exitcodes.NO_SPACE
-
-
-SQLITE_FULL = 13
-
-
-def store_error(what: str, exc: BaseException) -> RunStoreError:
-    """A RunStoreError of the class (damaged, full, other) that `exc` shows."""
-    cls = RunStoreDamaged if is_damage(exc) else RunStoreError
-    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
-        cls = RunStoreFull
-    return cls(f"{what}: {exc}")
-
-
-def is_damage(exc: BaseException) -> bool:
-    """sqlite3 says "malformed"/"not a database" with a DatabaseError that is not an
-    OperationalError (locked, busy, full disk, I/O are OperationalErrors)."""
-    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT: writers queue on the busy timeout instead of failing."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                self.conn.execute("COMMIT")
-                return False
-            except sqlite3.Error:
-                self._rollback()  # a failed COMMIT (full disk) leaves the transaction open
-                raise
-        self._rollback()
-        return False
-
-    def _rollback(self) -> None:
-        # SQLite may have rolled back already (SQLITE_FULL, I/O errors); the first error is the one to report.
-        if self.conn.in_transaction:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-
-
-class _snapshot(_transaction):
-    """BEGIN (deferred) ... COMMIT: in WAL mode the reads inside see one consistent state
-    and never block the writer."""
-
-    def __enter__(self):
-        self.conn.execute("BEGIN")
-        return self.conn

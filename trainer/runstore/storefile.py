@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-from trainer.runstore.schema import RunStoreError
+from trainer.runstore.errors import RunStoreError
 
 
 class RunStoreGone(RunStoreError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -20,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from trainer.runstore import RunStore, RunStoreError, is_damage
+from trainer.runstore import RunStore, RunStoreDamaged, RunStoreError
 
 from .auth import AuthFailures, resolve_token
 from .deps import find_run
@@ -48,7 +47,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     app.add_exception_handler(RequestValidationError, _refused_body)
-    app.add_exception_handler(sqlite3.DatabaseError, _store_busy)  # OperationalError too
     app.add_exception_handler(RunStoreError, _store_busy)
     # Added last = outermost: the size limit runs before anything reads the body.
     if settings.cors_origins:
@@ -103,7 +101,7 @@ def _record_refusal(store: RunStore, run_id: str, reason: str, path: str) -> Non
 
 async def _store_busy(request: Request, exc: Exception):
     log.warning("run store error on %s: %s", request.url.path, exc)
-    if is_damage(exc):
-        request.app.state.health.remember(str(request.app.state.store.damaged(exc)))
+    if isinstance(exc, RunStoreDamaged):
+        request.app.state.health.remember(str(exc))
         return JSONResponse({"detail": f"run store damaged: {exc}"}, status_code=503)
     return JSONResponse({"detail": f"run store unavailable: {exc}"}, status_code=503)

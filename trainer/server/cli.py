@@ -15,7 +15,7 @@ import sys
 
 from pydantic import SecretStr, ValidationError
 
-from preprocess import argtypes
+from common import argtypes
 from trainer.runstore.defaults import DEFAULT_RUNS_DB
 
 FLAGS = ("runs_db", "host", "port", "token_file", "min_lr", "max_body_bytes", "cors_origins", "refresh_s")
@@ -66,7 +66,7 @@ def token_line(settings, token: str, generated: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from preprocess import exitcodes
+    from common import exitcodes
     from trainer.runstore import RunStoreError
 
     from .app import create_app

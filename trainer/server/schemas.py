@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import dataclasses
+import typing
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from trainer import runstore
 
 
 class RunBrief(BaseModel):
@@ -80,19 +85,15 @@ class Event(BaseModel):
     payload: dict
 
 
-class Command(BaseModel):
-    id: int
-    run_id: int
-    kind: str
-    factor: float
-    reason: str
-    who: str
-    idempotency_key: str | None
-    requested_at: float
-    state: str = Field(description="pending, applied (at applied_step) or rejected (detail says why)")
-    applied_step: int | None
-    applied_at: float | None
-    detail: str
+def _from_record(record: type, descriptions: dict[str, str]) -> type[BaseModel]:
+    """A response model with the fields of the store's dataclass `record`: one definition of
+    the record, its REST schema derived (a field added there appears here)."""
+    hints = typing.get_type_hints(record)
+    return create_model(record.__name__, **{
+        f.name: (hints[f.name], Field(description=descriptions.get(f.name))) for f in dataclasses.fields(record)})
+
+
+Command = _from_record(runstore.Command, {"state": "pending, applied (at applied_step) or rejected (detail says why)"})
 
 
 class DivideRequest(BaseModel):

@@ -8,11 +8,10 @@ way (a "malformed" page under a metric series) is remembered too.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 
-from trainer.runstore import RunStore, RunStoreDamaged, RunStoreError, RunStoreGone, is_damage
+from trainer.runstore import RunStore, RunStoreDamaged, RunStoreError, RunStoreGone
 
 
 class StoreHealth:
@@ -41,9 +40,9 @@ class StoreHealth:
             return (f"{e}: this server still reads the file it opened, which nobody writes any more; "
                     f"restart `trainer serve` to use the store at that path (a new, empty one is created "
                     f"if none is there)")
-        except (sqlite3.DatabaseError, RunStoreError) as e:
-            if is_damage(e) or isinstance(e, RunStoreDamaged):
-                self.remember(str(e if isinstance(e, RunStoreDamaged) else store.damaged(e)))
+        except RunStoreError as e:
+            if isinstance(e, RunStoreDamaged):
+                self.remember(str(e))
                 return self.damage
             return f"run store unavailable: {e}"
         return ""

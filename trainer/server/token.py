@@ -39,7 +39,7 @@ def print_command(settings) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocess import exitcodes
+    from common import exitcodes
 
     from .auth import TokenError, resolve_token
     from .settings import ServerSettings

@@ -1,6 +1,6 @@
 """Whether a process is alive (by pid and start time), and dying with one's parent.
 
-The one liveness rule: `preprocess.tempfiles`' sweep of dead writers' files, the pipeline's
+The one liveness rule: `common.tempfiles`' sweep of dead writers' files, the pipeline's
 temp folders and the trainer use it (here, in the bottom room, so that all of them may).
 Light on purpose (no torch): the reference loader's forkserver imports it first thing, and
 `python -m trainer` before anything heavy (trainer/__main__.py).

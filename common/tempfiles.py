@@ -22,7 +22,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
-from preprocess import exitcodes, procs
+from common import exitcodes, procs
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
 # NAME.tmpPID-HOST (NAME.linkPID-HOST: a hard link about to be renamed), and the forms of

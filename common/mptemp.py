@@ -25,7 +25,7 @@ import tempfile
 from multiprocessing import process, util
 from pathlib import Path
 
-from preprocess import procs
+from common import procs
 
 MP_PREFIX = "pymp"
 
