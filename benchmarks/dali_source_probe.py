@@ -116,7 +116,7 @@ def after_pipeline(data: str, batch: int, threads: int, py_workers: int, device_
     source = loader.source(replace(loader.batch_params(), outputs=("x", "y", "flip")))
     pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2)
     with pipe:
-        n = read_nodes(source)
+        n = read_nodes(source, cut=device_id is not None)
         pipe.set_outputs(*outputs(n["jpg"], n["x"], n["y"], n["flip"], device_id, ceiling))
     pipe._probe_loader = loader
 
