@@ -10,7 +10,8 @@ Three feeds on the same shards, interleaved, best of `--repeats` each:
   sample by sample in the rank, then the labels parsed row by row and the parameters
   drawn a second time;
 - `after`: the product's (`pipeline.dalisource.BatchSource`): the batch read into one
-  buffer (a `preadv` a sample, the label with its JPEG), the labels parsed at once, the parameters drawn once.
+  dense array, a row a sample (a `preadv` a sample, the label with its JPEG), handed to
+  DALI as one array, the labels parsed at once, the parameters drawn once.
 Each timed as the train graph up to the uint8 windows (ROI decode, crop, mirror; what
 `pipeline.dali.define_graph` runs on the CPU), or with `--ceiling` the feed alone (no
 decode: each JPEG's header read by `fn.peek_image_shape`; what the rank spends handing

@@ -4,9 +4,10 @@ Used by `pipeline/dali.py` (`trainer train` / `trainer evaluate` with `--backend
 which builds one pipeline per rank for the run. Its JPEGs come from a batch-mode
 `fn.external_source`, `BatchSource`, that DALI calls in the thread running the pipeline:
 the loader's producer thread (`pipeline.prefetch`), never the trainer's. A call reads
-the batch's JPEGs and labels through the split's offsets table into one buffer, which
-DALI reads in place (`SampleBytes.batch_into`: one `preadv` a sample for its JPEG and its
-label, which copies without the GIL), parses the labels at once (`parse_labels`), and in
+the batch's JPEGs and labels through the split's offsets table into one dense array, a
+row a sample, which DALI reads in place (`SampleBytes.batch_into`: one `preadv` a sample
+for its JPEG and its label, which copies without the GIL; one array handed to DALI, not
+one a sample), parses the labels at once (`parse_labels`), and in
 train mode draws the batch's crop offsets, flips and lighting offsets once
 (`pipeline.augment.batch_train_params`). The labels and the draw are kept for the loader
 under the batch's number (`taken`). Both backends therefore read the same samples in the
