@@ -10,7 +10,8 @@ Three feeds on the same shards, interleaved, best of `--repeats` each:
   sample by sample in the rank, then the labels parsed row by row and the parameters
   drawn a second time;
 - `after`: the product's (`pipeline.dalisource.BatchSource`): the batch read into one
-  buffer (a `preadv` a sample, the label with its JPEG), the labels parsed at once, the parameters drawn once.
+  dense array, a row a sample (a `preadv` a sample, the label with its JPEG), handed to
+  DALI as one array, the labels parsed at once, the parameters drawn once.
 Each timed as the train graph up to the uint8 windows (ROI decode, crop, mirror; what
 `pipeline.dali.define_graph` runs on the CPU), or with `--ceiling` the feed alone (no
 decode: each JPEG's header read by `fn.peek_image_shape`; what the rank spends handing
@@ -116,7 +117,7 @@ def after_pipeline(data: str, batch: int, threads: int, py_workers: int, device_
     source = loader.source(replace(loader.batch_params(), outputs=("x", "y", "flip")))
     pipe = Pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=1, prefetch_queue_depth=2)
     with pipe:
-        n = read_nodes(source)
+        n = read_nodes(source, cut=device_id is not None)
         pipe.set_outputs(*outputs(n["jpg"], n["x"], n["y"], n["flip"], device_id, ceiling))
     pipe._probe_loader = loader
 

@@ -4,9 +4,10 @@ Used by `pipeline/dali.py` (`trainer train` / `trainer evaluate` with `--backend
 which builds one pipeline per rank for the run. Its JPEGs come from a batch-mode
 `fn.external_source`, `BatchSource`, that DALI calls in the thread running the pipeline:
 the loader's producer thread (`pipeline.prefetch`), never the trainer's. A call reads
-the batch's JPEGs and labels through the split's offsets table into one buffer, which
-DALI reads in place (`SampleBytes.batch_into`: one `preadv` a sample for its JPEG and its
-label, which copies without the GIL), parses the labels at once (`parse_labels`), and in
+the batch's JPEGs and labels through the split's offsets table into one dense array, a
+row a sample, which DALI reads in place (`SampleBytes.batch_into`: one `preadv` a sample
+for its JPEG and its label, which copies without the GIL; one array handed to DALI, not
+one a sample), parses the labels at once (`parse_labels`), and in
 train mode draws the batch's crop offsets, flips and lighting offsets once
 (`pipeline.augment.batch_train_params`). The labels and the draw are kept for the loader
 under the batch's number (`taken`). Both backends therefore read the same samples in the
@@ -185,19 +186,21 @@ class BatchSource:
         self.held: collections.deque = collections.deque(maxlen=HELD_BATCHES)
         self._buffers: collections.deque = collections.deque()
         self._dali_epoch, self._schedule = None, None
+        self.cut = False  # whether the JPEG lengths are an output too (`pipeline.dali.read_nodes`)
 
-    def batch(self, ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """The JPEGs (one view each into one buffer) and labels (DAMAGED where not a class
-        number, or where the sample is known to be damaged) of the samples `ids`."""
+    def batch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The JPEGs (row i of one dense array, from its first byte), their lengths ((n, 1)
+        int32: the graph slices each row to its JPEG) and the labels (DAMAGED where not a
+        class number, or where the sample is known to be damaged) of the samples `ids`."""
         bad = np.isin(ids, self.damaged) if len(self.damaged) else None
         # The oldest of the buffers DALI may still read is reused (HELD_BATCHES of them).
         spare = self._buffers.popleft() if len(self._buffers) == HELD_BATCHES else None
-        jpegs, fields, sizes, buffer = self.samples.batch_into(ids, spare, LABEL_WIDTH, bad, self.blank)
+        rows, lengths, fields, sizes, buffer = self.samples.batch_into(ids, spare, LABEL_WIDTH, bad, self.blank)
         self._buffers.append(buffer)
         labels = parse_labels(fields, sizes, lambda j: self.samples.label_bytes(int(ids[j])), self.classes)
         if bad is not None:
             labels[bad] = DAMAGED
-        return jpegs, labels
+        return rows, lengths[:, None], labels
 
     def __call__(self, info):
         if self._dali_epoch != info.epoch_idx:
@@ -208,9 +211,10 @@ class BatchSource:
             raise StopIteration
         epoch, b = int(schedule[0]), int(schedule[1]) + info.iteration
         ids = schedule[HEADER + info.iteration * n : HEADER + (info.iteration + 1) * n]
-        jpegs, labels = self.batch(ids)
+        rows, lengths, labels = self.batch(ids)
         drawn = self.params.arrays(epoch, b) if self.params is not None else None
         self.taken[b] = (labels, drawn)
-        out = (jpegs, *(drawn[k] for k in self.params.outputs)) if drawn is not None else (jpegs,)
+        head = (rows, lengths) if self.cut else (rows,)
+        out = (*head, *(drawn[k] for k in self.params.outputs)) if drawn is not None else head
         self.held.append(out)
         return out

@@ -21,9 +21,12 @@ from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET
 # `ulimit -n` of 1024); reopening one costs microseconds against a decode's ms.
 MAX_OPEN_SHARDS = 64
 TAR_HEADER = 512
-# Where a sample's label follows its JPEG, one read takes both and drops what lies between
-# (the JPEG's padding and the label's tar header: under 1 KB) into this scratch buffer.
-_GAP = np.empty(4096, np.uint8)
+# Where a sample's label follows its JPEG closer than this (the JPEG's padding and the
+# label's tar header: under 1 KB), one read takes both, and what lies between, into its row.
+MAX_GAP = 4096
+# Zeros written after each JPEG in its row, so a decoder that reads on past a JPEG's
+# length (a damaged one) meets what it would meet at the end of an exact buffer: nothing.
+TAIL = 64
 
 
 class SampleBytes:
@@ -33,14 +36,19 @@ class SampleBytes:
         self.tars, self.starts, self.table, self.max_open = tars, starts, table, max_open
         self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()
 
-    def _fd(self, s: int) -> int:
+    def _fd(self, s: int, keep: int = 1) -> int:
+        """Shard s's open file; `keep` files opened last stay open (a batch's shards, until `_trim`)."""
         if s in self._fds:
             self._fds.move_to_end(s)
         else:
-            if len(self._fds) >= self.max_open:
+            while len(self._fds) >= max(self.max_open, keep):
                 os.close(self._fds.popitem(last=False)[1])
             self._fds[s] = os.open(self.tars[s], os.O_RDONLY)
         return self._fds[s]
+
+    def _trim(self) -> None:
+        while len(self._fds) > self.max_open:
+            os.close(self._fds.popitem(last=False)[1])
 
     def shard_of(self, g: int) -> int:
         return int(np.searchsorted(self.starts, g, side="right") - 1)
@@ -56,39 +64,67 @@ class SampleBytes:
 
     def batch_into(self, ids: np.ndarray, buffer: np.ndarray | None, label_width: int,
                    blank_rows: np.ndarray | None = None, blank: np.ndarray | None = None):
-        """Samples `ids` for a batch: their JPEGs read into one buffer (`buffer` where it is
-        large enough, else a new one; a `preadv` each, which copies without the GIL), as
-        one view a sample, with `blank` in the rows where `blank_rows` is set; the first
-        `label_width` bytes of their label fields, left-aligned in the rows of an
-        (n, label_width) array; and the fields' lengths. Returns (views, fields, sizes, buffer)."""
+        """Samples `ids` for a batch, as one dense (n, stride) uint8 array in `buffer` (where
+        it is large enough, else a new one): row i holds sample i's JPEG from its first
+        byte (`blank` in the rows where `blank_rows` is set), then what follows it in the
+        shard, zeros after a short or blank one (`pipeline.dali.read_nodes`). Also the first
+        `label_width` bytes of the samples' label fields, left-aligned in the rows of an
+        (n, label_width) array, and the fields' lengths. Returns (rows, jpeg lengths
+        (int32), fields, field lengths, buffer).
+
+        One `preadv` a sample (it copies without the GIL): where the label follows its JPEG
+        (preprocess's order, less than MAX_GAP between), the JPEG, the gap and the label in
+        one read into the row, the label fields then gathered from the rows at once. The
+        rest (blank rows, a label elsewhere, a shard shorter than its index says) is read
+        sample by sample, as rare as damage."""
+        n = len(ids)
         rows = self.table[ids]
-        jpeg_sizes = rows[:, IMAGE_SIZE_BYTES].copy()
+        off, jpeg = rows[:, IMAGE_OFFSET], rows[:, IMAGE_SIZE_BYTES]
+        label_off, sizes = rows[:, LABEL_OFFSET], rows[:, LABEL_SIZE_BYTES].astype(np.int64)
+        heads = np.minimum(sizes, label_width)
+        gap = label_off - off - jpeg
+        joint = (gap >= 0) & (gap <= MAX_GAP)
         if blank_rows is not None:
-            jpeg_sizes[blank_rows] = len(blank)
-        ends = np.cumsum(jpeg_sizes)
-        total = int(ends[-1]) if len(ends) else 0
-        if buffer is None or len(buffer) < total:
-            buffer = np.empty(total + total // 4, np.uint8)  # room for the next, larger batch
-        sizes = rows[:, LABEL_SIZE_BYTES].astype(np.int64)
-        fields = np.zeros((len(ids), label_width), np.uint8)
-        shards = (np.searchsorted(self.starts, ids, side="right") - 1).tolist()
-        skip = blank_rows.tolist() if blank_rows is not None else [False] * len(shards)
-        views = []
-        for field, s, a, e, off, label_off, head, blank_row in zip(
-                fields, shards, (ends - jpeg_sizes).tolist(), ends.tolist(), rows[:, IMAGE_OFFSET].tolist(),
-                rows[:, LABEL_OFFSET].tolist(), np.minimum(sizes, label_width).tolist(), skip):  # fmt: skip
-            fd, view = self._fd(s), buffer[a:e]
-            gap = label_off - off - (e - a)
-            # The label follows its JPEG (preprocess's order): one read takes both.
-            joint = not blank_row and 0 <= gap <= len(_GAP)
-            if not joint or os.preadv(fd, [view, _GAP[:gap], field[:head]], off) != e - a + gap + head:
-                os.preadv(fd, [field[:head]], label_off)
-                if blank_row:
-                    view[:] = blank
-                else:  # a shard shorter than its index says: what is there, for the decoder to refuse
-                    view = view[: os.preadv(fd, [view], off)]
-            views.append(view)
-        return views, fields, sizes, buffer
+            joint &= ~blank_rows
+        reads = np.where(joint, label_off + heads - off, jpeg)  # the bytes read into each row
+        lengths = jpeg.astype(np.int32)
+        if blank_rows is not None:
+            lengths[blank_rows] = len(blank)
+            reads[blank_rows] = 0
+        stride = max(int(reads.max()) if n else 0, int(lengths.max()) if n else 0) + TAIL
+        if buffer is None or len(buffer) < n * stride:
+            buffer = np.empty(n * stride + n * stride // 4, np.uint8)  # room for the next, larger batch
+        dense = buffer[: n * stride].reshape(n, stride)
+        shards = np.searchsorted(self.starts, ids, side="right") - 1
+        used, which = np.unique(shards, return_inverse=True)
+        fds = [self._fd(int(s), keep=len(used)) for s in used]
+        fd_rows = [fds[k] for k in which.tolist()]
+        mem = memoryview(buffer)
+        got = [os.preadv(fd, [mem[a : a + r]], o) if r else 0 for fd, a, r, o in
+               zip(fd_rows, range(0, n * stride, stride), reads.tolist(), off.tolist())]  # fmt: skip
+        self._trim()
+        # The label fields, from the rows that hold them.
+        pos = (label_off - off)[:, None] + np.arange(label_width)
+        fields = dense[np.arange(n)[:, None], np.clip(pos, 0, stride - 1)]
+        fields[np.arange(label_width) >= heads[:, None]] = 0
+        for i in np.flatnonzero(~joint | (np.asarray(got) != reads)).tolist():
+            fd, field = fd_rows[i], fields[i]
+            field[:] = 0
+            os.preadv(fd, [field[: heads[i]]], int(label_off[i]))
+            if blank_rows is not None and blank_rows[i]:
+                dense[i, : len(blank)] = blank
+            else:  # short where a shard is shorter than its index says: what is there, for the decoder to refuse
+                lengths[i] = min(got[i], int(jpeg[i]))
+        # A JPEG that does not end in its end marker is damaged (`preprocess shard` writes
+        # whole ones), and what follows it in the row could complete it for the decoder (a
+        # decoder only fails a cut JPEG where its buffer ends): its row is cleared, so the
+        # batch fails and the loader's recovery decodes its exact bytes (`pipeline.badinput`).
+        last = np.maximum(lengths.astype(np.int64), 2)[:, None] - (2, 1)
+        ended = np.all(dense[np.arange(n)[:, None], last] == (0xFF, 0xD9), axis=1) & (lengths >= 2)
+        for i in np.flatnonzero(~ended).tolist():
+            dense[i] = 0
+        dense[np.arange(n)[:, None], lengths[:, None] + np.arange(TAIL)] = 0
+        return dense, lengths, fields, sizes, buffer
 
     def key(self, g: int) -> str:
         """Sample g's key, from its JPEG member's tar header."""
