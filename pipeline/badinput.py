@@ -6,7 +6,10 @@ decoder fails the whole batch and cannot drop a sample (NVIDIA/DALI#3913). The l
 it drops its pipeline and `DaliRecovery` decodes those samples one by one, on the
 loader's device, to find the bad ones. The loader then adds them to its source's damaged
 set (`pipeline.dalisource`: a blank JPEG and a label that is not a number, so the row is
-dropped in train and masked in eval) and rebuilds its pipeline at that batch. Rare by
+masked) and rebuilds its pipeline at that batch. A JPEG that does not end in its
+end-of-image marker is damaged too, even where a decoder given its exact bytes copes:
+the batch source reads a batch as one dense array and clears such a row, since the bytes
+after it could complete a cut JPEG (`SampleBytes.batch_into`). Rare by
 construction: `preprocess shard` re-encodes every image, so this is for disk or copy
 corruption. Recovery gets plain arguments (the rank's sample reader, the device), not
 the loader.
@@ -20,7 +23,7 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
-from pipeline.samplebytes import SampleBytes
+from pipeline.samplebytes import EOI, SampleBytes
 from preprocess.contract import DataError
 
 log = logging.getLogger(__name__)
@@ -38,16 +41,23 @@ class DaliRecovery:
         not decode (the `known` damaged ones are already replaced, and skipped)."""
         decoder = self.decoder()
         candidates = [g for g in dict.fromkeys(int(g) for g in ids) if g not in known]
-        found = [(g, self.samples.name(g)) for g in candidates
-                 if not decoder.decodes(np.frombuffer(self.samples.jpeg_bytes(g), np.uint8))]
+        found = [(g, self.samples.name(g), why) for g in candidates if (why := self.fault(g, decoder))]
         log.info("batch %d of epoch %d failed: %d samples decoded one by one (%d decoder builds), %d damaged",
                  b, epoch, len(candidates), decoder.builds, len(found))
         if not found:
             raise DataError(f"DALI failed on batch {b} of epoch {epoch} "
                             f"and no undecodable sample was found in it: {err}") from err
-        for g, name in found:
-            log.warning("damaged sample %s (%s): skipped", name, self.samples.damage(g, "JPEG does not decode"))
-        return found
+        for g, name, why in found:
+            log.warning("damaged sample %s (%s): skipped", name, self.samples.damage(g, why))
+        return [(g, name) for g, name, _ in found]
+
+    def fault(self, g: int, decoder: SampleDecoder) -> str | None:
+        """Why sample g cannot go through the batch source, or None."""
+        data = self.samples.jpeg_bytes(g)
+        if not data.endswith(EOI):
+            return (f"JPEG does not end in its end-of-image marker (FF D9): cut short, or "
+                    f"{len(data)} bytes with more after the image")
+        return None if decoder.decodes(np.frombuffer(data, np.uint8)) else "JPEG does not decode"
 
     def decoder(self) -> SampleDecoder:
         return SampleDecoder(self.device_id)  # the loader's GPU, where it decodes

@@ -21,6 +21,7 @@ from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES, LABEL_OFFSET
 # `ulimit -n` of 1024); reopening one costs microseconds against a decode's ms.
 MAX_OPEN_SHARDS = 64
 TAR_HEADER = 512
+EOI = b"\xff\xd9"  # a JPEG's last two bytes: its end-of-image marker
 # Where a sample's label follows its JPEG closer than this (the JPEG's padding and the
 # label's tar header: under 1 KB), one read takes both, and what lies between, into its row.
 MAX_GAP = 4096
@@ -115,12 +116,12 @@ class SampleBytes:
                 dense[i, : len(blank)] = blank
             else:  # short where a shard is shorter than its index says: what is there, for the decoder to refuse
                 lengths[i] = min(got[i], int(jpeg[i]))
-        # A JPEG that does not end in its end marker is damaged (`preprocess shard` writes
-        # whole ones), and what follows it in the row could complete it for the decoder (a
+        # A JPEG that does not end in its end marker (`preprocess shard` writes whole ones)
+        # may be cut, and what follows it in the row could complete it for the decoder (a
         # decoder only fails a cut JPEG where its buffer ends): its row is cleared, so the
-        # batch fails and the loader's recovery decodes its exact bytes (`pipeline.badinput`).
+        # batch fails and the loader's recovery names it damaged (`pipeline.badinput`).
         last = np.maximum(lengths.astype(np.int64), 2)[:, None] - (2, 1)
-        ended = np.all(dense[np.arange(n)[:, None], last] == (0xFF, 0xD9), axis=1) & (lengths >= 2)
+        ended = np.all(dense[np.arange(n)[:, None], last] == tuple(EOI), axis=1) & (lengths >= 2)
         for i in np.flatnonzero(~ended).tolist():
             dense[i] = 0
         dense[np.arange(n)[:, None], lengths[:, None] + np.arange(TAIL)] = 0

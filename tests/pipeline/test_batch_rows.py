@@ -42,3 +42,21 @@ def test_rows_hold_each_jpeg_exactly_then_zeros_and_a_cut_jpeg_is_cleared(tmp_pa
         assert labels.tolist() == [parse_label(np.frombuffer(samples.label_bytes(int(g)), np.uint8), None)
                                    for g in ids]  # fmt: skip
     loader.close()
+
+
+def test_a_jpeg_with_bytes_after_its_end_marker_is_reported_and_masked_not_fatal(tmp_path, caplog):
+    """Shards from other tools may hold a JPEG with bytes after its end marker: its exact
+    bytes decode, but its row is cleared like a cut one's, so recovery must name it (not
+    stop the run for a batch in which nothing fails to decode)."""
+    import logging
+
+    trailing = GOOD + b"\x00trailer"
+    images = write_split(tmp_path, "train", [12, 12], seed=4, damaged={5: trailing})
+    write_stats(tmp_path, images)
+    caplog.set_level(logging.WARNING)
+    loader = make_loader(tmp_path, mode="center", backend="dali", batch_size=8, num_workers=1)
+    valid = sum(int(v.sum()) for _, _, v in loader)
+    assert valid == loader.num_samples - 1
+    assert len(loader.skipped) == 1
+    assert "end-of-image marker" in caplog.text
+    loader.close()
