@@ -19,7 +19,9 @@ from preprocess.contract import MANIFEST_NAME
 from trainer.run.checkpoint import CheckpointDir
 from trainer.run.ckptfile import class_change, class_note, load_checkpoint
 from trainer.run.fork import parent_record
-from trainer.run.session import TrainError
+from trainer.run.model import MODEL_FIELDS, unwrap
+from trainer.run.optim import set_lr
+from trainer.run.session import RunState, TrainError
 
 
 def start_line(cfg, ckdir: CheckpointDir, manifest) -> str:
@@ -81,3 +83,19 @@ def check_classes(cfg, ckpt: dict, path: Path, class_digest: str, say: Callable[
         raise TrainError(f"{changed}; resume with the shards it was trained on, or pass "
                          "--allow-class-change to train on the new class list on purpose")
     say(f"trainer: --allow-class-change: {changed}; training on with the new class list on purpose")
+
+
+def restore(ckpt: dict, path: Path, cfg, model, optimizer, policy) -> RunState:
+    """The run's state from checkpoint `ckpt` (read from `path`): the model's weights, the
+    optimizer's (its momentum), the LR and the policy; refused where the model's shape differs."""
+    differs = [k for k in MODEL_FIELDS if ckpt["config"].get(k) != getattr(cfg, k)]
+    if differs:
+        raise TrainError(f"{path} was trained with other model settings ({', '.join(differs)}); "
+                         f"use another --run-dir or the same flags")
+    unwrap(model).load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    set_lr(optimizer, ckpt["lr"])
+    policy.load_state_dict(ckpt["policy"])
+    return RunState(lr=ckpt["lr"], lr_history=list(ckpt["lr_history"]), epoch=ckpt["epoch"],
+                    epoch_step=ckpt["epoch_step"], step=ckpt["step"],
+                    applied_commands=list(ckpt["applied_commands"]), resumed_from=str(path))

@@ -1,33 +1,28 @@
 """`trainer train --data shards/ --run-dir runs/NAME`: AlexNet trained as in the paper.
 
-Read in order: config -> inputs checked -> distributed setup -> model, optimizer, resume
--> data -> run store -> the loop (`train_epoch`) -> validation, LR policy, checkpoints
--> the end. One path for CPU and GPU, one process or `torchrun --nproc-per-node G -m
-trainer train ...` (DDP), AMP on or off. Only rank 0 writes the run store, the
-checkpoints and the terminal; every rank takes the same decisions at the same steps
-(`trainer.run.commands`).
-"""
+Read in order: config -> inputs checked (`inputs.py`) -> distributed setup -> model,
+optimizer, resume -> data -> run store -> the loop (`train_epoch`) -> validation, LR
+policy, checkpoints -> the end. One path for CPU and GPU, one process or torchrun (DDP);
+only rank 0 writes the run store, the checkpoints and the terminal, and every rank takes
+the same decisions at the same steps (`trainer.run.commands`)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 from common import exitcodes
-from preprocess.contract import DataError, Manifest, require_shards
+from preprocess.contract import DataError, Manifest
 from trainer.run import config as config_mod
 from trainer.run import failfast
 from trainer import runstore as rs
 from trainer.run.checkpoint import CheckpointDir
 from trainer.run.ckptfile import CheckpointError
-from trainer.run.model import unwrap
 from trainer.run.rngstate import rng_state, set_rng_state
 from trainer.run.commands import Control
 from trainer.run.compiled import RunCompile, compile_enabled, compile_net
@@ -38,12 +33,13 @@ from trainer.run import layout
 from trainer.run.loaders import loader_config
 from trainer.run.lr_policy import LRPolicy
 from trainer.run.lrscaling import Warmup, initial_lr
-from trainer.run.model import MODEL_FIELDS, build_model, configure_cuda
+from trainer.run.model import build_model, configure_cuda
 from trainer.run.optim import create_optimizer, set_lr
 from trainer.run.progress import Meter, Progress
 from trainer.run.finetune import freeze_features, transfer
+from trainer.run.inputs import check_inputs
 from trainer.run import fork
-from trainer.run.resume import choose_checkpoint, start_line
+from trainer.run.resume import choose_checkpoint, restore, start_line
 from trainer.runstore.runlock import RunLocked, hold_run_dir
 from trainer.run.session import RunState, Session, TrainError
 from trainer.run.step import LossTally, TrainStep
@@ -62,37 +58,6 @@ def run(args: argparse.Namespace) -> int:
     except (TrainError, DataError, rs.RunStoreError, RunLocked, CheckpointError, DeviceMapError) as e:
         print(f"trainer train: {e}", file=sys.stderr)
         return exitcodes.for_error(e)
-
-
-def check_inputs(cfg: TrainConfig) -> TrainConfig:
-    """Bad input ends here with one line: no data, a contradicting class count, a run dir
-    that cannot be written."""
-    if cfg.device != "auto":
-        from trainer.run.distributed import check_device
-
-        check_device(cfg.device)  # before the run dir is made
-    cfg = cfg.resolved()
-    manifest = Manifest.read(cfg.data)
-    require_shards(cfg.data, "train")
-    if cfg.val_every or cfg.tencrop:
-        require_shards(cfg.data, "val")
-    n = manifest.num_classes
-    if cfg.num_classes and cfg.num_classes != n:
-        raise TrainError(f"--num-classes {cfg.num_classes} contradicts {cfg.data}/dataset.json, which has {n} classes")
-    if cfg.freeze_features and not cfg.init_from:
-        raise TrainError("--freeze-features keeps the conv layers of pre-trained weights: give --init-from CHECKPOINT")
-    if cfg.batch_size < 1 or cfg.epochs < 1 or cfg.control_every < 1:
-        raise TrainError("--batch-size, --epochs and --control-every must be positive")
-    if cfg.warmup_epochs and (cfg.lr_scaling != "linear" or cfg.warmup_epochs < 0):
-        raise TrainError("--warmup-epochs ramps the LR up to the scaled one: give it with --lr-scaling linear, >= 0")
-    probe = Path(cfg.run_dir) / "checkpoints" / f".probe{time.time_ns()}"
-    try:
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise TrainError(f"cannot write to the run dir {cfg.run_dir}: {e.strerror or e}") from None
-    return dataclasses.replace(cfg, num_classes=n)
 
 
 def train(cfg: TrainConfig) -> int:
@@ -188,17 +153,7 @@ class Trainer:
             lr, why = initial_lr(cfg)
             set_lr(self.optimizer, lr)
             return RunState(lr=lr, lr_history=[{"step": 0, "lr": lr, "reason": why}]), None
-        differs = [k for k in MODEL_FIELDS if ckpt["config"].get(k) != getattr(cfg, k)]
-        if differs:
-            raise TrainError(f"{path} was trained with other model settings ({', '.join(differs)}); "
-                             f"use another --run-dir or the same flags")
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        set_lr(self.optimizer, ckpt["lr"])
-        self.policy.load_state_dict(ckpt["policy"])
-        state = RunState(lr=ckpt["lr"], lr_history=list(ckpt["lr_history"]), epoch=ckpt["epoch"],
-                         epoch_step=ckpt["epoch_step"], step=ckpt["step"],
-                         applied_commands=list(ckpt["applied_commands"]), resumed_from=str(path))
+        state = restore(ckpt, path, cfg, self.model, self.optimizer, self.policy)
         if cfg.fork_from and str(path) == cfg.fork_from:
             fork.start(state, self.optimizer, cfg)
         return state, ckpt
