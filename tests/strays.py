@@ -89,3 +89,16 @@ def running_strays(grace_s: float = GRACE_S) -> dict[int, str]:
         if not alive or time.monotonic() >= deadline:
             return {p: command_line(p) for p in alive}
         time.sleep(0.1)
+
+
+def group_gone(pgid: int, within: float = GRACE_S) -> bool:
+    """Whether process group `pgid` ends within `within` seconds (zombies reaped as it goes)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        reap_zombies()
+        time.sleep(0.2)
+    return False

@@ -15,16 +15,10 @@ import tarfile
 
 from common import exitcodes
 from preprocess.cli import main
+from tests.faults.corpora import tiny_corpus
 
 RUN = ["--workers", "1", "--progress", "off", "--max-reject-fraction", "1"]
 
-
-def _corpus(demo_corpus, dst, classes=2, per_class=3):
-    for wnid in sorted(p.name for p in (demo_corpus / "train").iterdir())[:classes]:
-        (dst / "train" / wnid).mkdir(parents=True)
-        for f in sorted((demo_corpus / "train" / wnid).iterdir())[:per_class]:
-            shutil.copy(f, dst / "train" / wnid / f.name)
-    return dst
 
 
 def _members(out) -> dict[str, bytes]:
@@ -36,7 +30,7 @@ def _members(out) -> dict[str, bytes]:
 
 
 def test_a_name_that_is_not_utf8_is_an_input_recorded_escaped(demo_corpus, tmp_path, capsys):
-    src, out = _corpus(demo_corpus, tmp_path / "src"), tmp_path / "out"
+    src, out = tiny_corpus(demo_corpus, tmp_path / "src"), tmp_path / "out"
     folder = os.fsencode(next((src / "train").iterdir()))
     photo = next(p for p in os.listdir(folder))
     shutil.copy(os.path.join(folder, photo), os.path.join(folder, b"bad\xff\xfe.JPEG"))
@@ -56,7 +50,7 @@ def test_a_name_that_is_not_utf8_is_an_input_recorded_escaped(demo_corpus, tmp_p
 
 
 def test_a_class_folder_whose_name_is_not_utf8_is_one_line_and_exit_2(demo_corpus, tmp_path, capsys):
-    src = _corpus(demo_corpus, tmp_path / "src")
+    src = tiny_corpus(demo_corpus, tmp_path / "src")
     first = next((src / "train").iterdir())
     os.rename(os.fsencode(first), os.fsencode(first.parent) + b"/n0\xff")
     assert main(["shard", "--src", str(src), "--out", str(tmp_path / "out"), *RUN]) == exitcodes.USAGE

@@ -21,17 +21,11 @@ from common import exitcodes
 from common.tempfiles import temp_path
 from preprocess import image, shards, sources
 from preprocess.cli import main
+from tests.faults.corpora import tiny_corpus
 from preprocess.contract import WORK_DIR
 
 RUN = ["--workers", "1", "--progress", "off"]
 
-
-def _tiny_corpus(demo_corpus, dst, classes=2, per_class=3):
-    for wnid in sorted(p.name for p in (demo_corpus / "train").iterdir())[:classes]:
-        (dst / "train" / wnid).mkdir(parents=True)
-        for f in sorted((demo_corpus / "train" / wnid).iterdir())[:per_class]:
-            shutil.copy(f, dst / "train" / wnid / f.name)
-    return dst
 
 
 def _dead_pid() -> int:
@@ -49,7 +43,7 @@ def _temps(out) -> list[str]:
 
 
 def test_a_rerun_sweeps_dead_writers_temp_files_and_keeps_live_ones(demo_corpus, tmp_path):
-    src, out = _tiny_corpus(demo_corpus, tmp_path / "src"), tmp_path / "out"
+    src, out = tiny_corpus(demo_corpus, tmp_path / "src"), tmp_path / "out"
     assert main(["shard", "--src", str(src), "--out", str(out), *RUN]) == 0
     dead, work = _dead_pid(), out / WORK_DIR
     left = [work / f"train-u000000-p0.tar.tmp{dead}",  # the naming before the host was in it
@@ -67,7 +61,7 @@ def test_a_rerun_sweeps_dead_writers_temp_files_and_keeps_live_ones(demo_corpus,
 @pytest.mark.parametrize("free_kb", [120, 1200])  # in a shard piece; in the statistics
 def test_a_full_disk_is_one_line_exit_5_and_a_rerun_after_freeing_space_gives_the_same_bytes(
         demo_corpus, tmp_path, small_disk, capsys, free_kb):
-    src = _tiny_corpus(demo_corpus, tmp_path / "src")
+    src = tiny_corpus(demo_corpus, tmp_path / "src")
     assert main(["shard", "--src", str(src), "--out", str(tmp_path / "whole"), *RUN]) == 0
     whole = _outputs(tmp_path / "whole")
     capsys.readouterr()
@@ -87,7 +81,7 @@ def test_a_full_disk_is_one_line_exit_5_and_a_rerun_after_freeing_space_gives_th
 
 
 def test_symlink_loops_and_links_out_of_src_are_refused_with_a_reason(demo_corpus, tmp_path, capsys):
-    src = _tiny_corpus(demo_corpus, tmp_path / "src")
+    src = tiny_corpus(demo_corpus, tmp_path / "src")
     train = src / "train"
     wnid = sorted(p.name for p in train.iterdir())[0]
     (train / wnid / "a.JPEG").symlink_to("b.JPEG")
@@ -114,14 +108,14 @@ def test_symlink_loops_and_links_out_of_src_are_refused_with_a_reason(demo_corpu
 
 
 def test_an_empty_class_folder_is_an_error_naming_it(demo_corpus, tmp_path):
-    src = _tiny_corpus(demo_corpus, tmp_path / "src")
+    src = tiny_corpus(demo_corpus, tmp_path / "src")
     (src / "train" / "n00000000").mkdir()
     with pytest.raises(sources.SourceError, match="n00000000 is an empty class folder"):
         sources.discover(src)
 
 
 def test_out_inside_src_is_refused(demo_corpus, tmp_path, capsys):
-    src = _tiny_corpus(demo_corpus, tmp_path / "src")
+    src = tiny_corpus(demo_corpus, tmp_path / "src")
     assert main(["shard", "--src", str(src), "--out", str(src / "train" / "shards"), *RUN]) == 2
     assert "inside --src" in capsys.readouterr().err
     assert not (src / "train" / "shards").exists()

@@ -23,17 +23,11 @@ from common import procs
 from common.tempfiles import temp_path
 from preprocess import run
 from preprocess.cli import main
+from tests.faults.corpora import tiny_corpus
 from preprocess.contract import WORK_DIR
 
 RUN = ["--workers", "1", "--progress", "off"]
 
-
-def _corpus(demo_corpus, dst, classes=2, per_class=3):
-    for wnid in sorted(p.name for p in (demo_corpus / "train").iterdir())[:classes]:
-        (dst / "train" / wnid).mkdir(parents=True)
-        for f in sorted((demo_corpus / "train" / wnid).iterdir())[:per_class]:
-            shutil.copy(f, dst / "train" / wnid / f.name)
-    return dst
 
 
 def _temp_of(path: Path, pid: int) -> Path:
@@ -62,7 +56,7 @@ def test_a_zombie_is_dead_to_the_one_liveness_rule(zombie):
 
 
 def test_a_zombie_writers_temporary_files_are_swept(demo_corpus, tmp_path, zombie):
-    src, out = _corpus(demo_corpus, tmp_path / "src"), tmp_path / "out"
+    src, out = tiny_corpus(demo_corpus, tmp_path / "src"), tmp_path / "out"
     assert main(["shard", "--src", str(src), "--out", str(out), *RUN]) == 0
     left = [_temp_of(out / WORK_DIR / "train-u000000-p0.tar", zombie), _temp_of(out / "dataset.json", zombie)]
     for p in left:
@@ -74,7 +68,7 @@ def test_a_zombie_writers_temporary_files_are_swept(demo_corpus, tmp_path, zombi
 def test_shard_sweeps_again_at_its_end(demo_corpus, tmp_path, monkeypatch):
     """A writer still alive when the rerun starts (a killed worker not yet dead) and gone
     before it ends: its file is swept by the end, not left for the run after."""
-    src, out = _corpus(demo_corpus, tmp_path / "src"), tmp_path / "out"
+    src, out = tiny_corpus(demo_corpus, tmp_path / "src"), tmp_path / "out"
     assert main(["shard", "--src", str(src), "--out", str(out), *RUN]) == 0
     (out / "dataset.json").unlink()  # the rerun has work to do
     writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

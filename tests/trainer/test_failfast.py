@@ -56,17 +56,6 @@ def torchrun(data, run_dir, tmp_path, name: str, *args: str, fault: str = "") ->
         return subprocess.Popen(argv, cwd=REPO, env=e, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def group_gone(pgid: int, within: float = strays.GRACE_S) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        strays.reap_zombies()
-        time.sleep(0.2)
-    return False
-
 
 def kill_group(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
@@ -101,7 +90,7 @@ def test_a_failed_rank_ends_the_group_naming_it(id_shards, tmp_path, fault, said
     assert said in log and "ends (status 6); continue with --resume auto" in log, log[-3000:]
     if fault.startswith("raise"):
         assert "RuntimeError: injected fault" in log
-    assert group_gone(proc.pid), f"left running: {strays.running_strays(0)}"
+    assert strays.group_gone(proc.pid), f"left running: {strays.running_strays(0)}"
     store = RunStore(tmp_path / "runs.db")
     run = store.get_run_by_name("ff")
     assert run["status"] == "failed"

@@ -43,17 +43,6 @@ def end(procs) -> None:
         p.wait(timeout=60)
 
 
-def gone(pgid: int) -> bool:
-    deadline = time.monotonic() + strays.GRACE_S
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        strays.reap_zombies()
-        time.sleep(0.2)
-    return False
-
 
 @pytest.mark.slow
 def test_two_agents_train_resume_and_end_together(id_shards, tmp_path, free_tcp_port):
@@ -85,7 +74,7 @@ def test_two_agents_train_resume_and_end_together(id_shards, tmp_path, free_tcp_
     finally:
         end(second)
     assert rc != 0 and took < 60, f"the other node's agent took {took:.0f} s (rc {rc})"
-    assert gone(second[0].pid) and gone(second[1].pid), f"left running: {strays.running_strays(0)}"
+    assert strays.group_gone(second[0].pid) and strays.group_gone(second[1].pid), f"left running: {strays.running_strays(0)}"
     run = RunStore(tmp_path / "runs.db").get_run_by_name("two")
     assert run["status"] == "failed", run["status"]  # rank 0 saw its peer go and said so
     print(f"kill -9 of node 1's agent: node 0's agent ended after {took:.1f} s with status {rc}")
