@@ -148,8 +148,23 @@ function renderStats(run) {
   const from = run.config?.init_from;
   $("init-badge").hidden = !from;
   $("init-badge").textContent = from ? `fine-tuned from ${from}` : "";
+  const recipe = notThePapers(run.config || {});
+  $("recipe-badge").hidden = !recipe.length;
+  $("recipe-badge").textContent = recipe.length ? `not the paper's: ${recipe.join("; ")}` : "";
   $("divide-button").disabled = run.status !== "running";
   document.title = `${run.name} · ${run.status} · AlexNet training`;
+}
+
+// Large-batch choices a run made on purpose (trainer.run.lrscaling, --grad-bf16): said
+// beside the run, so its curves are never read as the paper's recipe.
+function notThePapers(c) {
+  const out = [];
+  if (c.lr_scaling === "linear") {
+    const warm = c.warmup_epochs ? `, warm-up ${c.warmup_epochs} epochs` : "";
+    out.push(`LR ${fmt.lr(c.lr * c.batch_size / 128)} = ${fmt.lr(c.lr)} × ${c.batch_size}/128${warm}`);
+  }
+  if (c.grad_bf16) out.push("gradients all-reduced in bf16");
+  return out;
 }
 
 function renderCharts(run) {
