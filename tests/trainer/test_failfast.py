@@ -109,3 +109,17 @@ def test_a_failed_rank_ends_the_group_naming_it(id_shards, tmp_path, fault, said
         assert [r["step"] for r in read_trace(tmp_path / f"t2.rank{rank}")[0]] == list(range(8, 13))
     assert store.get_run_by_name("ff")["status"] == "finished"
     print(f"{fault}: every rank ended {took:.1f} s after rank 1's last step; torchrun exit status {rc}")
+
+
+def test_torch_compile_and_collectives_are_waits_not_hangs():
+    """A rank compiling its first step (Dynamo, Inductor waiting on its workers) keeps a
+    still stack for tens of seconds on a GPU: that must not be named a hang, nor a wait in
+    a collective; the trainer's own code, or a standard-library sleep, can be."""
+    from trainer.run import failfast
+
+    site = os.path.join(os.sep, "venv", "lib", "python3.11", "site-packages", "torch")
+    for part in ("_inductor/async_compile.py", "_dynamo/eval_frame.py", "distributed/distributed_c10d.py",
+                 "nn/parallel/distributed.py", "autograd/graph.py"):
+        assert failfast.waits_in(os.path.join(site, *part.split("/"))), part
+    assert not failfast.waits_in(os.path.join(os.sep, "repo", "trainer", "run", "train.py"))
+    assert not failfast.waits_in(os.path.join(os.sep, "usr", "lib", "python3.11", "threading.py"))

@@ -10,9 +10,10 @@ MASTER_ADDR:MASTER_PORT, through its own client connection):
     it exits (the first writer wins);
   * each rank publishes once a second where its main thread is (the innermost frame) and
     whether it is waiting on the others (inside torch.distributed, DDP or autograd's
-    backward, where DDP all-reduces). Rank 0 names a rank hung when its main thread has
-    not moved for `--hang-timeout` seconds outside such a wait while another rank waits:
-    it writes `failed` with the rank and the line it is stuck on;
+    backward, where DDP all-reduces) or on torch.compile (Dynamo, Inductor). Rank 0
+    names a rank hung when its main thread has not moved for `--hang-timeout` seconds
+    outside such a wait while another rank waits: it writes `failed` with the rank and
+    the line it is stuck on;
   * every watchdog that reads `failed` prints it and ends its process at once with status
     RANK_FAILED (6); rank 0 also records it in the run store (event `rank_failed`, status
     failed), so `trainer serve` shows the run failed, and `--resume auto` continues from
@@ -37,7 +38,15 @@ from common.exitcodes import RANK_FAILED
 
 POLL_S = 1.0
 _WAITING = (f"{os.sep}torch{os.sep}distributed{os.sep}", f"{os.sep}torch{os.sep}nn{os.sep}parallel{os.sep}",
-            f"{os.sep}torch{os.sep}autograd{os.sep}")
+            f"{os.sep}torch{os.sep}autograd{os.sep}",
+            # torch.compile's first step: Inductor waits on its compile workers for tens of
+            # seconds with a still stack, which is work, not a hang (--compile is on for CUDA).
+            f"{os.sep}torch{os.sep}_dynamo{os.sep}", f"{os.sep}torch{os.sep}_inductor{os.sep}")
+
+
+def waits_in(filename: str) -> bool:
+    """Whether a frame of this file is a wait that is not a hang of its own (see _WAITING)."""
+    return any(part in filename for part in _WAITING)
 
 
 def main_thread_at(ident: int) -> tuple[tuple, bool, str]:
@@ -48,7 +57,7 @@ def main_thread_at(ident: int) -> tuple[tuple, bool, str]:
     while frame is not None:
         code = frame.f_code
         stack.append((code.co_filename, frame.f_lineno))
-        waiting = waiting or any(part in code.co_filename for part in _WAITING)
+        waiting = waiting or waits_in(code.co_filename)
         if where == "?" and f"{os.sep}torch{os.sep}" not in code.co_filename \
                 and not code.co_filename.startswith(sys.base_prefix):
             where = f"{os.path.basename(code.co_filename)}:{frame.f_lineno} {code.co_name}"
