@@ -21,7 +21,7 @@ from tests.evaluate.helpers import CLASSES, VAL_PER_CLASS
 from trainer.cli import main as trainer_main
 from trainer.analysis.inference import decode_stored, load_model, make_eval_loader
 from trainer.run.distributed import World
-from trainer.run.validation import VIEWS, count_errors, tally
+from trainer.run.validation import CENTER_PATCH, VIEWS, count_errors, tally
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_every_val_image_is_counted_exactly_once(tiny_shards, trained_checkpoint
         probs = model(x.flatten(0, 1)).softmax(1).view(len(images), 10, -1)
     y, valid = torch.tensor(labels), torch.ones(len(labels), dtype=torch.bool)
     center_index = TEN_CROPS.index((16, 16, False))
-    assert center == center_index
+    assert CENTER_PATCH == center_index  # the center view evaluate counts
     assert torch.equal(total[0, VIEWS.index("tencrop")], count_errors(probs.mean(1), y, valid))
     assert torch.equal(total[0, VIEWS.index("center")], count_errors(probs[:, center_index], y, valid))
 
