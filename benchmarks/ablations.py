@@ -97,7 +97,7 @@ def train_and_evaluate(name: str, flags: list[str], args, shards: Path, runs: Pa
     train_s = time.perf_counter() - start
     report = run_dir / "evaluation.json"
     _run(_python("trainer", "evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"),
-                 "--data", str(shards), "--workers", str(args.workers), "--json", str(report),
+                 "--data", str(shards), "--num-workers", str(args.workers), "--json", str(report),
                  *(["--device", "cpu", "--backend", "reference"] if args.device == "cpu" else [])), log)
     model = json.loads(report.read_text())["models"][0]
     return {"top1_error": model["tencrop"]["top1_error"], "top5_error": model["tencrop"]["top5_error"],

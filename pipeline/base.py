@@ -21,7 +21,7 @@ a real sample is masked, never removed: in a train batch its label is DAMAGED (t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,8 @@ class LoaderConfig:
     channels_last: bool = False
     lighting_std: float = 0.1
     mean: str = "image"
+    # dataset.json as the command read it once (`trainer.run.loaders`); None: the loader reads it
+    manifest: Manifest | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -85,9 +87,11 @@ def bad_label(raw) -> str:
     return f"label {bytes(np.asarray(raw, np.uint8))[:12]!r} is not a class number"
 
 
-def label_bound(data_dir: Path) -> int | None:
+def label_bound(data_dir: Path, manifest: Manifest | None = None) -> int | None:
     """The class count that bounds a label: from dataset.json (shards made by other tools,
-    without one, are bounded below only)."""
+    without one, are bounded below only); `manifest` where the caller read it already."""
+    if manifest is not None:
+        return manifest.num_classes
     return Manifest.read(data_dir).num_classes if (Path(data_dir) / MANIFEST_NAME).is_file() else None
 
 
@@ -103,9 +107,10 @@ class BaseLoader:
 
     def __init__(self, cfg: LoaderConfig):
         self.cfg = cfg
-        self.index = SplitIndex.read(cfg.data_dir, cfg.split)  # counts only; the reference loads offsets
-        self.stats = load_stats(cfg.data_dir)
-        self.num_classes = label_bound(cfg.data_dir)
+        manifest = cfg.manifest
+        self.index = SplitIndex.read(cfg.data_dir, cfg.split, manifest)  # counts only; the reference loads offsets
+        self.stats = load_stats(cfg.data_dir, manifest.image_size if manifest else None)
+        self.num_classes = label_bound(cfg.data_dir, manifest)
         self.device = torch.device(cfg.device)
         # DALI has no bfloat16: both backends produce float32 and cast on the device.
         self._transfer_dtype = torch.float16 if cfg.dtype == torch.float16 else torch.float32

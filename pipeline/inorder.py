@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.base import label_bound, warn_damaged
 from pipeline.reference import ShardReader
 from pipeline.splitindex import SplitIndex
+from preprocess.contract import Manifest
 from preprocess.offsetstable import IMAGE_OFFSET, IMAGE_SIZE_BYTES
 
 
@@ -35,9 +36,9 @@ class StoredSample:
 class SplitSamples:
     """The samples of one split of a shard folder; iterate it, or `read` some of its shards."""
 
-    def __init__(self, data_dir: str | Path, split: str):
-        self.index = SplitIndex.read(data_dir, split)  # no index files: the DataError naming the fix
-        self.num_classes = label_bound(Path(data_dir))
+    def __init__(self, data_dir: str | Path, split: str, manifest: Manifest | None = None):
+        self.index = SplitIndex.read(data_dir, split, manifest)  # no index files: the DataError naming the fix
+        self.num_classes = label_bound(Path(data_dir), manifest)
 
     def __len__(self) -> int:
         return self.index.total

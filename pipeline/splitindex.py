@@ -50,8 +50,9 @@ class SplitIndex:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
 
     @classmethod
-    def read(cls, data_dir: str | Path, split: str) -> SplitIndex:
-        """The split's shards and counts; a missing index is a DataError naming the fix."""
+    def read(cls, data_dir: str | Path, split: str, manifest: Manifest | None = None) -> SplitIndex:
+        """The split's shards and counts; a missing index is a DataError naming the fix.
+        `manifest`: the folder's dataset.json where the command read it already (once a command)."""
         data_dir = Path(data_dir)
         tars = require_shards(data_dir, split)
         idx = [tar.with_name(index_name(tar)) for tar in tars]
@@ -64,7 +65,7 @@ class SplitIndex:
         sizes = np.array([read_index_count(p) for p in idx], np.int64)
         if not (data_dir / MANIFEST_NAME).is_file():  # shards of another tool: their index files are all there is
             return cls(tars, idx, sizes, data_dir=data_dir)
-        manifest = Manifest.read(data_dir)
+        manifest = manifest or Manifest.read(data_dir)
         _check_counts(data_dir, split, manifest, tars, sizes)
         return cls(tars, idx, sizes, data_dir=data_dir, table_entry=manifest.split_offsets(split))
 

@@ -52,7 +52,7 @@ def test_a_trained_ablation_run_records_its_switches(tiny_shards, tmp_path, caps
     capsys.readouterr()
     out = tmp_path / "e.json"
     assert trainer_main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"),
-                         "--backend", "reference", "--workers", "1", "--json", str(out)]) == 0
+                         "--backend", "reference", "--num-workers", "1", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["count"] == 9
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -15,11 +16,12 @@ import pytest
 import torch
 
 from pipeline.augment import TEN_CROPS, mean_array, ten_crop_image
-from preprocess.contract import load_stats
+from preprocess.contract import Manifest, load_stats
 from tests.evaluate.helpers import CLASSES, VAL_PER_CLASS
 from trainer.cli import main as trainer_main
 from trainer.analysis.inference import decode_stored, load_model, make_eval_loader
-from trainer.run.validation import VIEWS, count_errors, tally
+from trainer.run.distributed import World
+from trainer.run.validation import CENTER_PATCH, VIEWS, count_errors, tally
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,9 +49,11 @@ def test_every_val_image_is_counted_exactly_once(tiny_shards, trained_checkpoint
     model, config = load_model(trained_checkpoint)
     total, seen_labels, seen = torch.zeros(1, 2, 2, dtype=torch.float64), [], 0
     for rank in range(world):  # each rank's share, as under DDP, summed as all_reduce sums
-        # batch 2 over 9 images: the last batch of a rank is padded, and the padding must not count.
-        loader, center = make_eval_loader(tiny_shards, "val", 2, "reference", torch.device("cpu"),
-                                          rank, world, 1, config)
+        # 2 a rank over 9 images: the last batch of a rank is padded, and the padding must not count.
+        flags = argparse.Namespace(batch_size=2 * world, backend="reference", num_workers=1)
+        loader = make_eval_loader(tiny_shards, "val", World(rank=rank, world_size=world), flags, config,
+                                  Manifest.read(tiny_shards))
+        assert loader.cfg.batch_size == 2
         counts, n = tally([model], _observed(loader, seen_labels), torch.device("cpu"))
         total, seen = total + counts, seen + n
     assert seen == len(seen_labels) == CLASSES * VAL_PER_CLASS
@@ -63,7 +67,7 @@ def test_every_val_image_is_counted_exactly_once(tiny_shards, trained_checkpoint
         probs = model(x.flatten(0, 1)).softmax(1).view(len(images), 10, -1)
     y, valid = torch.tensor(labels), torch.ones(len(labels), dtype=torch.bool)
     center_index = TEN_CROPS.index((16, 16, False))
-    assert center == center_index
+    assert CENTER_PATCH == center_index  # the center view evaluate counts
     assert torch.equal(total[0, VIEWS.index("tencrop")], count_errors(probs.mean(1), y, valid))
     assert torch.equal(total[0, VIEWS.index("center")], count_errors(probs[:, center_index], y, valid))
 
@@ -116,7 +120,7 @@ def test_ensemble_of_two_different_checkpoints_is_their_averaged_softmax(tiny_sh
 
     out = tmp_path / "eval.json"
     args = ["evaluate", "--checkpoint", str(trained_checkpoint), "--checkpoint", str(other),
-            "--batch-size", "4", "--workers", "1", "--backend", "reference", "--json", str(out)]
+            "--batch-size", "4", "--num-workers", "1", "--backend", "reference", "--json", str(out)]
     assert trainer_main(args) == 0
     table = capsys.readouterr().out
     assert "2 CNNs (softmax averaged)" in table and "9 val images, each counted once" in table
@@ -149,7 +153,7 @@ def test_ddp_two_ranks_give_the_single_process_numbers(tiny_shards, trained_chec
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world),
                "--master-port", str(29500 + os.getpid() % 1000), "--log-dir", str(tmp_path / f"elastic{world}"),
                "-m", "trainer", "evaluate",
-               "--checkpoint", str(trained_checkpoint), "--batch-size", "2", "--workers", "1",
+               "--checkpoint", str(trained_checkpoint), "--batch-size", "2", "--num-workers", "1",
                "--backend", "reference", "--device", "cpu", "--json", str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -47,7 +47,7 @@ def test_training_image_finds_itself_and_index_is_reused(tiny_shards, trained_ch
     checkpoint = _own_checkpoint(trained_checkpoint, tmp_path)
     query, key = _first_train_image(tiny_shards, tmp_path)
     sheet = tmp_path / "sheet.png"
-    args = ["neighbors", "--checkpoint", str(checkpoint), "--workers", "0", "-o", str(sheet), str(query)]
+    args = ["neighbors", "--checkpoint", str(checkpoint), "--num-workers", "1", "-o", str(sheet), str(query)]
     assert trainer_main(args) == 0
     out = capsys.readouterr().out
     assert "building the feature index" in out
@@ -80,7 +80,7 @@ def test_hidden_features_are_what_the_index_holds(tiny_shards, trained_checkpoin
 
     checkpoint = _own_checkpoint(trained_checkpoint, tmp_path)
     query, _ = _first_train_image(tiny_shards, tmp_path)
-    assert trainer_main(["neighbors", "--checkpoint", str(checkpoint), "--workers", "0",
+    assert trainer_main(["neighbors", "--checkpoint", str(checkpoint), "--num-workers", "1",
                          "-o", str(tmp_path / "sheet.png"), str(query)]) == 0
     assert "building the feature index" in capsys.readouterr().out
     model, config = load_model(checkpoint)

@@ -36,7 +36,7 @@ def test_mixed_architectures_print_table_2s_rows(tiny_shards, tmp_path, capsys):
     c, _ = _checkpoint(tmp_path, tiny_shards, "six", 3, extra_conv=True, init_from="pre/last.pt")
     out = tmp_path / "t2.json"
     args = ["evaluate", "--checkpoint", str(a), "--checkpoint", str(b), "--checkpoint", str(c),
-            "--label", "A", "--label", "B", "--label", "C6", "--batch-size", "4", "--workers", "1",
+            "--label", "A", "--label", "B", "--label", "C6", "--batch-size", "4", "--num-workers", "1",
             "--backend", "reference", "--device", "cpu", "--json", str(out)]
     assert trainer_main(args) == 0
     lines = capsys.readouterr().out.splitlines()[2:7]

@@ -72,7 +72,7 @@ def test_nan_in_the_mean_image_is_refused_by_verify_train_evaluate_and_predict(s
     _one_line(capsys.readouterr().err, "stats.npz", "NaN", "preprocess shard")
     ckpt = str(_evaluate_checkpoint(shards, tmp_path))
     rc = trainer_main(["evaluate", "--checkpoint", ckpt, "--data", str(shards), "--device", "cpu",
-                       "--backend", "reference", "--workers", "1", "--batch-size", "8"])
+                       "--backend", "reference", "--num-workers", "1", "--batch-size", "8"])
     assert rc == exitcodes.CORRUPT
     _one_line(capsys.readouterr().out, "stats.npz", "NaN")
     image = tmp_path / "x.png"

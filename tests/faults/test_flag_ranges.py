@@ -44,7 +44,10 @@ ACCEPTED = {
     ("trainer train", "--warmup-epochs"): {"0"},  # no warm-up
     ("trainer train", "--hang-timeout"): {"0"},  # never end a run for a stalled rank
     ("trainer serve", "--port"): {"0"},  # a free port
-    ("trainer neighbors", "--workers"): {"0"},  # decode in the process
+    ("trainer evaluate", "--num-workers"): {"0"},  # auto, as in train
+    ("trainer evaluate", "--workers"): {"0"},  # the deprecated name of --num-workers
+    ("trainer neighbors", "--num-workers"): {"0"},  # auto, as in train
+    ("trainer neighbors", "--workers"): {"0"},
     ("trainer experiment", "--seed"): {"0"},
     ("preprocess shard", "--seed"): {"0"},
     ("preprocess shard", "--holdout-seed"): {"0"},

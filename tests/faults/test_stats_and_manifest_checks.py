@@ -52,7 +52,7 @@ def _train(data, tmp_path) -> int:
 
 def _evaluate(data, checkpoint, tmp_path) -> int:
     return trainer_main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--device", "cpu",
-                         "--backend", "reference", "--workers", "1", "--batch-size", "8",
+                         "--backend", "reference", "--num-workers", "1", "--batch-size", "8",
                          "--json", str(tmp_path / "evaluation.json")])
 
 

@@ -14,7 +14,7 @@ from pipeline import make_loader
 from trainer.run import distributed
 from trainer.run.config import TrainConfig
 from trainer.run.devicemap import DeviceMapError, ddp_device_ids, rank_gpu
-from trainer.run.loaders import loader_config
+from trainer.run.loaders import train_loader_config
 
 
 @pytest.mark.parametrize("local_rank, local_world, visible, want", [
@@ -62,7 +62,7 @@ def test_everything_on_the_rank_follows_the_mapping(demo_shards, tmp_path, monke
 
     cfg = TrainConfig(data=str(demo_shards), run_dir=str(tmp_path), batch_size=64, num_workers=1)
     for split, mode in [("train", "train"), ("val", "center")]:
-        loader = make_loader(loader_config(cfg, world, split, mode, channels_last=True))
+        loader = make_loader(train_loader_config(cfg, world, split, mode, channels_last=True))
         assert loader.backend == "dali" and loader.device == gpu
         assert loader.pipeline().device_id == want
         assert loader.recovery.decoder().pipeline().device_id == want

@@ -38,7 +38,7 @@ def test_extra_conv_run_resumed_and_evaluated_without_flags(pretrained, demo_sha
     assert ckpt["step"] == 3 and ckpt["config"]["extra_conv"] and "conv6.weight" in ckpt["model"]
     report = tmp_path / "e.json"
     r = subprocess.run([sys.executable, "-m", "trainer", "evaluate", "--checkpoint", str(pretrained), "--device",
-                        "cpu", "--backend", "reference", "--workers", "1", "--json", str(report)],
+                        "cpu", "--backend", "reference", "--num-workers", "1", "--json", str(report)],
                        cwd=REPO, env=env(), capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(report.read_text())["count"] == 40

@@ -55,7 +55,7 @@ def test_training_takes_validation_error_from_chance_to_well_below(tmp_path):
 
     out = tmp_path / "eval.json"
     assert trainer_main(["evaluate", "--checkpoint", str(tmp_path / "runs/learn/checkpoints/last.pt"),
-                         "--workers", "1", "--backend", "reference", "--device", "cpu", "--json", str(out)]) == 0
+                         "--num-workers", "1", "--backend", "reference", "--device", "cpu", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["count"] == CLASSES * VAL_PER_CLASS
     # The same weights, center patches and evaluation core as the run's last validation.

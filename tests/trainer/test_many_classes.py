@@ -48,7 +48,7 @@ def test_twenty_thousand_classes_preprocess_train_evaluate_predict(tmp_path):
          "--val-every", "0", "--no-tencrop", "--checkpoint-minutes", "600")
     report = tmp_path / "evaluation.json"
     out = _run("trainer", "evaluate", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--data",
-               str(shards), "--device", "cpu", "--backend", "reference", "--workers", "1",
+               str(shards), "--device", "cpu", "--backend", "reference", "--num-workers", "1",
                "--json", str(report)).stdout
     model = json.loads(report.read_text())["models"][0]
     assert 0.0 <= model["center"]["top5_error"] <= 1.0 and "Top-1" in out

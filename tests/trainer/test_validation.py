@@ -125,7 +125,7 @@ def test_trainer_evaluate_reports_exactly_the_runs_last_validation(demo_shards, 
     assert {m["step"] for m in logged.values()} == {10}, logged  # the last validation: of last.pt's weights
 
     out = tmp_path / "eval.json"
-    assert trainer_main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--workers", "1",
+    assert trainer_main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--num-workers", "1",
                          "--backend", "reference", "--device", "cpu", "--json", str(out)]) == 0
     report = json.loads(out.read_text())["models"][0]
     got = {rs.VAL_TOP1: report["center"]["top1_error"], rs.VAL_TOP5: report["center"]["top5_error"],

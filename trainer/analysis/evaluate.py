@@ -30,6 +30,7 @@ import torch
 
 from common import argtypes, exitcodes
 from preprocess.contract import MANIFEST_NAME
+from trainer.run.loaders import add_loader_arguments
 from trainer.run.validation import METRICS, VIEWS, config_precision, rates, tally
 
 
@@ -98,10 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="shard folder (default: the one in the first checkpoint's config)")
     parser.add_argument("--split", default="val", choices=("val", "train"))
     parser.add_argument("--json", default=None, help="report file (default: evaluation-SPLIT.json)")
-    parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="images per batch (x10 patches)")
+    add_loader_arguments(parser, 64, "images (x10 patches)")
     parser.add_argument("--backend", choices=("dali", "reference"), default=None,
                         help="data loader (default: dali on a GPU, reference otherwise)")
-    parser.add_argument("--workers", type=argtypes.workers, default=4, help="loader worker processes (>= 1)")
     parser.add_argument("--device", type=argtypes.device, default=None, help="cpu, cuda (default: cuda when available)")
 
 
@@ -116,16 +116,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"trainer evaluate: {len(args.label)} --label for {len(args.checkpoint)} --checkpoint: give one each")
         return 2
     joined = setup(args.device)
-    rank, world, device = joined.rank, joined.world_size, joined.device
+    rank, device = joined.rank, joined.device
     try:
         models, configs, data_dir, manifest = load_models(args.checkpoint, args.data, device)
         means = {c.get("mean") or "image" for c in configs}
         if len(means) > 1:  # one loader feeds every model: their inputs must be prepared alike
             raise CheckpointError(f"the checkpoints subtract different means ({', '.join(sorted(means))}): "
                                   "evaluate them separately")
-        loader, _ = make_eval_loader(
-            data_dir, args.split, args.batch_size, args.backend, device, rank, world, args.workers, configs[0],
-        )
+        loader = make_eval_loader(data_dir, args.split, joined, args, configs[0], manifest)
         # Each net runs as its run trained and validated it (`trainer.run.validation`'s rule).
         precisions = [config_precision(c, device) for c in configs]
         for model, p in zip(models, precisions):

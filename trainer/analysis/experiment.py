@@ -47,13 +47,15 @@ def four_layer_cnn(activation: str, num_classes: int, image_size: int = 32) -> n
     return nn.Sequential(*layers)
 
 
-def shrunk_split(data_dir: str | Path, split: str, size: int, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def shrunk_split(data_dir: str | Path, split: str, size: int, limit: int | None,
+                 manifest=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Every sample of a split as (N, 3, size, size) uint8 and (N,) labels, in shard order
-    (`pipeline.inorder`: a damaged sample is reported and left out, as in training)."""
+    (`pipeline.inorder`: a damaged sample is reported and left out, as in training);
+    `manifest`: dataset.json as the command read it."""
     from pipeline.inorder import SplitSamples
 
     images, labels = [], []
-    for sample in SplitSamples(data_dir, split).read(decode=functools.partial(_shrink, size=size)):
+    for sample in SplitSamples(data_dir, split, manifest).read(decode=functools.partial(_shrink, size=size)):
         images.append(sample.image)
         labels.append(sample.label)
         if limit and len(images) >= limit:
@@ -176,8 +178,9 @@ def run(args: argparse.Namespace) -> int:
 
     lrs = args.lrs  # checked by its type: numbers in the learning rate's range
     try:
-        num_classes = Manifest.read(args.data).num_classes
-        x, y = shrunk_split(args.data, "train", args.image_size, args.max_images)
+        manifest = Manifest.read(args.data)  # the command's one read, passed down
+        num_classes = manifest.num_classes
+        x, y = shrunk_split(args.data, "train", args.image_size, args.max_images, manifest)
     except DataError as exc:
         print(f"trainer experiment: {exc}")
         return exitcodes.for_error(exc)

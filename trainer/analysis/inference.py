@@ -90,19 +90,20 @@ def load_models(paths: list[str], data: str | None, device) -> tuple[list, list[
 
 
 @functools.lru_cache(maxsize=4)
-def _mean(data_dir: str, mean: str) -> np.ndarray:
+def _mean(data_dir: str, mean: str, image_size: int | None) -> np.ndarray:
     from pipeline.augment import mean_array
     from preprocess.contract import load_stats
 
-    return mean_array(load_stats(data_dir), mean)
+    return mean_array(load_stats(data_dir, image_size), mean)
 
 
-def center_input(image: np.ndarray, data_dir: Path, config: dict) -> torch.Tensor:
+def center_input(image: np.ndarray, data_dir: Path, config: dict, manifest: Manifest | None = None) -> torch.Tensor:
     """(256, 256, 3) uint8 image -> (3, 224, 224) float32 center patch, mean subtracted as the
-    evaluation pipeline does it (`pipeline.augment`: the run's mean image or channel mean)."""
+    evaluation pipeline does it (`pipeline.augment`: the run's mean image or channel mean).
+    `manifest`: dataset.json as the command read it (else stats.npz's check reads it)."""
     from pipeline.augment import CENTER_OFFSET, augment_image
 
-    mean = _mean(str(data_dir), config.get("mean") or "image")
+    mean = _mean(str(data_dir), config.get("mean") or "image", manifest.image_size if manifest else None)
     patch = augment_image(image, mean, CENTER_OFFSET, CENTER_OFFSET, False)
     return torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))
 
@@ -122,10 +123,11 @@ def prepare_image(path: str | Path) -> np.ndarray:
     return decode_stored(encode(pixels))
 
 
-def image_input(path: str | Path, data_dir: Path, config: dict) -> tuple[torch.Tensor, np.ndarray]:
+def image_input(path: str | Path, data_dir: Path, config: dict,
+                manifest: Manifest | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """(3, 224, 224) network input of an image file (center patch), and its 256 image."""
     image = prepare_image(path)
-    return center_input(image, data_dir, config), image
+    return center_input(image, data_dir, config, manifest), image
 
 
 def decode_stored(data: bytes) -> np.ndarray:
@@ -135,20 +137,19 @@ def decode_stored(data: bytes) -> np.ndarray:
     return decode_rgb(data)
 
 
-def make_eval_loader(data_dir: Path, split: str, batch_size: int, backend: str | None, device: torch.device,
-                     rank: int, world: int, workers: int, config: dict):
-    """Ten-crop batches of a split for this rank, and the position of the center patch in them.
+def make_eval_loader(data_dir: Path, split: str, world, flags, config: dict, manifest: Manifest):
+    """Ten-crop batches of a split for this rank, through the trainer's one loader path
+    (`trainer.run.loaders.loader_config`: `flags.batch_size` global, `flags.num_workers` 0
+    auto), from the manifest the command read.
 
     The loader splits the split over ranks and pads the last batches; `valid` marks the
     padding, so every image is counted once over all ranks.
     """
-    from pipeline.loader import LoaderConfig, make_loader
+    from pipeline.loader import make_loader
     from preprocess.contract import require_shards
-    from trainer.run.validation import CENTER_PATCH
+    from trainer.run.loaders import loader_config
 
     require_shards(data_dir, split)  # a data dir without the split: the contract's one line
-    loader = make_loader(LoaderConfig(
-        data_dir, split, mode="tencrop", batch_size=batch_size, backend=backend or "auto", device=device,
-        rank=rank, world_size=world, num_workers=workers, lighting_std=0.0, mean=config.get("mean") or "image",
-    ))
-    return loader, CENTER_PATCH
+    return make_loader(loader_config(data_dir, split, "tencrop", world, batch_size=flags.batch_size,
+                                     backend=flags.backend, num_workers=flags.num_workers, manifest=manifest,
+                                     mean=config.get("mean") or "image"))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from common import argtypes
+from trainer.run.loaders import add_loader_arguments
 from common.tempfiles import replace_atomically, sweep_dead
 from preprocess.contract import require_shards
 
@@ -35,11 +36,11 @@ class ShardImages(torch.utils.data.IterableDataset):
     label), read by the analysis tools' reader (`pipeline.inorder`); each DataLoader worker
     takes every n-th shard."""
 
-    def __init__(self, data_dir: Path, split: str, config: dict):
+    def __init__(self, data_dir: Path, split: str, config: dict, manifest=None):
         from pipeline.inorder import SplitSamples
 
-        self.data_dir, self.config = data_dir, config
-        self.samples = SplitSamples(data_dir, split)
+        self.data_dir, self.config, self.manifest = data_dir, config, manifest
+        self.samples = SplitSamples(data_dir, split, manifest)
         self.samples.index.table  # noqa: B018 -- parsed now, into shared memory, before any worker starts
 
     def __iter__(self):
@@ -48,7 +49,7 @@ class ShardImages(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         shards = range(len(self.samples.index.tars))
         for sample in self.samples.read(shards if info is None else shards[info.id :: info.num_workers]):
-            x = center_input(sample.image, self.data_dir, self.config)
+            x = center_input(sample.image, self.data_dir, self.config, self.manifest)
             yield x, sample.key, sample.shard, sample.offset, sample.size, sample.label
 
 
@@ -67,10 +68,17 @@ def _identity(checkpoint: Path, data_dir: Path) -> dict:
 
 
 @torch.no_grad()
-def build_index(model, data_dir: Path, config: dict, out: Path, device, batch_size: int, workers: int) -> dict:
-    """One pass over the train split; writes features.npy, sq_norms.npy, locations.npy, keys.txt."""
-    loader = torch.utils.data.DataLoader(ShardImages(data_dir, "train", config), batch_size=batch_size,
-                                         num_workers=workers)
+def build_index(model, data_dir: Path, config: dict, out: Path, device, flags, manifest=None) -> dict:
+    """One pass over the train split; writes features.npy, sq_norms.npy, locations.npy, keys.txt.
+    Its batch and worker processes are the one loader path's (`trainer.run.loaders`), for the
+    reference loader on this process's device: `--batch-size` global, `--num-workers` 0 auto."""
+    from trainer.run.distributed import World
+    from trainer.run.loaders import loader_config
+
+    lc = loader_config(data_dir, "train", "center", World(device=torch.device(device)), batch_size=flags.batch_size,
+                       backend="reference", num_workers=flags.num_workers, manifest=manifest)
+    loader = torch.utils.data.DataLoader(ShardImages(data_dir, "train", config, manifest), batch_size=lc.batch_size,
+                                         num_workers=lc.num_workers)
     feats, locs, keys = [], [], []
     for x, key, shard, offset, size, label in loader:
         feats.append(model.hidden(x.to(device)).float().cpu().numpy().astype(np.float16))
@@ -143,15 +151,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the index even if it is current")
     parser.add_argument("-k", "--k", type=argtypes.positive_int, default=6, help="neighbours per image (the paper: 6)")
     parser.add_argument("-o", "--output", default="neighbors.png", help="contact sheet PNG")
-    parser.add_argument("--batch-size", type=argtypes.positive_int, default=128)
-    parser.add_argument("--workers", type=argtypes.count(0, argtypes.MAX_WORKERS), default=4,
-                        help="decode processes while indexing (0: in this process)")
+    add_loader_arguments(parser, 128, "images")
     parser.add_argument("--device", type=argtypes.device, default=None,
                         help="cpu or cuda (default: cuda when available)")
     parser.add_argument("images", nargs="+", help="query JPEG or PNG files")
 
 
-def ensure_index(args, model, config, data_dir: Path, device) -> Path:
+def ensure_index(args, model, config, data_dir: Path, device, manifest=None) -> Path:
     """The saved index if it was built from this checkpoint and these shards, else a new one."""
     out = Path(args.index) if args.index else index_dir_for(args.checkpoint)
     identity = _identity(Path(args.checkpoint), data_dir)
@@ -163,7 +169,7 @@ def ensure_index(args, model, config, data_dir: Path, device) -> Path:
             return out
     print(f"building the feature index of {data_dir} in {out} (once per checkpoint)")
     meta_path.unlink(missing_ok=True)  # an interrupted rebuild must not look current
-    info = build_index(model, data_dir, config, out, device, args.batch_size, args.workers)
+    info = build_index(model, data_dir, config, out, device, args, manifest)
     meta_path.write_text(json.dumps({**identity, **info}, indent=2) + "\n")
     return out
 
@@ -177,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
     device = setup(args.device).device
     try:
         (model,), (config,), data_dir, manifest = load_models([args.checkpoint], args.data, device)
-        queries = [image_input(p, data_dir, config) for p in args.images]
-        index = open_index(ensure_index(args, model, config, data_dir, device))
+        queries = [image_input(p, data_dir, config, manifest) for p in args.images]
+        index = open_index(ensure_index(args, model, config, data_dir, device, manifest))
     except (CheckpointError, DataError) as exc:
         print(f"trainer neighbors: {exc}")
         return exitcodes.for_error(exc)

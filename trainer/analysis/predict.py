@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     device = setup(args.device).device
     try:
         (model,), (config,), data_dir, manifest = load_models([args.checkpoint], args.data, device)
-        load_stats(data_dir)  # a damaged stats.npz ends the command once, not each image with it
+        load_stats(data_dir, manifest.image_size)  # a damaged stats.npz ends the command once, not each image with it
     except (CheckpointError, DataError) as exc:
         print(f"trainer predict: {exc}")
         return exitcodes.for_error(exc)
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     inputs, kept, failed = [], [], 0
     for path in args.images:
         try:
-            x, _ = image_input(path, data_dir, config)
+            x, _ = image_input(path, data_dir, config, manifest)
         except DataError as exc:
             print(f"trainer predict: {exc}")
             failed += 1

@@ -16,6 +16,11 @@ from trainer.run.session import TrainError
 def check_inputs(cfg: TrainConfig) -> TrainConfig:
     """Bad input ends here with one line: no data, a contradicting class count, a run dir
     that cannot be written."""
+    return read_inputs(cfg)[0]
+
+
+def read_inputs(cfg: TrainConfig) -> tuple[TrainConfig, Manifest]:
+    """`check_inputs`, and the data's dataset.json as it read it: the run's one read."""
     if cfg.device != "auto":
         from trainer.run.distributed import check_device
 
@@ -41,4 +46,4 @@ def check_inputs(cfg: TrainConfig) -> TrainConfig:
         probe.unlink()
     except OSError as e:
         raise TrainError(f"cannot write to the run dir {cfg.run_dir}: {e.strerror or e}") from None
-    return dataclasses.replace(cfg, num_classes=n)
+    return dataclasses.replace(cfg, num_classes=n), manifest

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from trainer.run.config import TrainConfig
 from trainer.run.distributed import World
-from trainer.run.loaders import budget_line, ranks_on_node
+from trainer.run.loaders import budget_line, rank_batch, ranks_on_node
 
 
 SMALL_RANK_BATCH = 32  # under it a GPU is under-used and the all-reduce weighs more per image
 
 
 def small_batch_warning(cfg: TrainConfig, world: World) -> str | None:
-    per_rank = cfg.batch_size // world.world_size
+    per_rank = rank_batch(cfg.batch_size, world.world_size)
     if not world.distributed or per_rank >= SMALL_RANK_BATCH:
         return None
     return (f"trainer: warning: --batch-size {cfg.batch_size} is the global SGD batch: over {world.world_size} "
@@ -24,7 +24,7 @@ def small_batch_warning(cfg: TrainConfig, world: World) -> str | None:
 
 
 def start_line(cfg: TrainConfig, world: World) -> str:
-    per_rank = cfg.batch_size // world.world_size
+    per_rank = rank_batch(cfg.batch_size, world.world_size)
     ranks = f"{world.world_size} ranks ({ranks_on_node()} on this node)" if world.distributed else "1 process"
     grad = ", gradients all-reduced in bf16" if cfg.grad_bf16 and world.distributed else ""
     if cfg.lr_scaling == "linear":

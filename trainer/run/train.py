@@ -30,14 +30,14 @@ from trainer.run.config import TrainConfig
 from trainer.run.devicemap import DeviceMapError
 from trainer.run.distributed import World, all_gather_object, setup, teardown, wrap_ddp
 from trainer.run import layout
-from trainer.run.loaders import loader_config
+from trainer.run.loaders import rank_batch, train_loader_config
 from trainer.run.lr_policy import LRPolicy
 from trainer.run.lrscaling import Warmup, initial_lr
 from trainer.run.model import build_model, configure_cuda
 from trainer.run.optim import create_optimizer, set_lr
 from trainer.run.progress import Meter, Progress
 from trainer.run.finetune import freeze_features, transfer
-from trainer.run.inputs import check_inputs
+from trainer.run.inputs import check_inputs, read_inputs  # noqa: F401 (check_inputs re-exported)
 from trainer.run import fork
 from trainer.run.resume import choose_checkpoint, restore, start_line
 from trainer.runstore.runlock import RunLocked, hold_run_dir
@@ -61,30 +61,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(cfg: TrainConfig) -> int:
-    cfg = check_inputs(cfg)
+    cfg, manifest = read_inputs(cfg)  # dataset.json read here, once, and passed down
     with hold_run_dir(cfg.run_dir) as holder:  # rank 0, before any checkpoint is read
         world = setup(cfg.device)
         try:
-            if cfg.batch_size % world.world_size:
-                raise TrainError(f"--batch-size {cfg.batch_size} does not divide over {world.world_size} ranks")
+            rank_batch(cfg.batch_size, world.world_size)  # a batch that does not divide: before any work
             with failfast.guard(world, cfg):  # a failed or hung rank ends every rank, naming it
-                return Trainer(cfg, world, holder=holder).fit()
+                return Trainer(cfg, world, holder=holder, manifest=manifest).fit()
         finally:
             teardown(world)
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, world: World, holder: dict | None = None,
-                 on_step: Callable[[RunState], None] | None = None):
+                 on_step: Callable[[RunState], None] | None = None, manifest: Manifest | None = None):
         self.cfg, self.world = cfg, world
         self.on_step = on_step  # after each step, on every rank: benchmarks/train_bench.py's clock
         self.device = world.device
         self.precision = run_precision(cfg.amp, cfg.channels_last, self.device)  # `trainer evaluate`'s too
         self.amp, self.channels_last = self.precision.bf16, self.precision.channels_last
-        self.per_rank_batch = cfg.batch_size // world.world_size
+        self.per_rank_batch = rank_batch(cfg.batch_size, world.world_size)
         self.compile = compile_enabled(cfg.compile, self.device)
         self.ckdir = CheckpointDir(cfg.run_dir, cfg.keep_checkpoints)
-        manifest = Manifest.read(cfg.data)
+        self.manifest = manifest = manifest or Manifest.read(cfg.data)
         self.class_digest = manifest.class_digest
         first = start_line(cfg, self.ckdir, manifest)  # said once resume's refusals had their say
         if world.is_main:
@@ -174,7 +173,7 @@ class Trainer:
     def make_loader(self, split: str, mode: str):
         from pipeline import make_loader
 
-        return make_loader(loader_config(self.cfg, self.world, split, mode, self.channels_last))
+        return make_loader(train_loader_config(self.cfg, self.world, split, mode, self.channels_last, self.manifest))
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> int:
