@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,3 +103,14 @@ def group_gone(pgid: int, within: float = GRACE_S) -> bool:
         reap_zombies()
         time.sleep(0.2)
     return False
+
+
+def kill_group(*procs, sig: int = signal.SIGKILL) -> None:
+    """End each process's group (started with start_new_session=True) and reap it."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=60)

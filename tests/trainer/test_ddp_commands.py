@@ -7,13 +7,12 @@ steps the loop runs none, only DDP's own gradient all-reduce."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 
 import pytest
 
+from tests import strays
 from trainer.runstore import RunStore
 from trainer_helpers import REPO, TINY, checkpoint, env, last_step, read_trace, wait_for
 
@@ -31,15 +30,6 @@ def torchrun(data, run_dir, tmp_path, log_name: str, *args: str) -> subprocess.P
         # Its own session, so that the whole group (agent, ranks, loader workers) can be killed.
         return subprocess.Popen(argv, cwd=REPO, env=env(), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-
-
-def end_group(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=60)
 
 
 def control_collectives_per_step(trace: list[dict]) -> dict[int, int]:
@@ -60,9 +50,9 @@ def test_divide_applied_at_one_step_on_three_ranks_across_kill9_and_resume(id_sh
         cmd, _ = store.submit_lr_divide(run_id, 10, reason="mid-epoch", who="test")
         applied = wait_for(lambda: (c := store.get_command(cmd.id)).state == "applied" and c, timeout=120,
                            what="the command", proc=proc)
-        end_group(proc)
+        strays.kill_group(proc)
     finally:
-        end_group(proc)
+        strays.kill_group(proc)
     S = applied.applied_step
     assert S % EVERY == 0 and 12 <= S < 20, f"applied at step {S}: not an exchange step of epoch 1"
     assert checkpoint(run_dir)["step"] == 10, "the kill must precede the next checkpoint"
@@ -85,7 +75,7 @@ def test_divide_applied_at_one_step_on_three_ranks_across_kill9_and_resume(id_sh
     try:
         assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     finally:
-        end_group(resumed)
+        strays.kill_group(resumed)
     second = [read_trace(tmp_path / f"t2.rank{r}")[0] for r in range(3)]
     for trace in second:
         assert [r["step"] for r in trace] == list(range(11, 25))

@@ -6,7 +6,6 @@ the log and in the run store, nothing is left running, and `--resume auto` conti
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -57,15 +56,6 @@ def torchrun(data, run_dir, tmp_path, name: str, *args: str, fault: str = "") ->
 
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=60)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("fault, said", [
     ("raise:1:9", "rank 1 ("),                      # "rank 1 (host, pid): RuntimeError: injected fault"
@@ -83,7 +73,7 @@ def test_a_failed_rank_ends_the_group_naming_it(id_shards, tmp_path, fault, said
         rc = proc.wait(timeout=300)
         took = time.monotonic() - seen
     finally:
-        kill_group(proc)
+        strays.kill_group(proc)
     log = (tmp_path / "faulty.log").read_text()
     assert rc != 0, log[-3000:]
     assert took < WITHIN_S, f"the group took {took:.0f} s to end"
@@ -104,7 +94,7 @@ def test_a_failed_rank_ends_the_group_naming_it(id_shards, tmp_path, fault, said
     try:
         assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     finally:
-        kill_group(resumed)
+        strays.kill_group(resumed)
     for rank in (0, 1):
         assert [r["step"] for r in read_trace(tmp_path / f"t2.rank{rank}")[0]] == list(range(8, 13))
     assert store.get_run_by_name("ff")["status"] == "finished"

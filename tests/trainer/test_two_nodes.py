@@ -33,16 +33,6 @@ def agents(data, run_dir, tmp_path, port: int, name: str, *args: str) -> list[su
     return procs
 
 
-def end(procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        p.wait(timeout=60)
-
-
 
 @pytest.mark.slow
 def test_two_agents_train_resume_and_end_together(id_shards, tmp_path, free_tcp_port):
@@ -51,7 +41,7 @@ def test_two_agents_train_resume_and_end_together(id_shards, tmp_path, free_tcp_
     try:
         rcs = [p.wait(timeout=300) for p in first]
     finally:
-        end(first)
+        strays.kill_group(*first)
     logs = [(tmp_path / f"first-node{n}.log").read_text() for n in (0, 1)]
     assert rcs == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     assert "trainer: 2 ranks (1 on this node)" in logs[0] + logs[1]
@@ -72,7 +62,7 @@ def test_two_agents_train_resume_and_end_together(id_shards, tmp_path, free_tcp_
         rc = survivor.wait(timeout=120)
         took = time.monotonic() - killed
     finally:
-        end(second)
+        strays.kill_group(*second)
     assert rc != 0 and took < 60, f"the other node's agent took {took:.0f} s (rc {rc})"
     assert strays.group_gone(second[0].pid) and strays.group_gone(second[1].pid), f"left running: {strays.running_strays(0)}"
     run = RunStore(tmp_path / "runs.db").get_run_by_name("two")
